@@ -1,0 +1,43 @@
+# Every target that needs the environment creates it first, so each works on a fresh clone.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PY     := $(BIN)/python
+STAMP  := $(VENV)/.installed
+TARGETS ?= reference,torch-sdpa-math,torch-mha,torch-encoder-layer,torch-decoder-layer,torch-transformer
+PROFILE ?= ci
+
+.PHONY: env test lint typecheck pytest conformance spec bench clean
+
+env: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch 2.13.0 is the CPU wheel on this machine's disk; any other request pulls a multi-GB CUDA build.
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy --strict spec reference conformance
+
+pytest: $(STAMP)
+	$(PY) -m pytest -n 2 --dist loadgroup
+
+test: lint typecheck pytest
+
+conformance: $(STAMP)
+	$(PY) -m conformance run --impl $(TARGETS) --device cpu --profile $(PROFILE) --gate reference --markdown reports/conformance.md --json reports/conformance.json --junit reports/conformance.xml
+
+spec: $(STAMP)
+	$(PY) -m spec.render > spec/SPEC.md
+
+bench: $(STAMP)
+	$(PY) -m benchmarks --json reports/bench.json
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .hypothesis reports

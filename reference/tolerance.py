@@ -1,0 +1,111 @@
+"""The one tolerance policy of the project (version ``TOLERANCE_VERSION``).
+
+Every numerical comparison in tests, checks and benchmarks goes through this module; nothing else
+defines an ``atol``. Two rules, both against a float64 oracle computed by the reference:
+
+1. Differential rule (FlashAttention's method): a target computing in dtype ``D`` passes when
+   ``max|target - oracle64| <= MULTIPLE[D] * max|reference_in_D - oracle64| + FLOOR[D]``.
+   The reference run in the target's own dtype measures how much error that dtype forces on
+   this very input; a target may be a fixed multiple worse, never more.
+2. Direct rule, where no same-dtype reference run exists (e.g. comparing two forms inside the
+   reference): ``|actual - oracle64| <= ATOL[D] + RTOL[D] * |oracle64|`` elementwise.
+
+Change a constant only with a new ``TOLERANCE_VERSION`` and a reason in the changelog below.
+
+Changelog:
+- 1: initial table. float32 floors ~ a few ulps at unit scale; half types from their epsilon.
+"""
+
+from dataclasses import dataclass
+
+import torch
+
+TOLERANCE_VERSION = "1"
+
+
+@dataclass(frozen=True)
+class DtypeTolerance:
+    """Constants for one dtype: differential multiple and floor, direct rtol and atol."""
+
+    multiple: float
+    floor: float
+    rtol: float
+    atol: float
+
+
+TABLE: dict[torch.dtype, DtypeTolerance] = {
+    torch.float64: DtypeTolerance(multiple=2.0, floor=1e-12, rtol=1e-10, atol=1e-12),
+    torch.float32: DtypeTolerance(multiple=2.0, floor=1e-5, rtol=1e-5, atol=1e-5),
+    torch.float16: DtypeTolerance(multiple=2.0, floor=1e-3, rtol=1e-2, atol=1e-3),
+    torch.bfloat16: DtypeTolerance(multiple=2.0, floor=1e-2, rtol=5e-2, atol=1e-2),
+}
+
+
+def tolerance_for(dtype: torch.dtype) -> DtypeTolerance:
+    """The constants for ``dtype``; unknown dtypes are an error, never a silent default."""
+    if dtype not in TABLE:
+        raise ValueError(f"argument 'dtype': expected one of {sorted(map(str, TABLE))}, got {dtype}")
+    return TABLE[dtype]
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Outcome of one comparison: the measured error, the allowed error, and the verdict."""
+
+    measured: float
+    allowed: float
+    rule: str
+
+    @property
+    def ok(self) -> bool:
+        return self.measured <= self.allowed
+
+    def describe(self) -> str:
+        verdict = "within" if self.ok else "exceeds"
+        return f"max error {self.measured:.3e} {verdict} allowed {self.allowed:.3e} ({self.rule}, v{TOLERANCE_VERSION})"
+
+
+def max_abs_error(actual: torch.Tensor, oracle: torch.Tensor) -> float:
+    """Largest absolute difference in float64; NaN or Inf anywhere gives ``inf``."""
+    if actual.shape != oracle.shape:
+        raise ValueError(f"argument 'actual': expected shape {tuple(oracle.shape)}, got {tuple(actual.shape)}")
+    diff = (actual.detach().to(torch.float64).cpu() - oracle.detach().to(torch.float64).cpu()).abs()
+    if diff.numel() == 0:
+        return 0.0
+    if not bool(torch.isfinite(diff).all()):
+        return float("inf")
+    return float(diff.max())
+
+
+def differential(actual: torch.Tensor, oracle64: torch.Tensor, reference_same_dtype: torch.Tensor) -> Comparison:
+    """Rule 1: the target's error against a fixed multiple of the reference's own error in that dtype."""
+    tol = tolerance_for(actual.dtype)
+    baseline = max_abs_error(reference_same_dtype, oracle64)
+    allowed = tol.multiple * baseline + tol.floor
+    return Comparison(max_abs_error(actual, oracle64), allowed, f"differential {tol.multiple}x ref + {tol.floor:g}")
+
+
+def direct(actual: torch.Tensor, oracle64: torch.Tensor) -> Comparison:
+    """Rule 2: elementwise ``atol + rtol * |oracle|``; reports the worst excess as a ratio-free pair."""
+    tol = tolerance_for(actual.dtype)
+    a = actual.detach().to(torch.float64).cpu()
+    o = oracle64.detach().to(torch.float64).cpu()
+    if a.shape != o.shape:
+        raise ValueError(f"argument 'actual': expected shape {tuple(o.shape)}, got {tuple(a.shape)}")
+    if a.numel() == 0:
+        return Comparison(0.0, tol.atol, "direct")
+    bound = tol.atol + tol.rtol * o.abs()
+    diff = (a - o).abs()
+    if not bool(torch.isfinite(diff).all()):
+        return Comparison(float("inf"), float(bound.min()), f"direct atol {tol.atol:g} + rtol {tol.rtol:g}")
+    worst = int(torch.argmax(diff - bound))
+    return Comparison(
+        float(diff.flatten()[worst]), float(bound.flatten()[worst]), f"direct atol {tol.atol:g} + rtol {tol.rtol:g}"
+    )
+
+
+def assert_close(actual: torch.Tensor, oracle64: torch.Tensor, what: str = "value") -> None:
+    """Test helper: raise ``AssertionError`` with the comparison when the direct rule fails."""
+    result = direct(actual, oracle64)
+    if not result.ok:
+        raise AssertionError(f"{what}: {result.describe()}")

@@ -1,0 +1,51 @@
+"""Shared test setup: hypothesis profiles, the device parametrisation, and the claim marker.
+
+Profiles: ``quick`` (local edits), ``ci`` (derandomized, picked automatically when ``CI`` is set),
+``thorough`` (many examples). Choose with ``HYPOTHESIS_PROFILE=...``.
+
+Tests that realise a spec claim carry ``@pytest.mark.claim("claim.id", ...)``; the meta-tests in
+``tests/spec`` read those markers (statically) and fail on unknown IDs or untested claims.
+"""
+
+import os
+
+import pytest
+import torch
+from hypothesis import HealthCheck, settings
+
+settings.register_profile(
+    "quick", max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile(
+    "ci",
+    max_examples=25,
+    deadline=None,
+    derandomize=True,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.register_profile(
+    "thorough", max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "quick"))
+
+DEVICES = [
+    pytest.param("cpu", id="cpu"),
+    pytest.param(
+        "cuda",
+        id="cuda",
+        marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine"),
+    ),
+]
+
+
+@pytest.fixture(params=DEVICES)
+def device(request: pytest.FixtureRequest) -> torch.device:
+    """Run the test on every available device: CPU always, CUDA where present."""
+    return torch.device(request.param)
+
+
+CHECKS_ENABLED = os.environ.get("JAXTYPING_DISABLE", "0").lower() in ("", "0", "false")
+requires_shape_checks = pytest.mark.skipif(
+    not CHECKS_ENABLED, reason="JAXTYPING_DISABLE is set: run-time shape checks are off"
+)
