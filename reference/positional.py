@@ -163,14 +163,18 @@ def normalized_positions(n: int, *, dtype: torch.dtype = torch.float64) -> Float
 
 
 @checked
-def binary_positions(n: int, d_model: int, *, dtype: torch.dtype = torch.float64) -> Float[Tensor, "{n} {d_model}"]:
+def binary_positions(
+    n: int, d_model: int, *, dtype: torch.dtype = torch.float64
+) -> Float[Tensor, "{n} {d_model}"]:
     """Rejected alternative 3: position ``p`` as its ``d_model`` binary digits (column j = bit j, LSB first).
 
     Claims: positional.binary.discontinuous.
     """
     require(d_model > 0, "d_model", "a positive integer", d_model)
     require(n >= 0, "n", "an integer >= 0", n)
-    require(d_model >= 63 or n <= 2**d_model, "n", f"at most 2**d_model = {2**min(d_model, 62)} positions", n)
+    require(
+        d_model >= 63 or n <= 2**d_model, "n", f"at most 2**d_model = {2 ** min(d_model, 62)} positions", n
+    )
     bits = torch.arange(min(d_model, 62))
     values = (torch.arange(n)[:, None] >> bits[None, :]) & 1
     table = torch.zeros(n, d_model, dtype=dtype)

@@ -1,0 +1,265 @@
+"""Library API: ``run_audit`` runs checks against targets and writes the reports.
+
+Used by the CLI (``python -m conformance run``) and the pytest plugin. Bad arguments raise
+``UsageError`` (the CLI turns it into exit code 2) before any check runs.
+"""
+
+import fnmatch
+import json
+import random
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import torch
+
+from conformance.adapter import Adapter
+from conformance.context import CI_SEED, PROFILES
+from conformance.deviations import DeviationFileError, load_for_target
+from conformance.registry import CheckSpec, Registry, load_builtin_checks
+from conformance.report import AuditReport, TargetSummary, claim_statements
+from conformance.runner import CheckResult, RunSettings, dtype_name, run_target, stale_deviations
+from conformance.targets import TargetError, import_object, resolve_target
+from reference.tolerance import TOLERANCE_VERSION
+
+DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "float64": torch.float64,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+}
+
+
+class UsageError(ValueError):
+    """A bad request (unknown target, check or dtype; CUDA asked for but absent, ...)."""
+
+
+@dataclass
+class ReportPaths:
+    """Where to write reports; ``jsonl`` is the streamed partial file (defaults next to ``json``)."""
+
+    json: Path | None = None
+    junit: Path | None = None
+    markdown: Path | None = None
+    jsonl: Path | None = None
+
+    def stream_path(self) -> Path | None:
+        """The JSONL file results are streamed to while the run goes on."""
+        if self.jsonl is not None:
+            return self.jsonl
+        if self.json is not None:
+            return self.json.with_name(self.json.stem + ".partial.jsonl")
+        return None
+
+
+def resolve_device(name: str) -> torch.device:
+    """``cpu`` | ``cuda[:N]`` | ``auto`` -> a device; CUDA requested without CUDA is a UsageError."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise UsageError(f"--device: expected cpu, cuda or auto, got {name!r}") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: CUDA is not available on this machine (torch "
+                         f"{torch.__version__}, cuda build {torch.version.cuda}); use --device cpu or auto")
+    if device.type not in ("cpu", "cuda"):
+        raise UsageError(f"--device: expected cpu, cuda or auto, got {name!r}")
+    return device
+
+
+def resolve_dtype(name: str | torch.dtype) -> torch.dtype:
+    """``float32`` (default), ``float64``, ``float16`` or ``bfloat16``."""
+    if isinstance(name, torch.dtype):
+        if name in DTYPES.values():
+            return name
+        raise UsageError(f"--dtype: expected one of {sorted(DTYPES)}, got {name}")
+    if name not in DTYPES:
+        raise UsageError(f"--dtype: expected one of {sorted(DTYPES)}, got {name!r}")
+    return DTYPES[name]
+
+
+def _split(value: str | Sequence[str] | None) -> list[str]:
+    if value is None:
+        return []
+    items = value.split(",") if isinstance(value, str) else list(value)
+    return [item.strip() for item in items if item.strip()]
+
+
+def select_checks(
+    registry: Registry, claims: str | Sequence[str] | None = None, check: str | Sequence[str] | None = None
+) -> list[CheckSpec]:
+    """Checks whose ID is in ``check`` and that realise a claim matching a ``claims`` pattern."""
+    specs = registry.all()
+    wanted = _split(check)
+    unknown = [c for c in wanted if c not in registry]
+    if unknown:
+        raise UsageError(f"--check: unknown check {', '.join(map(repr, unknown))} "
+                         f"(see `python -m conformance list`)")
+    if wanted:
+        specs = [s for s in specs if s.id in wanted]
+    patterns = _split(claims)
+    if patterns:
+        specs = [s for s in specs if any(fnmatch.fnmatchcase(c, p) for c in s.claims for p in patterns)]
+        if not specs:
+            raise UsageError(f"--claims {','.join(patterns)}: matches no claim of any selected check")
+    return specs
+
+
+def load_registry(spec: str) -> Registry:
+    """``package.module:attribute`` naming a ``Registry`` (for suites with their own checks)."""
+    try:
+        obj: Any = import_object(spec)
+    except TargetError as exc:
+        raise UsageError(f"--checks-from: {exc}") from exc
+    if not isinstance(obj, Registry):
+        raise UsageError(f"--checks-from {spec!r}: expected a conformance.registry.Registry, got "
+                         f"{type(obj).__name__}")
+    return obj
+
+
+def _progress_stream(progress: bool | TextIO | None) -> TextIO | None:
+    if progress is None:
+        return sys.stderr if sys.stderr.isatty() else None
+    if progress is True:
+        return sys.stderr
+    if progress is False:
+        return None
+    return progress
+
+
+def run_audit(
+    targets: Sequence[str | Adapter] | str,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: str | torch.dtype = "float32",
+    profile: str = "ci",
+    seed: int | None = None,
+    claims: str | Sequence[str] | None = None,
+    check: str | Sequence[str] | None = None,
+    timeout: float | None = None,
+    report_paths: ReportPaths | None = None,
+    gate: str | Sequence[str] | None = None,
+    save_inputs: str | Path | None = None,
+    registry: Registry | None = None,
+    deviations_dir: str | Path | None = None,
+    progress: bool | TextIO | None = None,
+) -> AuditReport:
+    """Audit ``targets`` (built-in names, ``package.module:factory`` strings or ``Adapter``s).
+
+    Claims: every claim realised by a selected check. Returns the report; its ``exit_code`` is 0
+    when every gated target passed all applicable checks and no deviation entry is stale.
+    """
+    started = time.perf_counter()
+    if profile not in PROFILES:
+        raise UsageError(f"--profile: expected one of {sorted(PROFILES)}, got {profile!r}")
+    prof = PROFILES[profile]
+    dev = device if isinstance(device, torch.device) else resolve_device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: CUDA is not available on this machine")
+    dt = resolve_dtype(dtype)
+    if timeout is not None and timeout <= 0:
+        raise UsageError(f"--timeout: expected a positive number of seconds, got {timeout}")
+    limit = timeout if timeout is not None else prof.time_limit_s
+    if seed is None:
+        seed = CI_SEED if prof.derandomized else random.SystemRandom().randrange(2**31)
+
+    # Targets first: an unknown target is a usage error before anything runs.
+    entries = _split(targets) if isinstance(targets, str) else list(targets)
+    if not entries:
+        raise UsageError("--impl: expected at least one target")
+    adapters: list[tuple[str, Adapter]] = []
+    for entry in entries:
+        if isinstance(entry, Adapter):
+            adapters.append((entry.name, entry))
+            continue
+        try:
+            adapters.append((entry, resolve_target(entry)))
+        except TargetError as exc:
+            raise UsageError(f"--impl: {exc}") from exc
+    names = [a.name for _, a in adapters]
+    if len(set(names)) != len(names):
+        raise UsageError(f"--impl: target names must be unique, got {names}")
+    gated_names = set(_split(gate)) if gate is not None else set(names)
+    unknown_gate = gated_names - set(names) - {impl for impl, _ in adapters}
+    if unknown_gate:
+        raise UsageError(f"--gate: {sorted(unknown_gate)} not among the audited targets {names}")
+
+    reg = registry if registry is not None else load_builtin_checks()
+    specs = select_checks(reg, claims, check)
+    all_specs = reg.all()
+    deviation_dir = Path(deviations_dir) if deviations_dir is not None else None
+    try:
+        deviations = {a.name: load_for_target(a.name, deviation_dir) for _, a in adapters}
+    except DeviationFileError as exc:
+        raise UsageError(str(exc)) from exc
+
+    config = {"device": str(dev), "dtype": dtype_name(dt), "profile": prof.name, "seed": seed,
+              "examples": prof.examples, "timeout_s": limit, "claims": claims, "check": check,
+              "targets": [impl for impl, _ in adapters], "tolerance_version": TOLERANCE_VERSION,
+              "torch": torch.__version__}
+    paths = report_paths or ReportPaths()
+    stream_path = paths.stream_path()
+    stream = None
+    if stream_path is not None:
+        stream_path.parent.mkdir(parents=True, exist_ok=True)
+        stream = stream_path.open("w", encoding="utf-8")
+    out = _progress_stream(progress)
+    total = len(specs) * len(adapters)
+    done = 0
+
+    def emit(record: dict[str, Any]) -> None:
+        if stream is not None:
+            stream.write(json.dumps(record, default=str) + "\n")
+            stream.flush()
+
+    def on_result(result: CheckResult) -> None:
+        nonlocal done
+        done += 1
+        emit({"event": "result", **result.to_json()})
+        if out is not None:
+            extra = f" [{result.failure_kind}]" if result.failure_kind else ""
+            out.write(f"[{done:>4}/{total}] {result.target} :: {result.check} ... {result.status}{extra} "
+                      f"({result.duration_s:.2f}s)\n")
+            out.flush()
+
+    results: list[CheckResult] = []
+    summaries: list[TargetSummary] = []
+    stale: list[dict[str, Any]] = []
+    try:
+        emit({"event": "start", "config": config})
+        for impl, adapter in adapters:
+            settings = RunSettings(device=dev, dtype=dt, profile=prof, seed=seed, time_limit_s=limit,
+                                   impl=impl, save_inputs=Path(save_inputs) if save_inputs else None)
+            summaries.append(TargetSummary(
+                name=adapter.name, impl=impl, capabilities=sorted(c.value for c in adapter.capabilities),
+                conventions={k: (v if not isinstance(v, tuple) else [str(x) for x in v])
+                             for k, v in asdict(adapter.conventions).items()},
+                gated=adapter.name in gated_names or impl in gated_names,
+                problems=adapter.declaration_problems()))
+            mine = run_target(adapter, specs, settings, deviations[adapter.name], on_result=on_result,
+                              known_ids={s.id for s in all_specs})
+            results.extend(mine)
+            for dev_entry, why in stale_deviations(deviations[adapter.name], mine, all_specs, dev.type,
+                                                   dtype_name(dt)):
+                record = {"target": adapter.name, "entry": dev_entry.describe(), "source": dev_entry.source,
+                          "index": dev_entry.index, "why": why}
+                stale.append(record)
+                emit({"event": "stale-deviation", **record})
+        report = AuditReport(config=config, targets=summaries, results=results, stale=stale,
+                             statements=claim_statements(), duration_s=time.perf_counter() - started)
+        report.summarise()
+        emit({"event": "end", "exit_code": report.exit_code, "duration_s": report.duration_s})
+    finally:
+        if stream is not None:
+            stream.close()
+    if paths.json is not None:
+        report.write_json(paths.json)
+    if paths.junit is not None:
+        report.write_junit(paths.junit)
+    if paths.markdown is not None:
+        report.write_markdown(paths.markdown)
+    return report

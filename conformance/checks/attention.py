@@ -1,0 +1,287 @@
+"""Checks of scaled dot-product attention (``Capability.ATTENTION``): shapes, weights, formula.
+
+Masks are built canonically (True = may attend) and converted with ``ctx.to_target_mask``. The
+oracle is ``reference.attention.scaled_dot_product_attention`` run in float64 and, for the
+differential rule, in the target's dtype. Rows whose query sees no key follow the target's declared
+``fully_masked_row`` convention and are judged only by ``attention.fully-masked-row``.
+"""
+
+import torch
+from torch import Tensor
+
+from conformance.adapter import Capability
+from conformance.checks.inputs import (
+    SCORE_SCALE,
+    AttnCase,
+    attention_cases,
+    half_dtypes,
+    qkv,
+    random_keep,
+)
+from conformance.context import CheckContext, FailureKind, NotApplicable
+from conformance.registry import check
+from reference.attention import scaled_dot_product_attention
+
+ATTN = (Capability.ATTENTION,)
+SHAPES = "attention.shapes"
+
+
+# -- helpers shared with masks.py --------------------------------------------------------------
+def run_attention(
+    ctx: CheckContext, case: AttnCase, q: Tensor, k: Tensor, v: Tensor, keep: Tensor | None, *,
+    is_causal: bool = False,
+) -> tuple[Tensor, Tensor | None]:
+    """Call the target's attention with the canonical ``keep`` mask; check output (and weights) shapes."""
+    ctx.record(case=case.describe(), q=q, k=k, v=v, keep=keep, is_causal=is_causal)
+    result = ctx.call(ctx.adapter.attention, q, k, v, mask=ctx.to_target_mask(keep), is_causal=is_causal)
+    if not isinstance(result, tuple) or len(result) != 2:
+        ctx.fail(FailureKind.SHAPE, f"attention returned {type(result).__name__}, expected (out, weights|None)")
+    out, weights = result
+    ctx.expect_shape(f"output [{case.describe()}]", out, (case.b, case.h, case.nq, case.dv))
+    ctx.expect_dtype("output", out, q.dtype)
+    if not ctx.adapter.conventions.returns_weights:
+        return out, None
+    ctx.expect_shape(f"weights [{case.describe()}]", weights, (case.b, case.h, case.nq, case.nk))
+    return out, weights
+
+
+def need_weights(ctx: CheckContext, weights: Tensor | None) -> Tensor:
+    """The returned weights, or NotApplicable when the target declares it returns none."""
+    if weights is None:
+        raise NotApplicable(f"target {ctx.adapter.name!r} declares returns_weights=False")
+    return weights
+
+
+def oracle(
+    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Reference (out64, weights64, out_same_dtype, weights_same_dtype) for the canonical mask."""
+    out64, w64 = scaled_dot_product_attention(q.double(), k.double(), v.double(), mask)
+    out, w = scaled_dot_product_attention(q, k, v, mask)
+    return out64, w64, out, w
+
+
+def live_rows(keep: Tensor | None, case: AttnCase, device: torch.device) -> Tensor:
+    """[b, h, nq] True where the query sees at least one key (every row when there is no mask)."""
+    if keep is None:
+        return torch.ones(case.b, case.h, case.nq, dtype=torch.bool, device=device)
+    return keep.expand(case.b, case.h, case.nq, case.nk).any(dim=-1)
+
+
+def compare_rows(
+    ctx: CheckContext, what: str, actual: Tensor, oracle64: Tensor, same: Tensor, rows: Tensor
+) -> None:
+    """Differential comparison restricted to the selected query rows."""
+    ctx.compare(what, actual[rows], oracle64[rows], same[rows])
+
+
+def masks_for(ctx: CheckContext, case: AttnCase) -> list[Tensor | None]:
+    """No mask, a broadcast [b,1,nq,nk] mask and a per-head mask (no fully masked rows)."""
+    return [
+        None,
+        random_keep(ctx, case, fully_masked_row=False),
+        random_keep(ctx, case, fully_masked_row=False, per_head=True),
+    ]
+
+
+# -- structural --------------------------------------------------------------------------------
+@check(SHAPES, claims=("attention.shapes", "attention.pattern-quadratic"), needs=ATTN)
+def shapes(ctx: CheckContext) -> None:
+    """Output is [b, h, num_q, d_v] in the input dtype, weights (if returned) [b, h, num_q, num_k],
+    for num_q != num_k both ways, length 1 and odd head widths."""
+    for case in attention_cases(ctx):
+        q, k, v = qkv(ctx, case)
+        for keep in (None, random_keep(ctx, case, fully_masked_row=False)):
+            run_attention(ctx, case, q, k, v, keep)
+
+
+@check("attention.shapes.value-width", claims=("attention.shapes",), needs=ATTN, depends_on=(SHAPES,))
+def value_width(ctx: CheckContext) -> None:
+    """d_v != d_k is allowed: the output takes the width of V, and matches the oracle."""
+    for case in attention_cases(ctx, value_width_differs=True):
+        q, k, v = qkv(ctx, case)
+        out, _ = run_attention(ctx, case, q, k, v, None)
+        out64, _, same, _ = oracle(q, k, v, None)
+        ctx.compare(f"output [{case.describe()}]", out, out64, same)
+
+
+@check("attention.weights.range", claims=("attention.weights.range",), needs=ATTN, depends_on=(SHAPES,))
+def weights_range(ctx: CheckContext) -> None:
+    """Every weight lies in [0, 1], also with masks and with scores scaled by 1e3."""
+    for case in attention_cases(ctx):
+        for scale in (1.0, SCORE_SCALE):
+            q, k, v = qkv(ctx, case, score_scale=scale)
+            for keep in masks_for(ctx, case):
+                _, weights = run_attention(ctx, case, q, k, v, keep)
+                w = need_weights(ctx, weights)
+                ctx.expect_finite("weights", w)
+                ctx.compare_direct("weights clamped to [0, 1]", w, w.double().clamp(0.0, 1.0))
+
+
+@check(
+    "attention.weights.rows-sum-to-one",
+    claims=("attention.weights.rows-sum-to-one", "attention.weights.column-layout"),
+    needs=ATTN,
+    depends_on=(SHAPES,),
+)
+def rows_sum_to_one(ctx: CheckContext) -> None:
+    """In the [num_q, num_k] layout each query row with at least one visible key sums to 1."""
+    for case in attention_cases(ctx):
+        q, k, v = qkv(ctx, case)
+        for keep in [*masks_for(ctx, case), random_keep(ctx, case, fully_masked_row=True)]:
+            _, weights = run_attention(ctx, case, q, k, v, keep)
+            w = need_weights(ctx, weights)
+            rows = live_rows(keep, case, w.device)
+            sums = w.double().sum(dim=-1)[rows]
+            ctx.compare_direct(f"row sums of the weights [{case.describe()}]", sums.to(w.dtype),
+                               torch.ones_like(sums))
+
+
+@check(
+    "attention.convex-combination", claims=("attention.convex-combination",), needs=ATTN, depends_on=(SHAPES,)
+)
+def convex_combination(ctx: CheckContext) -> None:
+    """Each output coordinate lies between the smallest and largest visible value in that coordinate
+    (works without weights), for unit and x1e3 scores."""
+    for case in attention_cases(ctx):
+        for scale in (1.0, SCORE_SCALE):
+            q, k, v = qkv(ctx, case, score_scale=scale)
+            for keep in masks_for(ctx, case):
+                out, _ = run_attention(ctx, case, q, k, v, keep)
+                ctx.expect_finite("output", out)
+                check_in_hull(ctx, case, out, v, keep)
+
+
+def check_in_hull(ctx: CheckContext, case: AttnCase, out: Tensor, v: Tensor, keep: Tensor | None) -> None:
+    """Output rows (with a visible key) inside the per-coordinate [min, max] of the visible values."""
+    full = (
+        torch.ones(case.b, case.h, case.nq, case.nk, dtype=torch.bool, device=v.device)
+        if keep is None
+        else keep.expand(case.b, case.h, case.nq, case.nk)
+    )
+    v64 = v.double().unsqueeze(-3)  # [b, h, 1, nk, dv]
+    vis = full.unsqueeze(-1)
+    lo = torch.where(vis, v64, torch.full_like(v64, float("inf"))).amin(dim=-2)
+    hi = torch.where(vis, v64, torch.full_like(v64, float("-inf"))).amax(dim=-2)
+    rows = live_rows(keep, case, v.device)
+    clamped = torch.minimum(torch.maximum(out.double(), lo), hi)
+    ctx.compare_direct(f"output clamped to the hull of visible values [{case.describe()}]", out[rows], clamped[rows])
+
+
+@check("attention.fully-masked-row", claims=("attention.fully-masked-row",), needs=ATTN, depends_on=(SHAPES,))
+def fully_masked_row(ctx: CheckContext) -> None:
+    """A query that sees no key follows the declared convention (zero: weights and output exactly 0;
+    nan: NaN output; uniform: mean of all values); the other rows stay finite and correct."""
+    convention = ctx.adapter.conventions.fully_masked_row
+    for case in attention_cases(ctx):
+        q, k, v = qkv(ctx, case)
+        keep = random_keep(ctx, case, fully_masked_row=True)
+        out, weights = run_attention(ctx, case, q, k, v, keep)
+        rows = live_rows(keep, case, out.device)
+        dead = ~rows
+        out64, w64, same, wsame = oracle(q, k, v, keep)
+        ctx.expect_finite("output rows with a visible key", out[rows])
+        compare_rows(ctx, "output rows with a visible key", out, out64, same, rows)
+        dead_out = out[dead]
+        if convention == "zero":
+            if not bool((dead_out == 0).all()):
+                ctx.fail(FailureKind.PROPERTY, f"fully masked row: declared 'zero', output row holds "
+                         f"{dead_out[dead_out != 0][:4].tolist()} [{case.describe()}]")
+        elif convention == "nan":
+            if not bool(torch.isnan(dead_out).all()):
+                ctx.fail(FailureKind.PROPERTY, f"fully masked row: declared 'nan', output row holds "
+                         f"{dead_out[:4].tolist()} [{case.describe()}]")
+        else:
+            mean = v.double().mean(dim=-2, keepdim=True).expand(case.b, case.h, case.nq, case.dv)
+            ctx.compare_direct("fully masked row: declared 'uniform' (mean of the values)", dead_out, mean[dead])
+        if weights is None:
+            continue
+        dead_w = weights[dead]
+        if convention == "zero" and not bool((dead_w == 0).all()):
+            ctx.fail(FailureKind.PROPERTY, "fully masked row: declared 'zero', weights are not all exactly 0")
+        if convention == "nan" and not bool(torch.isnan(dead_w).all()):
+            ctx.fail(FailureKind.PROPERTY, "fully masked row: declared 'nan', weights are not all NaN")
+        if convention == "uniform":
+            ctx.compare_direct("fully masked row weights: 1/num_k", dead_w, torch.full_like(dead_w.double(), 1 / case.nk))
+        compare_rows(ctx, "weights rows with a visible key", weights, w64, wsame, rows)
+
+
+# -- differential ------------------------------------------------------------------------------
+@check(
+    "attention.differential",
+    claims=("attention.formula", "attention.score-is-dot-product", "attention.scale.sqrt-dk"),
+    needs=ATTN,
+    depends_on=(SHAPES,),
+    kind="differential",
+)
+def differential(ctx: CheckContext) -> None:
+    """Output (and weights) match softmax(q k^T / sqrt(d_k)) v of the float64 oracle, with and without
+    masks, for unit scores and scores scaled by 1e3 (differential tolerance rule)."""
+    for case in attention_cases(ctx):
+        for scale in (1.0, SCORE_SCALE):
+            q, k, v = qkv(ctx, case, score_scale=scale)
+            for keep in masks_for(ctx, case):
+                out, weights = run_attention(ctx, case, q, k, v, keep)
+                out64, w64, same, wsame = oracle(q, k, v, keep)
+                ctx.compare(f"output [{case.describe()}, score x{scale:g}]", out, out64, same)
+                if weights is not None:
+                    ctx.compare(f"weights [{case.describe()}, score x{scale:g}]", weights, w64, wsame)
+
+
+@check(
+    "attention.half-precision",
+    claims=("attention.half-precision-softmax",),
+    needs=ATTN,
+    depends_on=(SHAPES,),
+    kind="differential",
+)
+def half_precision(ctx: CheckContext) -> None:
+    """In each declared float16/bfloat16: unit scores match the oracle (differential rule against the
+    reference in that dtype); scores x1e3 give finite outputs inside the hull of the values."""
+    for dtype in half_dtypes(ctx):
+        for case in attention_cases(ctx)[:3]:
+            q, k, v = qkv(ctx, case, dtype=dtype)
+            keep = random_keep(ctx, case, fully_masked_row=False)
+            out, _ = run_attention(ctx, case, q, k, v, keep)
+            out64, _, same, _ = oracle(q, k, v, keep)
+            ctx.compare(f"{dtype} output [{case.describe()}]", out, out64, same)
+            q_big = q * SCORE_SCALE
+            out, weights = run_attention(ctx, case, q_big, k, v, keep)
+            ctx.expect_finite(f"{dtype} output with scores x1e3", out)
+            if weights is not None:
+                ctx.expect_finite(f"{dtype} weights with scores x1e3", weights)
+            check_in_hull(ctx, case, out, v, keep)
+
+
+# -- metamorphic -------------------------------------------------------------------------------
+@check("attention.determinism", claims=("determinism.eval",), needs=ATTN, depends_on=(SHAPES,),
+       kind="metamorphic")
+def determinism(ctx: CheckContext) -> None:
+    """The same inputs give bit-identical outputs on a second call."""
+    for case in attention_cases(ctx)[:3]:
+        q, k, v = qkv(ctx, case)
+        keep = random_keep(ctx, case, fully_masked_row=False)
+        first, _ = run_attention(ctx, case, q, k, v, keep)
+        second, _ = run_attention(ctx, case, q, k, v, keep)
+        if not torch.equal(first, second):
+            diff = float((first.double() - second.double()).abs().max())
+            ctx.fail(FailureKind.PROPERTY, f"two identical calls differ by up to {diff:.3e} [{case.describe()}]",
+                     measured=diff, allowed=0.0)
+
+
+@check("attention.batch-independence", claims=("batch.independence",), needs=ATTN, depends_on=(SHAPES,),
+       kind="metamorphic")
+def batch_independence(ctx: CheckContext) -> None:
+    """Sample 0's output does not change when the other samples change, nor when it runs alone."""
+    for case in attention_cases(ctx):
+        case = AttnCase(3, case.h, case.nq, case.nk, case.d, case.dv)
+        q, k, v = qkv(ctx, case)
+        keep = random_keep(ctx, case, fully_masked_row=False)
+        out, _ = run_attention(ctx, case, q, k, v, keep)
+        q2, k2, v2 = qkv(ctx, case, score_scale=3.0)
+        q2[0], k2[0], v2[0] = q[0], k[0], v[0]
+        out2, _ = run_attention(ctx, case, q2, k2, v2, keep)
+        ctx.compare_direct("sample 0 after changing samples 1..2", out2[0], out[0].double())
+        single = AttnCase(1, case.h, case.nq, case.nk, case.d, case.dv)
+        alone, _ = run_attention(ctx, single, q[:1], k[:1], v[:1], keep[:1])
+        ctx.compare_direct("sample 0 run alone vs in a batch", alone[0], out[0].double())

@@ -1,0 +1,532 @@
+"""Checks of whole encoder and decoder layers: shapes, padding, batch independence, causality,
+cross-attention over a permuted memory, residual placement, and a differential run against the
+reference layer carrying the same canonical weights.
+
+Inputs are adversarial by default: a length-1 sample next to a full-length one, left and right
+padding, pad rows filled with 1e10 (or NaN in the ``*-nan`` checks), samples of different lengths in
+one batch. Pad masks are canonical (True = real token) and reach the target through
+``ctx.to_target_mask``; only real positions are compared (pad positions carry no contract).
+
+The helpers at the top (config, lengths, canonical weights, oracle copies) are shared with
+``conformance/checks/models.py``.
+"""
+
+import copy
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from conformance.adapter import Capability
+from conformance.context import CheckContext, FailureKind, NotApplicable
+from conformance.registry import check
+from reference.config import TransformerConfig
+from reference.decoder import DecoderLayer
+from reference.encoder import EncoderLayer
+from reference.layernorm import layer_norm
+from reference.masks import padding_mask_from_lengths
+
+ENC = Capability.ENCODER_LAYER
+DEC = Capability.DECODER_LAYER
+Side = Literal["right", "left"]
+SIDES: tuple[Side, ...] = ("right", "left")
+
+# --------------------------------------------------------------------------------------------
+# shared helpers (also used by models.py)
+# --------------------------------------------------------------------------------------------
+
+
+def layer_config(ctx: CheckContext, **overrides: Any) -> TransformerConfig:
+    """The tiny config in the target's declared residual placement and LayerNorm eps."""
+    conv = ctx.adapter.conventions
+    fields: dict[str, Any] = {"norm_placement": conv.norm_placement, "eps": conv.layer_norm_eps}
+    fields.update(overrides)
+    return TransformerConfig.tiny(**fields)
+
+
+def draw_int(ctx: CheckContext, low: int, high: int) -> int:
+    """One integer in ``[low, high]`` from the check's generator."""
+    return int(torch.randint(low, high + 1, (1,), generator=ctx.generator))
+
+
+def mixed_lengths(ctx: CheckContext, batch: int, length: int) -> list[int]:
+    """Different lengths in one batch: a length-1 sample, a full one, the rest random in [1, length]."""
+    fixed = [1, length][:batch]
+    return fixed + [draw_int(ctx, 1, length) for _ in range(batch - len(fixed))]
+
+
+def keep_from_lengths(ctx: CheckContext, lengths: list[int], length: int, side: Side) -> Tensor:
+    """Canonical padding mask [b, length] (True = real token) on ``ctx.device``."""
+    lens = torch.tensor(lengths, dtype=torch.int64, device=ctx.device)
+    keep: Tensor = padding_mask_from_lengths(lens, length, side=side)
+    return keep
+
+
+def huge(dtype: torch.dtype) -> float:
+    """Finite pad filler far beyond real activations (1e10, or the dtype's max / 4 for half types)."""
+    return min(1e10, float(torch.finfo(dtype).max) / 4)
+
+
+def fill_rows(x: Tensor, hidden: Tensor, value: float) -> Tensor:
+    """Copy of ``x`` [b, l, d] with the rows where ``hidden`` [b, l] is True set to ``value``."""
+    return torch.where(hidden.unsqueeze(-1), torch.full_like(x, value), x)
+
+
+@contextmanager
+def _own_rng() -> Iterator[None]:
+    """Construct reference modules without disturbing the global RNG stream."""
+    with torch.random.fork_rng(devices=[]):
+        yield
+
+
+def canonical_module(ctx: CheckContext, factory: Callable[[], nn.Module]) -> nn.Module:
+    """A reference module whose parameters are redrawn (float64, CPU) from the check's generator.
+
+    Matrices get ``N(0, 1/fan_in)``, LayerNorm gains ``1 + N(0, 0.1^2)``, biases ``N(0, 0.1^2)``: nothing
+    is an identity, so a wrongly mapped parameter shows.
+    """
+    with _own_rng():
+        module = factory()
+    module = module.to(torch.float64).eval()
+    with torch.no_grad():
+        for name, param in module.named_parameters():
+            noise = torch.randn(param.shape, generator=ctx.generator, dtype=torch.float64)
+            if param.dim() >= 2:
+                param.copy_(noise / param.shape[-1] ** 0.5)
+            elif name.endswith("weight"):
+                param.copy_(1.0 + 0.1 * noise)
+            else:
+                param.copy_(0.1 * noise)
+    return module
+
+
+def state_of(ctx: CheckContext, module: nn.Module) -> dict[str, Tensor] | None:
+    """The module's canonical ``state_dict`` in ``ctx.dtype`` on ``ctx.device``, or ``None`` when the
+    target declares it cannot load weights (it then uses its own random weights)."""
+    if not ctx.adapter.conventions.loads_weights:
+        return None
+    return {
+        k: v.detach().to(device=ctx.device, dtype=ctx.dtype if v.is_floating_point() else v.dtype).clone()
+        for k, v in module.state_dict().items()
+    }
+
+
+def oracle_copies(ctx: CheckContext, module: nn.Module) -> tuple[nn.Module, nn.Module]:
+    """(float64 oracle, same-dtype reference) copies of ``module`` on ``ctx.device``, in eval mode."""
+    oracle = copy.deepcopy(module).to(device=ctx.device, dtype=torch.float64).eval()
+    same = copy.deepcopy(module).to(device=ctx.device, dtype=ctx.dtype).eval()
+    return oracle, same
+
+
+def require_weights(ctx: CheckContext) -> None:
+    """NotApplicable unless the target can take the canonical reference weights."""
+    if not ctx.adapter.conventions.loads_weights:
+        raise NotApplicable(f"target {ctx.adapter.name!r} declares loads_weights=False")
+
+
+def expect_tensor(ctx: CheckContext, what: str, y: Any, shape: tuple[int, ...]) -> Tensor:
+    """Shape and dtype of a target output (dtype must be ``ctx.dtype``); returns it detached."""
+    ctx.expect_shape(what, y, shape)
+    tensor: Tensor = y
+    ctx.expect_dtype(what, tensor, ctx.dtype)
+    return tensor.detach()
+
+
+def same_rows(ctx: CheckContext, what: str, actual: Tensor, expected: Tensor, keep: Tensor | None) -> None:
+    """Direct-rule comparison of ``actual`` with ``expected`` at the real positions (``keep`` True)."""
+    if keep is not None:
+        actual, expected = actual[keep], expected[keep]
+    ctx.compare_direct(what, actual, expected.detach().to(torch.float64))
+
+
+@torch.no_grad()
+def run_oracle(fn: Callable[..., Tensor], *args: Any) -> Tensor:
+    """Run a reference module without autograd."""
+    return fn(*args)
+
+
+# --------------------------------------------------------------------------------------------
+# builders
+# --------------------------------------------------------------------------------------------
+
+
+def build_encoder(ctx: CheckContext, cfg: TransformerConfig) -> tuple[Callable[..., Any], nn.Module]:
+    """(target encoder layer, canonical reference layer in float64 on CPU) for ``cfg``."""
+    module = canonical_module(ctx, lambda: EncoderLayer(cfg))
+    layer = ctx.call(ctx.adapter.build_encoder_layer, cfg, state_of(ctx, module), ctx.device, ctx.dtype)
+    return layer, module
+
+
+def build_decoder(ctx: CheckContext, cfg: TransformerConfig) -> tuple[Callable[..., Any], nn.Module]:
+    """(target decoder layer, canonical reference layer in float64 on CPU) for ``cfg``."""
+    module = canonical_module(ctx, lambda: DecoderLayer(cfg))
+    layer = ctx.call(ctx.adapter.build_decoder_layer, cfg, state_of(ctx, module), ctx.device, ctx.dtype)
+    return layer, module
+
+
+def enc_call(ctx: CheckContext, layer: Callable[..., Any], x: Tensor, keep: Tensor | None) -> Tensor:
+    """Call the target encoder layer and check the output's shape and dtype."""
+    ctx.record(x=x, pad_mask=keep)
+    y = ctx.call(layer, x, ctx.to_target_mask(keep))
+    return expect_tensor(ctx, "encoder layer output", y, tuple(x.shape))
+
+
+def dec_call(
+    ctx: CheckContext,
+    layer: Callable[..., Any],
+    x: Tensor,
+    memory: Tensor,
+    tgt_keep: Tensor | None,
+    mem_keep: Tensor | None,
+) -> Tensor:
+    """Call the target decoder layer and check the output's shape and dtype."""
+    ctx.record(x=x, memory=memory, tgt_pad=tgt_keep, mem_pad=mem_keep)
+    y = ctx.call(layer, x, memory, ctx.to_target_mask(tgt_keep), ctx.to_target_mask(mem_keep))
+    return expect_tensor(ctx, "decoder layer output", y, tuple(x.shape))
+
+
+def zero_sublayers(module: nn.Module, names: tuple[str, ...]) -> None:
+    """Zero the output projections named (weights and biases) and reset every LayerNorm to identity."""
+    with torch.no_grad():
+        for name, param in module.named_parameters():
+            if name.startswith(names):
+                param.zero_()
+            elif "." in name and name.split(".")[-2].startswith("norm"):
+                param.fill_(1.0 if name.endswith("weight") else 0.0)
+
+
+# --------------------------------------------------------------------------------------------
+# encoder layer
+# --------------------------------------------------------------------------------------------
+
+
+@check("encoder_layer.shape", claims=("encoder.output-per-position",), needs=(ENC,), kind="structural")
+def encoder_layer_shape(ctx: CheckContext) -> None:
+    """n input vectors give n finite output vectors of width d_model, with and without a padding mask,
+    for length 1 and for a padded batch."""
+    cfg = layer_config(ctx)
+    layer, _ = build_encoder(ctx, cfg)
+    for b, n in ((1, 1), (3, 5)):
+        x = ctx.randn(b, n, cfg.d_model)
+        ctx.expect_finite("encoder layer output (no mask)", enc_call(ctx, layer, x, None))
+        keep = keep_from_lengths(ctx, mixed_lengths(ctx, b, n), n, "right")
+        y = enc_call(ctx, layer, x, keep)
+        ctx.expect_finite("encoder layer output at real positions", y[keep])
+
+
+def _pad_invariance(ctx: CheckContext, fills: Callable[[Tensor], list[float]], enc: bool) -> None:
+    cfg = layer_config(ctx)
+    if enc:
+        layer, _ = build_encoder(ctx, cfg)
+    else:
+        layer, _ = build_decoder(ctx, cfg)
+    for side in SIDES:
+        b, n, s = 4, 6, 5
+        keep = keep_from_lengths(ctx, mixed_lengths(ctx, b, n), n, side)
+        mem_keep = keep_from_lengths(ctx, mixed_lengths(ctx, b, s), s, side)
+        x = ctx.randn(b, n, cfg.d_model)
+        memory = ctx.randn(b, s, cfg.d_model)
+        base = enc_call(ctx, layer, x, keep) if enc else dec_call(ctx, layer, x, memory, keep, mem_keep)
+        for value in fills(x):
+            x2 = fill_rows(x, ~keep, value)
+            if enc:
+                y = enc_call(ctx, layer, x2, keep)
+            else:
+                y = dec_call(ctx, layer, x2, fill_rows(memory, ~mem_keep, value), keep, mem_keep)
+            same_rows(ctx, f"{side}-padded batch, pad rows set to {value:g}: real positions", y, base, keep)
+
+
+@check(
+    "encoder_layer.padding-invariance",
+    claims=("mask.padding.invariance", "mask.padding.pad-value-arbitrary"),
+    needs=(ENC,),
+    depends_on=("encoder_layer.shape",),
+    kind="metamorphic",
+)
+def encoder_layer_padding(ctx: CheckContext) -> None:
+    """Pad rows set to 1e10, -1e10 or 0 change nothing at real positions (left and right padding,
+    lengths 1..n in one batch)."""
+    _pad_invariance(ctx, lambda x: [huge(x.dtype), -huge(x.dtype), 0.0], enc=True)
+
+
+@check(
+    "encoder_layer.padding-nan",
+    claims=("mask.padding.invariance",),
+    needs=(ENC,),
+    depends_on=("encoder_layer.padding-invariance",),
+    kind="metamorphic",
+)
+def encoder_layer_padding_nan(ctx: CheckContext) -> None:
+    """NaN in pad rows (e.g. NaN embeddings of a pad id) changes nothing at real positions."""
+    _pad_invariance(ctx, lambda x: [float("nan")], enc=True)
+
+
+def _batch_independence(ctx: CheckContext, enc: bool) -> None:
+    cfg = layer_config(ctx)
+    layer, _ = build_encoder(ctx, cfg) if enc else build_decoder(ctx, cfg)
+    b, n, s = 4, 5, 4
+    keep = keep_from_lengths(ctx, [3, 1, n, 2], n, "right")
+    mem_keep = keep_from_lengths(ctx, [s, 2, 1, 3], s, "right")
+    x, memory = ctx.randn(b, n, cfg.d_model), ctx.randn(b, s, cfg.d_model)
+
+    def run(xx: Tensor, mm: Tensor, kk: Tensor, mk: Tensor) -> Tensor:
+        return enc_call(ctx, layer, xx, kk) if enc else dec_call(ctx, layer, xx, mm, kk, mk)
+
+    together = run(x, memory, keep, mem_keep)
+    for i in range(b):
+        alone = run(x[i : i + 1], memory[i : i + 1], keep[i : i + 1], mem_keep[i : i + 1])
+        same_rows(ctx, f"sample {i} alone vs in the batch", alone[0], together[i], keep[i])
+    # Other samples replaced by new content with other lengths: sample 0 must not move.
+    others = keep_from_lengths(ctx, [3, n, 1, 1], n, "right")
+    mem_others = keep_from_lengths(ctx, [s, 1, s, 1], s, "right")
+    x2, m2 = ctx.randn(b, n, cfg.d_model), ctx.randn(b, s, cfg.d_model)
+    x2[0], m2[0] = x[0], memory[0]
+    changed = run(x2, m2, others, mem_others)
+    same_rows(ctx, "sample 0 after changing the other samples", changed[0], together[0], keep[0])
+
+
+@check(
+    "encoder_layer.batch-independence",
+    claims=("batch.independence",),
+    needs=(ENC,),
+    depends_on=("encoder_layer.shape",),
+    kind="metamorphic",
+)
+def encoder_layer_batch(ctx: CheckContext) -> None:
+    """Each sample's output equals its output alone and ignores other samples' content and lengths."""
+    _batch_independence(ctx, enc=True)
+
+
+@check(
+    "encoder_layer.fully-padded-sample",
+    claims=("attention.fully-masked-row", "batch.independence"),
+    needs=(ENC,),
+    depends_on=("encoder_layer.shape",),
+    kind="structural",
+)
+def encoder_layer_fully_padded(ctx: CheckContext) -> None:
+    """A sample with no real token beside a normal one: the normal one is unaffected and (unless the
+    target declares fully_masked_row='nan') the empty sample's output stays finite."""
+    cfg = layer_config(ctx)
+    layer, _ = build_encoder(ctx, cfg)
+    n = 4
+    keep = keep_from_lengths(ctx, [3, 0], n, "right")
+    x = ctx.randn(2, n, cfg.d_model)
+    y = enc_call(ctx, layer, x, keep)
+    alone = enc_call(ctx, layer, x[:1], keep[:1])
+    same_rows(ctx, "sample beside a fully padded one", y[0], alone[0], keep[0])
+    if ctx.adapter.conventions.fully_masked_row != "nan":
+        ctx.expect_finite("output of a fully padded sample", y[1])
+
+
+def _residual(ctx: CheckContext, enc: bool) -> None:
+    require_weights(ctx)
+    cfg = layer_config(ctx)
+    factory: Callable[[], nn.Module] = (lambda: EncoderLayer(cfg)) if enc else (lambda: DecoderLayer(cfg))
+    module = canonical_module(ctx, factory)
+    outputs = ("self_attn.w_o", "ffn.w_2") if enc else ("self_attn.w_o", "cross_attn.w_o", "ffn.w_2")
+    zero_sublayers(module, outputs)
+    state = state_of(ctx, module)
+    build = ctx.adapter.build_encoder_layer if enc else ctx.adapter.build_decoder_layer
+    layer = ctx.call(build, cfg, state, ctx.device, ctx.dtype)
+    b, n, s = 2, 4, 3
+    x = ctx.randn(b, n, cfg.d_model, scale=3.0) + 2.0  # off-centre, not unit scale: LN visibly changes it
+    memory = ctx.randn(b, s, cfg.d_model)
+    y = enc_call(ctx, layer, x, None) if enc else dec_call(ctx, layer, x, memory, None, None)
+    expected = x.to(torch.float64)
+    if cfg.norm_placement == "post":
+        for _ in range(2 if enc else 3):
+            expected = layer_norm(expected, None, None, cfg.eps)
+        what = "post-LN with zero sublayer outputs: LayerNorm applied after each residual sum"
+    else:
+        what = "pre-LN with zero sublayer outputs: the residual stream passes through unchanged"
+    ctx.compare_direct(what, y, expected)
+
+
+@check(
+    "encoder_layer.residual-placement",
+    claims=("residual.post-ln", "residual.adds-update"),
+    needs=(ENC,),
+    depends_on=("encoder_layer.shape",),
+    kind="structural",
+)
+def encoder_layer_residual(ctx: CheckContext) -> None:
+    """With both sublayers' output projections zeroed and identity LayerNorms, a post-LN layer returns
+    LayerNorm(LayerNorm(x)) and a pre-LN layer returns x itself (the update is added, not substituted)."""
+    _residual(ctx, enc=True)
+
+
+@check(
+    "encoder_layer.reference",
+    claims=("encoder.output-per-position", "residual.post-ln", "attention.self.same-input"),
+    needs=(ENC,),
+    depends_on=("encoder_layer.shape",),
+    kind="differential",
+)
+def encoder_layer_reference(ctx: CheckContext) -> None:
+    """Same canonical weights, same padded input: real positions match the float64 reference within the
+    differential tolerance (reference in the target's dtype as the baseline)."""
+    require_weights(ctx)
+    cfg = layer_config(ctx)
+    layer, module = build_encoder(ctx, cfg)
+    oracle, same = oracle_copies(ctx, module)
+    for side in SIDES:
+        n = 6
+        keep = keep_from_lengths(ctx, mixed_lengths(ctx, 3, n), n, side)
+        x = ctx.randn(3, n, cfg.d_model)
+        y = enc_call(ctx, layer, x, keep)
+        want = run_oracle(oracle, x.to(torch.float64), keep)
+        base = run_oracle(same, x, keep)
+        ctx.compare(f"{side}-padded batch vs reference", y[keep], want[keep], base[keep])
+
+
+# --------------------------------------------------------------------------------------------
+# decoder layer
+# --------------------------------------------------------------------------------------------
+
+
+@check("decoder_layer.shape", claims=("encdec.output-length-independent",), needs=(DEC,), kind="structural")
+def decoder_layer_shape(ctx: CheckContext) -> None:
+    """Output has the target's shape [b, t, d_model] whatever the memory length (t=1, s=1; t != s),
+    with and without padding masks."""
+    cfg = layer_config(ctx)
+    layer, _ = build_decoder(ctx, cfg)
+    for b, t, s in ((1, 1, 1), (3, 5, 2), (2, 2, 6)):
+        x, memory = ctx.randn(b, t, cfg.d_model), ctx.randn(b, s, cfg.d_model)
+        ctx.expect_finite("decoder layer output (no masks)", dec_call(ctx, layer, x, memory, None, None))
+        keep = keep_from_lengths(ctx, mixed_lengths(ctx, b, t), t, "right")
+        mem_keep = keep_from_lengths(ctx, mixed_lengths(ctx, b, s), s, "right")
+        y = dec_call(ctx, layer, x, memory, keep, mem_keep)
+        ctx.expect_finite("decoder layer output at real positions", y[keep])
+
+
+@check(
+    "decoder_layer.padding-invariance",
+    claims=("mask.padding.invariance", "mask.padding.pad-value-arbitrary"),
+    needs=(DEC,),
+    depends_on=("decoder_layer.shape",),
+    kind="metamorphic",
+)
+def decoder_layer_padding(ctx: CheckContext) -> None:
+    """Target and memory pad rows set to 1e10, -1e10 or 0 change nothing at real target positions."""
+    _pad_invariance(ctx, lambda x: [huge(x.dtype), -huge(x.dtype), 0.0], enc=False)
+
+
+@check(
+    "decoder_layer.padding-nan",
+    claims=("mask.padding.invariance",),
+    needs=(DEC,),
+    depends_on=("decoder_layer.padding-invariance",),
+    kind="metamorphic",
+)
+def decoder_layer_padding_nan(ctx: CheckContext) -> None:
+    """NaN in target and memory pad rows changes nothing at real target positions."""
+    _pad_invariance(ctx, lambda x: [float("nan")], enc=False)
+
+
+@check(
+    "decoder_layer.batch-independence",
+    claims=("batch.independence",),
+    needs=(DEC,),
+    depends_on=("decoder_layer.shape",),
+    kind="metamorphic",
+)
+def decoder_layer_batch(ctx: CheckContext) -> None:
+    """Each sample's output equals its output alone and ignores other samples' content and lengths."""
+    _batch_independence(ctx, enc=False)
+
+
+@check(
+    "decoder_layer.causality",
+    claims=("mask.causal.future-blind", "mask.causal.diagonal-visible"),
+    needs=(DEC,),
+    depends_on=("decoder_layer.shape",),
+    kind="metamorphic",
+)
+def decoder_layer_causality(ctx: CheckContext) -> None:
+    """Changing target positions >= c leaves outputs at positions < c unchanged (c = 1 .. t-1); changing
+    position c itself changes output c (the diagonal is visible)."""
+    cfg = layer_config(ctx)
+    layer, _ = build_decoder(ctx, cfg)
+    b, t, s = 2, 6, 3
+    x, memory = ctx.randn(b, t, cfg.d_model), ctx.randn(b, s, cfg.d_model)
+    base = dec_call(ctx, layer, x, memory, None, None)
+    for cut in range(1, t):
+        x2 = x.clone()
+        x2[:, cut:] = ctx.randn(b, t - cut, cfg.d_model, scale=5.0)
+        y = dec_call(ctx, layer, x2, memory, None, None)
+        same_rows(
+            ctx,
+            f"outputs before position {cut} after changing positions >= {cut}",
+            y[:, :cut],
+            base[:, :cut],
+            None,
+        )
+        if bool(torch.equal(y[:, cut], base[:, cut])):
+            ctx.fail(
+                FailureKind.PROPERTY, f"output at position {cut} ignores its own input (diagonal hidden)"
+            )
+
+
+@check(
+    "decoder_layer.memory-permutation",
+    claims=("attention.cross.memory-permutation-invariant", "attention.cross.no-causal-mask"),
+    needs=(DEC,),
+    depends_on=("decoder_layer.shape",),
+    kind="metamorphic",
+)
+def decoder_layer_memory_permutation(ctx: CheckContext) -> None:
+    """Permuting the memory positions together with its padding mask leaves every output unchanged (no
+    causal mask and no positional bias in cross-attention)."""
+    cfg = layer_config(ctx)
+    layer, _ = build_decoder(ctx, cfg)
+    b, t, s = 3, 4, 6
+    x, memory = ctx.randn(b, t, cfg.d_model), ctx.randn(b, s, cfg.d_model)
+    mem_keep = keep_from_lengths(ctx, [s, 1, 4], s, "right")
+    base = dec_call(ctx, layer, x, memory, None, mem_keep)
+    for _ in range(max(1, ctx.examples // 2)):
+        perm = torch.randperm(s, generator=ctx.generator).to(ctx.device)
+        if bool((perm == torch.arange(s, device=ctx.device)).all()):
+            perm = perm.roll(1)
+        y = dec_call(ctx, layer, x, memory[:, perm], None, mem_keep[:, perm])
+        same_rows(ctx, f"outputs with memory permuted by {perm.tolist()}", y, base, None)
+
+
+@check(
+    "decoder_layer.residual-placement",
+    claims=("residual.post-ln", "residual.adds-update"),
+    needs=(DEC,),
+    depends_on=("decoder_layer.shape",),
+    kind="structural",
+)
+def decoder_layer_residual(ctx: CheckContext) -> None:
+    """With all three sublayers' output projections zeroed and identity LayerNorms, post-LN gives
+    LayerNorm applied three times and pre-LN gives x itself."""
+    _residual(ctx, enc=False)
+
+
+@check(
+    "decoder_layer.reference",
+    claims=("attention.cross.sources", "residual.post-ln"),
+    needs=(DEC,),
+    depends_on=("decoder_layer.shape",),
+    kind="differential",
+)
+def decoder_layer_reference(ctx: CheckContext) -> None:
+    """Same canonical weights, padded target and memory: real positions match the float64 reference
+    (self-attention on the target with a causal mask, cross-attention on the memory)."""
+    require_weights(ctx)
+    cfg = layer_config(ctx)
+    layer, module = build_decoder(ctx, cfg)
+    oracle, same = oracle_copies(ctx, module)
+    for side in SIDES:
+        b, t, s = 3, 5, 6
+        keep = keep_from_lengths(ctx, mixed_lengths(ctx, b, t), t, side)
+        mem_keep = keep_from_lengths(ctx, mixed_lengths(ctx, b, s), s, side)
+        x, memory = ctx.randn(b, t, cfg.d_model), ctx.randn(b, s, cfg.d_model)
+        y = dec_call(ctx, layer, x, memory, keep, mem_keep)
+        want = run_oracle(oracle, x.to(torch.float64), memory.to(torch.float64), keep, mem_keep)
+        base = run_oracle(same, x, memory, keep, mem_keep)
+        ctx.compare(f"{side}-padded batch vs reference", y[keep], want[keep], base[keep])

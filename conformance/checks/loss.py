@@ -1,0 +1,93 @@
+"""Checks of the training loss (Capability.LOSS): next-token cross-entropy with the shift and with pad
+targets ignored, against the float64 reference ``reference.loss.next_token_loss``.
+"""
+
+import torch
+from torch import Tensor
+
+from conformance.adapter import Capability
+from conformance.checks.layers import SIDES, keep_from_lengths
+from conformance.context import CheckContext
+from conformance.registry import check
+from reference.loss import next_token_loss
+
+LOSS = Capability.LOSS
+VOCAB, PAD = 11, 0
+
+
+def target_loss(ctx: CheckContext, logits: Tensor, ids: Tensor, pad_id: int | None) -> Tensor:
+    """The target's loss: a scalar (shape () or a one-element tensor) in a floating dtype."""
+    ctx.record(logits=logits, ids=ids, pad_id=pad_id)
+    value = ctx.call(ctx.adapter.next_token_loss, logits, ids, pad_id)
+    if isinstance(value, Tensor) and value.numel() == 1:
+        value = value.reshape(())
+    ctx.expect_shape("loss", value, ())
+    tensor: Tensor = value
+    return tensor.detach()
+
+
+def compare_with_reference(
+    ctx: CheckContext, what: str, logits: Tensor, ids: Tensor, pad_id: int | None
+) -> Tensor:
+    """Differential comparison of the target's loss with the reference (float64 oracle, same-dtype run)."""
+    got = target_loss(ctx, logits, ids, pad_id)
+    oracle = next_token_loss(logits.to(torch.float64), ids, pad_id=pad_id)
+    base = next_token_loss(logits, ids, pad_id=pad_id)
+    ctx.compare(what, got, oracle, base)
+    return got
+
+
+def _real_ids(ctx: CheckContext, b: int, n: int) -> Tensor:
+    return ctx.randint(VOCAB, (b, n), low=PAD + 1)
+
+
+@check("loss.value", claims=("loss.shifted-cross-entropy",), needs=(LOSS,), kind="differential")
+def loss_value(ctx: CheckContext) -> None:
+    """Without padding the loss is mean over t of -log softmax(logits[:, t])[ids[:, t + 1]] (float64
+    reference), for length 2 and longer; the last position's logits and the first token are never used."""
+    for b, n in ((1, 2), (3, 6)):
+        logits = ctx.randn(b, n, VOCAB, scale=2.0)
+        ids = _real_ids(ctx, b, n)
+        got = compare_with_reference(
+            ctx, f"loss of a {b}x{n} batch (pad_id={PAD}, no pads)", logits, ids, PAD
+        )
+        compare_with_reference(ctx, f"loss of a {b}x{n} batch (pad_id=None)", logits, ids, None)
+        unused = logits.clone()
+        unused[:, -1] = ctx.randn(b, VOCAB, scale=5.0)
+        first_changed = ids.clone()
+        first_changed[:, 0] = _real_ids(ctx, b, 1)[:, 0]
+        for what, lg, ii in (
+            ("last position's logits changed", unused, ids),
+            ("first token changed", logits, first_changed),
+        ):
+            ctx.compare_direct(
+                f"loss with the {what} (not a prediction or not a target)",
+                target_loss(ctx, lg, ii, PAD),
+                got.to(torch.float64),
+            )
+
+
+@check(
+    "loss.ignores-padding",
+    claims=("loss.ignores-padding",),
+    needs=(LOSS,),
+    depends_on=("loss.value",),
+    kind="differential",
+)
+def loss_ignores_padding(ctx: CheckContext) -> None:
+    """With right or left padding (lengths 1..n in one batch) the loss equals the reference's mean over
+    non-pad targets, and logits whose target is a pad can take any value."""
+    n = 6
+    for side in SIDES:
+        keep = keep_from_lengths(ctx, [n, 1, 3], n, side)
+        ids = torch.where(keep, _real_ids(ctx, 3, n), torch.full_like(keep, PAD, dtype=torch.int64))
+        logits = ctx.randn(3, n, VOCAB, scale=2.0)
+        got = compare_with_reference(ctx, f"{side}-padded batch", logits, ids, PAD)
+        pad_target = torch.zeros_like(keep)
+        pad_target[:, :-1] = ~keep[:, 1:]
+        changed = torch.where(pad_target.unsqueeze(-1), ctx.randn(3, n, VOCAB, scale=10.0), logits)
+        ctx.compare_direct(
+            f"{side}-padded batch with the logits of pad targets changed",
+            target_loss(ctx, changed, ids, PAD),
+            got.to(torch.float64),
+        )

@@ -1,0 +1,242 @@
+"""Checks of attention masking (``Capability.ATTENTION``): exact zeros, padding, causality.
+
+Causality is tested by perturbation: keys and values at positions a query may not see are replaced
+by different (large) values, and that query's output must not move. The ``is_causal`` path follows
+the target's declared ``causal_alignment``; the explicit-mask path is tested with both alignments
+(the mask is built by the check, so any alignment must work).
+"""
+
+import torch
+from torch import Tensor
+
+from conformance.adapter import Capability
+from conformance.checks.attention import (
+    SHAPES,
+    compare_rows,
+    need_weights,
+    oracle,
+    run_attention,
+)
+from conformance.checks.inputs import (
+    SCORE_SCALE,
+    AttnCase,
+    aligned_causal_keep,
+    attention_cases,
+    fill_where,
+    huge_value,
+    padding_keep,
+    qkv,
+    query_positions,
+    random_keep,
+)
+from conformance.context import CheckContext, FailureKind, NotApplicable
+from conformance.registry import check
+from reference import tolerance
+from reference.masks import additive_mask
+
+ATTN = (Capability.ATTENTION,)
+ALIGNMENTS = ("bottom-right", "top-left")
+
+
+@check(
+    "mask.masked-weights-zero",
+    claims=("mask.neg-inf-exact-zero",),
+    needs=ATTN,
+    depends_on=(SHAPES,),
+)
+def masked_weights_zero(ctx: CheckContext) -> None:
+    """Masked weights are exactly 0 (not merely small), also with scores scaled by 1e3."""
+    for case in attention_cases(ctx):
+        for scale in (1.0, SCORE_SCALE):
+            q, k, v = qkv(ctx, case, score_scale=scale)
+            keep = random_keep(ctx, case, fully_masked_row=False, per_head=True)
+            _, weights = run_attention(ctx, case, q, k, v, keep)
+            w = need_weights(ctx, weights)
+            leaked = w[~keep]
+            if not bool((leaked == 0).all()):
+                worst = float(leaked.double().abs().nan_to_num(nan=float("inf")).max())
+                ctx.fail(FailureKind.PROPERTY, f"masked weights must be exactly 0, largest is {worst:.3e} "
+                         f"[{case.describe()}, score x{scale:g}]", measured=worst, allowed=0.0)
+
+
+def padded_self_attention(
+    ctx: CheckContext, case: AttnCase, side: str, pad_value: float | None, score_scale: float
+) -> None:
+    """Self-attention-like inputs with key padding on ``side``; changing the pad contents to
+    ``pad_value`` (or fresh random values) must not move the outputs of real queries."""
+    q, k, v = qkv(ctx, case, score_scale=score_scale)
+    real = padding_keep(ctx, case.b, case.nk, side=side)  # [b, nk]
+    keep = real[:, None, None, :]
+    out, _ = run_attention(ctx, case, q, k, v, keep)
+    hidden = ~real[:, None, :].expand(case.b, case.h, case.nk)
+    if pad_value is None:
+        k2 = torch.where(hidden.unsqueeze(-1), ctx.randn(*k.shape, scale=10.0), k)
+        v2 = torch.where(hidden.unsqueeze(-1), ctx.randn(*v.shape, scale=10.0), v)
+    else:
+        k2, v2 = fill_where(k, hidden, pad_value), fill_where(v, hidden, pad_value)
+    out2, _ = run_attention(ctx, case, q, k2, v2, keep)
+    label = "random" if pad_value is None else f"{pad_value:g}"
+    ctx.compare_direct(f"outputs after setting padded keys/values to {label} ({side} padding, "
+                       f"score x{score_scale:g}) [{case.describe()}]", out2, out.double())
+
+
+@check(
+    "mask.padding.invariance",
+    claims=("mask.padding.invariance", "mask.padding.pad-value-arbitrary", "mask.finite-negative"),
+    needs=ATTN,
+    depends_on=(SHAPES,),
+    kind="metamorphic",
+)
+def padding_invariance(ctx: CheckContext) -> None:
+    """Left or right key padding: pad contents (random, or huge 1e10) change nothing, also with scores
+    x1e3 (this is where a finite -1e4 mask bias is defeated)."""
+    for case in attention_cases(ctx):
+        for side in ("right", "left"):
+            for value in (None, huge_value(ctx.dtype)):
+                for scale in (1.0, SCORE_SCALE):
+                    padded_self_attention(ctx, case, side, value, scale)
+
+
+@check(
+    "mask.padding.nan-contents",
+    claims=("mask.padding.invariance", "mask.padding.pad-value-arbitrary"),
+    needs=ATTN,
+    depends_on=(SHAPES,),
+    kind="metamorphic",
+)
+def padding_nan_contents(ctx: CheckContext) -> None:
+    """NaN in padded keys/values (e.g. NaN pad embeddings) changes nothing at real positions."""
+    for case in attention_cases(ctx):
+        for side in ("right", "left"):
+            padded_self_attention(ctx, case, side, float("nan"), 1.0)
+
+
+def perturb_after(ctx: CheckContext, k: Tensor, v: Tensor, cut: int) -> tuple[Tensor, Tensor]:
+    """k, v with every key position >= ``cut`` replaced by fresh values ten times larger."""
+    k2, v2 = k.clone(), v.clone()
+    k2[..., cut:, :] = ctx.randn(*k2[..., cut:, :].shape, scale=10.0)
+    v2[..., cut:, :] = ctx.randn(*v2[..., cut:, :].shape, scale=10.0)
+    return k2, v2
+
+
+def future_blind(ctx: CheckContext, case: AttnCase, alignment: str, *, explicit: bool) -> None:
+    """For each cut, queries whose position is before the cut ignore keys from the cut on."""
+    q, k, v = qkv(ctx, case)
+    keep = aligned_causal_keep(ctx, case.nq, case.nk, alignment) if explicit else None
+    out, _ = run_attention(ctx, case, q, k, v, keep, is_causal=not explicit)
+    positions = query_positions(case.nq, case.nk, alignment)
+    path = f"explicit {alignment} mask" if explicit else f"is_causal ({alignment}, as declared)"
+    for cut in range(1, case.nk):
+        blind = [i for i, p in enumerate(positions) if p < cut]
+        # bottom-right with nq > nk: queries before position 0 see nothing; judge only those that see a key
+        blind = [i for i in blind if positions[i] >= 0]
+        if not blind:
+            continue
+        k2, v2 = perturb_after(ctx, k, v, cut)
+        out2, _ = run_attention(ctx, case, q, k2, v2, keep, is_causal=not explicit)
+        ctx.compare_direct(f"{path}: queries {blind} after changing keys >= {cut} [{case.describe()}]",
+                           out2[..., blind, :], out[..., blind, :].double())
+
+
+@check(
+    "mask.causal.is-causal",
+    claims=("mask.causal.future-blind", "mask.causal.alignment"),
+    needs=ATTN,
+    depends_on=(SHAPES,),
+    kind="metamorphic",
+)
+def causal_is_causal(ctx: CheckContext) -> None:
+    """``is_causal=True``: output i does not depend on keys after i's position (declared alignment;
+    num_q == num_k and num_q != num_k)."""
+    alignment = ctx.adapter.conventions.causal_alignment
+    for case in attention_cases(ctx):
+        future_blind(ctx, case, alignment, explicit=False)
+
+
+@check(
+    "mask.causal.explicit",
+    claims=("mask.causal.future-blind", "mask.causal.boolean-lower-triangular", "mask.causal.batch-shared"),
+    needs=ATTN,
+    depends_on=(SHAPES,),
+    kind="metamorphic",
+)
+def causal_explicit(ctx: CheckContext) -> None:
+    """An explicit [num_q, num_k] causal mask (shared by the batch), either alignment: future-blind."""
+    for case in attention_cases(ctx):
+        for alignment in ALIGNMENTS:
+            future_blind(ctx, case, alignment, explicit=True)
+
+
+@check(
+    "mask.causal.diagonal-visible",
+    claims=("mask.causal.diagonal-visible",),
+    needs=ATTN,
+    depends_on=(SHAPES,),
+    kind="metamorphic",
+)
+def causal_diagonal_visible(ctx: CheckContext) -> None:
+    """Under ``is_causal`` each query sees its own position: changing the value there moves the output,
+    and the first query (which sees only its own key) returns exactly that value row."""
+    alignment = ctx.adapter.conventions.causal_alignment
+    for case in attention_cases(ctx, square=True):
+        q, k, v = qkv(ctx, case)
+        out, weights = run_attention(ctx, case, q, k, v, None, is_causal=True)
+        ctx.compare_direct(f"query 0 (sees only key 0) [{case.describe()}]", out[..., 0, :], v[..., 0, :].double())
+        for i, pos in enumerate(query_positions(case.nq, case.nk, alignment)):
+            v2 = v.clone()
+            v2[..., pos, :] = v[..., pos, :] + 100.0
+            out2, _ = run_attention(ctx, case, q, k, v2, None, is_causal=True)
+            if tolerance.direct(out2[..., i, :], out[..., i, :].double()).ok:
+                ctx.fail(FailureKind.PROPERTY, f"query {i} ignores its own position {pos} under is_causal "
+                         f"[{case.describe()}]")
+            if weights is not None and not bool((weights[..., i, pos] > 0).all()):
+                ctx.fail(FailureKind.PROPERTY, f"query {i}: weight on its own position {pos} is 0")
+
+
+@check(
+    "mask.causal.differential",
+    claims=("mask.causal.alignment", "mask.causal.boolean-lower-triangular", "mask.causal.additive-form"),
+    needs=ATTN,
+    depends_on=(SHAPES,),
+    kind="differential",
+)
+def causal_differential(ctx: CheckContext) -> None:
+    """``is_causal`` equals the oracle with the declared alignment's causal mask; an explicit mask of
+    either alignment equals the oracle with that mask (rows with a visible key)."""
+    declared = ctx.adapter.conventions.causal_alignment
+    for case in attention_cases(ctx):
+        q, k, v = qkv(ctx, case)
+        for alignment, explicit in [(declared, False), *((a, True) for a in ALIGNMENTS)]:
+            keep = aligned_causal_keep(ctx, case.nq, case.nk, alignment)
+            out, weights = run_attention(ctx, case, q, k, v, keep if explicit else None, is_causal=not explicit)
+            out64, w64, same, wsame = oracle(q, k, v, keep)
+            rows = keep.any(dim=-1).expand(case.b, case.h, case.nq)
+            path = f"explicit {alignment} mask" if explicit else f"is_causal (declared {alignment})"
+            compare_rows(ctx, f"{path} output [{case.describe()}]", out, out64, same, rows)
+            if weights is not None:
+                compare_rows(ctx, f"{path} weights [{case.describe()}]", weights, w64, wsame, rows)
+
+
+@check(
+    "mask.boolean-equals-additive",
+    claims=("mask.boolean-equals-additive",),
+    needs=ATTN,
+    depends_on=(SHAPES,),
+    kind="metamorphic",
+)
+def boolean_equals_additive(ctx: CheckContext) -> None:
+    """Where the target takes an additive float mask (optional adapter method ``attention_additive``),
+    the 0/-inf bias gives the same output and weights as the boolean mask."""
+    additive = getattr(ctx.adapter, "attention_additive", None)
+    if additive is None:
+        raise NotApplicable(f"target {ctx.adapter.name!r} has no additive-mask entry point (attention_additive)")
+    for case in attention_cases(ctx):
+        q, k, v = qkv(ctx, case)
+        keep = random_keep(ctx, case, fully_masked_row=False, per_head=True)
+        out, weights = run_attention(ctx, case, q, k, v, keep)
+        bias = additive_mask(keep, dtype=q.dtype)
+        ctx.record(bias=bias)
+        out2, weights2 = ctx.call(additive, q, k, v, bias=bias)
+        ctx.compare_direct(f"output, additive vs boolean mask [{case.describe()}]", out2, out.double())
+        if weights is not None and weights2 is not None:
+            ctx.compare_direct("weights, additive vs boolean mask", weights2, weights.double())

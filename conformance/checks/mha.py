@@ -1,0 +1,328 @@
+"""Checks of multi-head attention (``Capability.MHA``).
+
+The target builds its layer with ``build_mha(d_model, num_heads, state, device, dtype)``; ``state`` is
+the canonical state dict of ``reference.multihead.MultiHeadAttention`` (``w_q``, ``w_k``, ``w_v``,
+``w_o``) so the differential check compares like with like. The layer is called as
+``(x_q, x_kv, key_padding, attn_mask)``: ``key_padding`` [b, num_k] and ``attn_mask`` [num_q, num_k]
+arrive in the target's declared polarity (canonically True = real token / may attend).
+"""
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from conformance.adapter import Capability
+from conformance.checks.inputs import fill_where, huge_value, padding_keep, permutation
+from conformance.context import CheckContext, FailureKind, NotApplicable
+from conformance.registry import check
+from reference.masks import causal_mask, combine_masks, key_padding_to_attention_mask
+from reference.multihead import MultiHeadAttention
+
+MHA = (Capability.MHA,)
+SHAPES = "mha.shapes"
+
+
+@dataclass(frozen=True)
+class MhaCase:
+    """Sizes of one MHA call: x_q [b, nq, d_model], x_kv [b, nk, d_model], num_heads h."""
+
+    d_model: int
+    h: int
+    b: int
+    nq: int
+    nk: int
+
+    def describe(self) -> str:
+        """Short text for failure messages."""
+        return f"d_model={self.d_model} h={self.h} b={self.b} nq={self.nq} nk={self.nk}"
+
+
+#: Odd head widths (5, 7), one head, length 1, nq != nk both ways.
+FIXED: tuple[MhaCase, ...] = (
+    MhaCase(10, 2, 2, 3, 5),
+    MhaCase(14, 2, 2, 4, 4),
+    MhaCase(12, 3, 1, 1, 6),
+    MhaCase(6, 1, 2, 5, 2),
+)
+
+
+def mha_cases(ctx: CheckContext, *, square: bool = False) -> list[MhaCase]:
+    """Fixed cases plus ``ctx.examples`` random ones (``square``: nq == nk)."""
+    cases = list(FIXED)
+    for _ in range(ctx.examples):
+        h, d_head, b, nq, nk = (int(x) for x in torch.randint(1, 5, (5,), generator=ctx.generator))
+        cases.append(MhaCase(h * (d_head + 1), h, b, nq + 1, nk + 1))
+    if square:
+        cases = [MhaCase(c.d_model, c.h, c.b, c.nk, c.nk) for c in cases]
+    return cases
+
+
+@dataclass
+class Layer:
+    """The target's layer and the reference oracle built from the same canonical weights."""
+
+    fn: Callable[..., Any]
+    ref64: MultiHeadAttention
+    ref: MultiHeadAttention
+
+
+def build(ctx: CheckContext, case: MhaCase) -> Layer:
+    """Draw canonical weights, build the reference (float64 and ctx.dtype) and the target layer."""
+    with torch.random.fork_rng(devices=[]):
+        ref64 = MultiHeadAttention(case.d_model, case.h)
+    bound = 1.0 / math.sqrt(case.d_model)
+    for param in ref64.parameters():
+        param.data = ctx.randn(*param.shape, dtype=torch.float64, scale=bound)
+    ref64 = ref64.to(ctx.device).eval()
+    with torch.random.fork_rng(devices=[]):
+        ref = MultiHeadAttention(case.d_model, case.h)
+    ref.load_state_dict({k: v.to(ctx.dtype) for k, v in ref64.state_dict().items()})
+    ref = ref.to(device=ctx.device, dtype=ctx.dtype).eval()
+    state = {k: v.detach().clone() for k, v in ref.state_dict().items()}
+    fn = ctx.call(ctx.adapter.build_mha, case.d_model, case.h, state, ctx.device, ctx.dtype)
+    return Layer(fn, ref64, ref)
+
+
+def run(
+    ctx: CheckContext, layer: Layer, case: MhaCase, x_q: Tensor, x_kv: Tensor,
+    key_padding: Tensor | None = None, attn_mask: Tensor | None = None,
+) -> tuple[Tensor, Tensor | None]:
+    """Call the target layer with canonical masks converted to its polarity; check shapes."""
+    ctx.record(case=case.describe(), x_q=x_q, x_kv=x_kv, key_padding=key_padding, attn_mask=attn_mask)
+    result = ctx.call(layer.fn, x_q, x_kv, ctx.to_target_mask(key_padding), ctx.to_target_mask(attn_mask))
+    if not isinstance(result, tuple) or len(result) != 2:
+        ctx.fail(FailureKind.SHAPE, f"mha layer returned {type(result).__name__}, expected (out, weights|None)")
+    out, weights = result
+    ctx.expect_shape(f"output [{case.describe()}]", out, (case.b, case.nq, case.d_model))
+    ctx.expect_dtype("output", out, x_q.dtype)
+    if not ctx.adapter.conventions.returns_weights:
+        return out, None
+    ctx.expect_shape(f"weights [{case.describe()}]", weights, (case.b, case.h, case.nq, case.nk))
+    return out, weights
+
+
+def oracle(
+    layer: Layer, x_q: Tensor, x_kv: Tensor, key_padding: Tensor | None, attn_mask: Tensor | None
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Reference (out64, weights64, out_same, weights_same) with the combined canonical mask."""
+    kp = None if key_padding is None else key_padding_to_attention_mask(key_padding)
+    mask = combine_masks(kp, attn_mask)
+    out64, w64 = layer.ref64(x_q.double(), x_kv.double(), mask)
+    out, w = layer.ref(x_q, x_kv, mask)
+    return out64, w64, out, w
+
+
+def inputs(ctx: CheckContext, case: MhaCase) -> tuple[Tensor, Tensor]:
+    """x_q [b, nq, d_model] and x_kv [b, nk, d_model]."""
+    return ctx.randn(case.b, case.nq, case.d_model), ctx.randn(case.b, case.nk, case.d_model)
+
+
+@check(SHAPES, claims=("mha.shape-preserving", "mha.concat-width"), needs=MHA)
+def shapes(ctx: CheckContext) -> None:
+    """Self- and cross-attention keep [b, num_q, d_model]; weights (if returned) are [b, h, num_q, num_k]."""
+    for case in mha_cases(ctx):
+        layer = build(ctx, case)
+        x_q, x_kv = inputs(ctx, case)
+        run(ctx, layer, case, x_q, x_kv)
+        self_case = MhaCase(case.d_model, case.h, case.b, case.nq, case.nq)
+        run(ctx, layer, self_case, x_q, x_q)
+
+
+@check(
+    "mha.differential",
+    claims=("mha.fused-equals-per-head", "mha.split-merge-roundtrip", "mha.output-sum-of-heads",
+            "attention.scale.sqrt-dk", "attention.formula", "attention.cross.sources"),
+    needs=MHA,
+    depends_on=(SHAPES,),
+    kind="differential",
+)
+def differential(ctx: CheckContext) -> None:
+    """With canonical weights the target matches the float64 reference layer (scale 1/sqrt(d_head), heads
+    split by column blocks), without masks, with left/right key padding and with a causal mask."""
+    if not ctx.adapter.conventions.loads_weights:
+        raise NotApplicable(f"target {ctx.adapter.name!r} declares loads_weights=False")
+    for case in mha_cases(ctx):
+        layer = build(ctx, case)
+        x_q, x_kv = inputs(ctx, case)
+        right = padding_keep(ctx, case.b, case.nk, side="right")
+        left = padding_keep(ctx, case.b, case.nk, side="left")
+        variants: list[tuple[str, Tensor | None, Tensor | None]] = [
+            ("no mask", None, None), ("right key padding", right, None), ("left key padding", left, None),
+        ]
+        if case.nq <= case.nk:
+            causal = causal_mask(case.nq, case.nk, device=ctx.device)
+            variants += [("causal", None, causal), ("causal + right padding", right, causal)]
+        for label, kp, am in variants:
+            out, weights = run(ctx, layer, case, x_q, x_kv, kp, am)
+            out64, w64, same, wsame = oracle(layer, x_q, x_kv, kp, am)
+            ctx.compare(f"output, {label} [{case.describe()}]", out, out64, same)
+            if weights is not None:
+                ctx.compare(f"weights, {label} [{case.describe()}]", weights, w64, wsame)
+
+
+@check(
+    "mha.permutation-equivariance",
+    claims=("attention.permutation-equivariance", "attention.self.same-input"),
+    needs=MHA,
+    depends_on=(SHAPES,),
+    kind="metamorphic",
+)
+def permutation_equivariance(ctx: CheckContext) -> None:
+    """Self-attention without positions or causal mask: permuting the tokens (with their key padding)
+    permutes the outputs the same way."""
+    for case in mha_cases(ctx, square=True):
+        layer = build(ctx, case)
+        x, _ = inputs(ctx, case)
+        perm = permutation(ctx, case.nq)
+        real = padding_keep(ctx, case.b, case.nq, side="right")
+        for kp in (None, real):
+            out, _ = run(ctx, layer, case, x, x, kp)
+            xp = x[:, perm]
+            out_p, _ = run(ctx, layer, case, xp, xp, None if kp is None else kp[:, perm])
+            ctx.compare_direct(f"output of permuted tokens vs permuted output [{case.describe()}]",
+                               out_p, out[:, perm].double())
+
+
+@check(
+    "mha.cross.memory-permutation",
+    claims=("attention.cross.memory-permutation-invariant", "attention.cross.no-causal-mask"),
+    needs=MHA,
+    depends_on=(SHAPES,),
+    kind="metamorphic",
+)
+def memory_permutation(ctx: CheckContext) -> None:
+    """Cross-attention: permuting the memory (with its padding mask) leaves every output unchanged."""
+    for case in mha_cases(ctx):
+        layer = build(ctx, case)
+        x_q, memory = inputs(ctx, case)
+        perm = permutation(ctx, case.nk)
+        real = padding_keep(ctx, case.b, case.nk, side="right")
+        for kp in (None, real):
+            out, _ = run(ctx, layer, case, x_q, memory, kp)
+            out_p, _ = run(ctx, layer, case, x_q, memory[:, perm], None if kp is None else kp[:, perm])
+            ctx.compare_direct(f"output with permuted memory [{case.describe()}]", out_p, out.double())
+
+
+def padded_memory(ctx: CheckContext, value: float | None, sides: tuple[str, ...]) -> None:
+    """Pad contents of x_kv set to ``value`` (None: random) change nothing (left/right padding)."""
+    for case in mha_cases(ctx):
+        layer = build(ctx, case)
+        x_q, x_kv = inputs(ctx, case)
+        for side in sides:
+            real = padding_keep(ctx, case.b, case.nk, side=side)
+            out, _ = run(ctx, layer, case, x_q, x_kv, real)
+            if value is None:
+                changed = torch.where(real.unsqueeze(-1), x_kv, ctx.randn(*x_kv.shape, scale=10.0))
+            else:
+                changed = fill_where(x_kv, ~real, value)
+            out2, _ = run(ctx, layer, case, x_q, changed, real)
+            label = "random" if value is None else f"{value:g}"
+            ctx.compare_direct(f"output after setting padded memory to {label} ({side} padding) "
+                               f"[{case.describe()}]", out2, out.double())
+
+
+@check(
+    "mha.padding-invariance",
+    claims=("mask.padding.invariance", "mask.padding.pad-value-arbitrary"),
+    needs=MHA,
+    depends_on=(SHAPES,),
+    kind="metamorphic",
+)
+def padding_invariance(ctx: CheckContext) -> None:
+    """Key padding (left or right): random or huge (1e10) pad contents change nothing."""
+    padded_memory(ctx, None, ("right", "left"))
+    padded_memory(ctx, huge_value(ctx.dtype), ("right", "left"))
+
+
+@check(
+    "mha.padding.nan-contents",
+    claims=("mask.padding.invariance",),
+    needs=MHA,
+    depends_on=(SHAPES,),
+    kind="metamorphic",
+)
+def padding_nan_contents(ctx: CheckContext) -> None:
+    """NaN pad contents (e.g. NaN pad embeddings) change nothing at real positions."""
+    padded_memory(ctx, float("nan"), ("right", "left"))
+
+
+@check(
+    "mha.causal",
+    claims=("mask.causal.future-blind",),
+    needs=MHA,
+    depends_on=(SHAPES,),
+    kind="metamorphic",
+)
+def causal(ctx: CheckContext) -> None:
+    """Self-attention with an explicit causal attn_mask: output i ignores tokens after i."""
+    for case in mha_cases(ctx, square=True):
+        layer = build(ctx, case)
+        x, _ = inputs(ctx, case)
+        mask = causal_mask(case.nq, case.nk, device=ctx.device)
+        out, _ = run(ctx, layer, case, x, x, None, mask)
+        for cut in range(1, case.nq):
+            x2 = x.clone()
+            x2[:, cut:] = ctx.randn(case.b, case.nq - cut, case.d_model, scale=10.0)
+            out2, _ = run(ctx, layer, case, x2, x2, None, mask)
+            ctx.compare_direct(f"outputs before {cut} after changing tokens >= {cut} [{case.describe()}]",
+                               out2[:, :cut], out[:, :cut].double())
+
+
+@check("mha.fully-masked-row", claims=("attention.fully-masked-row",), needs=MHA, depends_on=(SHAPES,))
+def fully_masked_row(ctx: CheckContext) -> None:
+    """A sample whose keys are all padding follows the declared convention (zero: output rows equal
+    the output bias, since the attention rows are 0; nan: NaN; uniform: finite); other samples stay
+    finite and correct."""
+    convention = ctx.adapter.conventions.fully_masked_row
+    for case in mha_cases(ctx):
+        case = MhaCase(case.d_model, case.h, 2, case.nq, case.nk)
+        layer = build(ctx, case)
+        x_q, x_kv = inputs(ctx, case)
+        real = torch.ones(case.b, case.nk, dtype=torch.bool, device=ctx.device)
+        real[0] = False
+        out, _ = run(ctx, layer, case, x_q, x_kv, real)
+        out64, _, same, _ = oracle(layer, x_q, x_kv, real, None)
+        ctx.compare(f"sample with visible keys [{case.describe()}]", out[1:], out64[1:], same[1:])
+        dead = out[0]
+        if convention == "zero":
+            ctx.compare(f"fully masked sample (declared 'zero') [{case.describe()}]", dead, out64[0], same[0])
+        elif convention == "nan" and not bool(torch.isnan(dead).all()):
+            ctx.fail(FailureKind.PROPERTY, f"fully masked sample: declared 'nan', got finite values "
+                     f"[{case.describe()}]")
+        elif convention == "uniform":
+            ctx.expect_finite("fully masked sample (declared 'uniform')", dead)
+
+
+@check("mha.batch-independence", claims=("batch.independence",), needs=MHA, depends_on=(SHAPES,),
+       kind="metamorphic")
+def batch_independence(ctx: CheckContext) -> None:
+    """Sample 0's output is unchanged when the other samples change, and when it runs alone."""
+    for case in mha_cases(ctx):
+        case = MhaCase(case.d_model, case.h, 3, case.nq, case.nk)
+        layer = build(ctx, case)
+        x_q, x_kv = inputs(ctx, case)
+        real = padding_keep(ctx, case.b, case.nk, side="right")
+        out, _ = run(ctx, layer, case, x_q, x_kv, real)
+        x_q2, x_kv2 = inputs(ctx, case)
+        x_q2[0], x_kv2[0] = x_q[0], x_kv[0]
+        out2, _ = run(ctx, layer, case, x_q2, x_kv2, real)
+        ctx.compare_direct(f"sample 0 after changing samples 1..2 [{case.describe()}]", out2[0], out[0].double())
+        single = MhaCase(case.d_model, case.h, 1, case.nq, case.nk)
+        alone, _ = run(ctx, layer, single, x_q[:1], x_kv[:1], real[:1])
+        ctx.compare_direct("sample 0 alone vs in a batch", alone[0], out[0].double())
+
+
+@check("mha.determinism", claims=("determinism.eval",), needs=MHA, depends_on=(SHAPES,), kind="metamorphic")
+def determinism(ctx: CheckContext) -> None:
+    """The same inputs give bit-identical outputs on a second call (eval mode, no dropout)."""
+    for case in mha_cases(ctx)[:3]:
+        layer = build(ctx, case)
+        x_q, x_kv = inputs(ctx, case)
+        first, _ = run(ctx, layer, case, x_q, x_kv)
+        second, _ = run(ctx, layer, case, x_q, x_kv)
+        if not torch.equal(first, second):
+            ctx.fail(FailureKind.PROPERTY, f"two identical calls differ [{case.describe()}]")

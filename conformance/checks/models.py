@@ -1,0 +1,424 @@
+"""Checks of whole models: the encoder-decoder handle and the decoder-only LM handle.
+
+Handles (docs/ARCHITECTURE.md): an LM exposes ``logits(ids, pad_mask)``, ``new_cache(batch)`` and
+``step(ids_chunk, cache)``; an encoder-decoder exposes ``encode(src, src_pad)``,
+``decode(tgt, memory, src_pad, tgt_pad)``, ``new_cache(batch)`` and ``step(tgt_chunk, memory, cache,
+src_pad)``. Pad masks are canonical (True = real token) and reach the target through
+``ctx.to_target_mask``. Inputs are adversarial: lengths 1..n in one batch, left and right padding,
+pad ids replaced by random ids, chunks of several tokens on a warm cache.
+
+Cached checks compare three ways of getting the same logits: the whole sequence at once (teacher
+forcing), token-by-token steps on a cache, and chunks of several tokens on a warm cache.
+"""
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from conformance.adapter import Capability
+from conformance.checks.layers import (
+    SIDES,
+    canonical_module,
+    expect_tensor,
+    keep_from_lengths,
+    layer_config,
+    mixed_lengths,
+    oracle_copies,
+    require_weights,
+    run_oracle,
+    same_rows,
+    state_of,
+)
+from conformance.context import CheckContext
+from conformance.registry import CheckKind, check
+from reference.config import TransformerConfig
+from reference.model import DecoderOnlyLM, EncoderDecoder
+
+LM = Capability.DECODER_LM
+ED = Capability.ENCODER_DECODER
+
+#: Chunk sizes of the chunked-prefill checks: a prefill of 3 from an empty cache, then 2 on a warm
+#: cache, then single tokens and another chunk.
+CHUNKS: tuple[int, ...] = (3, 2, 1, 2)
+SEQ = sum(CHUNKS)
+
+# --------------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _build(ctx: CheckContext, cfg: TransformerConfig, kind: Capability) -> tuple[Any, nn.Module]:
+    """(target handle, canonical reference model in float64 on CPU)."""
+    if kind == LM:
+        module = canonical_module(ctx, lambda: DecoderOnlyLM(cfg))
+        handle = ctx.call(ctx.adapter.build_lm, cfg, state_of(ctx, module), ctx.device, ctx.dtype)
+    else:
+        module = canonical_module(ctx, lambda: EncoderDecoder(cfg))
+        handle = ctx.call(
+            ctx.adapter.build_encoder_decoder, cfg, state_of(ctx, module), ctx.device, ctx.dtype
+        )
+    return handle, module
+
+
+def _ids(ctx: CheckContext, cfg: TransformerConfig, b: int, n: int) -> Tensor:
+    """Random token ids that avoid the pad id (real tokens)."""
+    ids = ctx.randint(cfg.vocab_size - 1, (b, n), low=0)
+    return torch.where(ids >= cfg.pad_id, ids + 1, ids)
+
+
+def _with_pads(ctx: CheckContext, cfg: TransformerConfig, ids: Tensor, keep: Tensor, random: bool) -> Tensor:
+    """``ids`` with pad positions set to ``pad_id`` or (``random``) to arbitrary ids."""
+    filler = ctx.randint(cfg.vocab_size, tuple(ids.shape)) if random else torch.full_like(ids, cfg.pad_id)
+    return torch.where(keep, ids, filler)
+
+
+def lm_logits(
+    ctx: CheckContext, handle: Any, cfg: TransformerConfig, ids: Tensor, keep: Tensor | None
+) -> Tensor:
+    """The LM handle's logits, shape- and dtype-checked."""
+    ctx.record(ids=ids, pad_mask=keep)
+    y = ctx.call(handle.logits, ids, ctx.to_target_mask(keep))
+    return expect_tensor(ctx, "LM logits", y, (*ids.shape, cfg.vocab_size))
+
+
+def lm_step(ctx: CheckContext, handle: Any, cfg: TransformerConfig, chunk: Tensor, cache: Any) -> Tensor:
+    """One LM step on the cache, shape- and dtype-checked."""
+    y = ctx.call(handle.step, chunk, cache)
+    return expect_tensor(
+        ctx, f"LM step logits (chunk of {chunk.shape[1]})", y, (*chunk.shape, cfg.vocab_size)
+    )
+
+
+def ed_decode(
+    ctx: CheckContext,
+    handle: Any,
+    cfg: TransformerConfig,
+    src: Tensor,
+    tgt: Tensor,
+    src_keep: Tensor | None,
+    tgt_keep: Tensor | None,
+) -> tuple[Tensor, Tensor]:
+    """(memory, teacher-forced logits) of the encoder-decoder handle, shape- and dtype-checked."""
+    ctx.record(src=src, tgt=tgt, src_pad=src_keep, tgt_pad=tgt_keep)
+    memory = ctx.call(handle.encode, src, ctx.to_target_mask(src_keep))
+    memory = expect_tensor(ctx, "memory", memory, (*src.shape, cfg.d_model))
+    y = ctx.call(handle.decode, tgt, memory, ctx.to_target_mask(src_keep), ctx.to_target_mask(tgt_keep))
+    return memory, expect_tensor(ctx, "decoder logits", y, (*tgt.shape, cfg.vocab_size))
+
+
+def ed_step(
+    ctx: CheckContext,
+    handle: Any,
+    cfg: TransformerConfig,
+    chunk: Tensor,
+    memory: Tensor,
+    cache: Any,
+    src_keep: Tensor | None,
+) -> Tensor:
+    """One encoder-decoder step on the cache, shape- and dtype-checked."""
+    y = ctx.call(handle.step, chunk, memory, cache, ctx.to_target_mask(src_keep))
+    return expect_tensor(
+        ctx, f"decoder step logits (chunk of {chunk.shape[1]})", y, (*chunk.shape, cfg.vocab_size)
+    )
+
+
+class _Pipeline:
+    """One model kind behind a common face: full logits, a fresh cache, a step (for the shared checks)."""
+
+    def __init__(self, ctx: CheckContext, kind: Capability, **overrides: Any) -> None:
+        self.ctx, self.kind = ctx, kind
+        self.cfg = layer_config(ctx, **overrides)
+        self.handle, self.module = _build(ctx, self.cfg, kind)
+        self.b, self.s = 2, 5
+        self.src = _ids(ctx, self.cfg, self.b, self.s)
+        self.src_keep = keep_from_lengths(ctx, [self.s, 3], self.s, "right")
+        self.memory: Tensor | None = None
+
+    def full(self, ids: Tensor, keep: Tensor | None = None) -> Tensor:
+        """Teacher-forced logits of ``ids`` (encoder-decoder: against this pipeline's fixed source)."""
+        if self.kind == LM:
+            return lm_logits(self.ctx, self.handle, self.cfg, ids, keep)
+        memory, y = ed_decode(
+            self.ctx,
+            self.handle,
+            self.cfg,
+            self.src[: ids.shape[0]],
+            ids,
+            self.src_keep[: ids.shape[0]],
+            keep,
+        )
+        self.memory = memory
+        return y
+
+    def new_cache(self) -> Any:
+        """A fresh cache from the target (the encoder-decoder also encodes the source here)."""
+        if self.kind == ED and self.memory is None:
+            self.full(_ids(self.ctx, self.cfg, self.b, 1))
+        return self.ctx.call(self.handle.new_cache, self.b)
+
+    def step(self, chunk: Tensor, cache: Any) -> Tensor:
+        """Logits of the new tokens ``chunk`` on ``cache``."""
+        if self.kind == LM:
+            return lm_step(self.ctx, self.handle, self.cfg, chunk, cache)
+        assert self.memory is not None
+        return ed_step(self.ctx, self.handle, self.cfg, chunk, self.memory, cache, self.src_keep)
+
+
+def _shape(ctx: CheckContext, kind: Capability) -> None:
+    p = _Pipeline(ctx, kind)
+    for n in (1, 4):
+        ids = _ids(ctx, p.cfg, p.b, n)
+        ctx.expect_finite("logits (no padding)", p.full(ids))
+        keep = keep_from_lengths(ctx, [n, 1], n, "right")
+        y = p.full(_with_pads(ctx, p.cfg, ids, keep, random=False), keep)
+        ctx.expect_finite("logits at real positions", y[keep])
+    cache = p.new_cache()
+    for c in (2, 1):
+        ctx.expect_finite(f"step logits (chunk of {c})", p.step(_ids(ctx, p.cfg, p.b, c), cache))
+
+
+def _padding(ctx: CheckContext, kind: Capability) -> None:
+    p = _Pipeline(ctx, kind)
+    n = 6
+    for side in SIDES:
+        keep = keep_from_lengths(ctx, mixed_lengths(ctx, 3, n), n, side)
+        ids = _ids(ctx, p.cfg, 3, n)
+        if kind == ED:
+            p.src = _ids(ctx, p.cfg, 3, p.s)
+            p.src_keep = keep_from_lengths(ctx, mixed_lengths(ctx, 3, p.s), p.s, side)
+        base = p.full(_with_pads(ctx, p.cfg, ids, keep, random=False), keep)
+        for _ in range(max(1, ctx.examples // 2)):
+            if kind == ED:
+                p.src = _with_pads(ctx, p.cfg, p.src, p.src_keep, random=True)
+            y = p.full(_with_pads(ctx, p.cfg, ids, keep, random=True), keep)
+            same_rows(ctx, f"{side}-padded batch with random pad ids: real positions", y, base, keep)
+
+
+def _batch(ctx: CheckContext, kind: Capability) -> None:
+    p = _Pipeline(ctx, kind)
+    n, b = 5, 3
+    keep = keep_from_lengths(ctx, [3, n, 1], n, "right")
+    ids = _with_pads(ctx, p.cfg, _ids(ctx, p.cfg, b, n), keep, random=False)
+    p.src = _ids(ctx, p.cfg, b, p.s)
+    p.src_keep = keep_from_lengths(ctx, [2, p.s, 1], p.s, "right")
+    together = p.full(ids, keep)
+    src, src_keep = p.src, p.src_keep
+    for i in range(b):
+        p.src, p.src_keep = src[i : i + 1], src_keep[i : i + 1]
+        alone = p.full(ids[i : i + 1], keep[i : i + 1])
+        same_rows(ctx, f"sample {i} alone vs in the batch", alone[0], together[i], keep[i])
+    others = keep_from_lengths(ctx, [3, 1, n], n, "right")
+    ids2 = _with_pads(ctx, p.cfg, _ids(ctx, p.cfg, b, n), others, random=False)
+    ids2[0] = ids[0]
+    p.src = _ids(ctx, p.cfg, b, p.s)
+    p.src[0] = src[0]
+    p.src_keep = keep_from_lengths(ctx, [2, 1, 4], p.s, "right")
+    changed = p.full(ids2, others)
+    same_rows(ctx, "sample 0 after changing the other samples", changed[0], together[0], keep[0])
+
+
+def _causality(ctx: CheckContext, kind: Capability) -> None:
+    p = _Pipeline(ctx, kind)
+    n = 6
+    ids = _ids(ctx, p.cfg, p.b, n)
+    base = p.full(ids)
+    for cut in range(1, n):
+        ids2 = ids.clone()
+        ids2[:, cut:] = _ids(ctx, p.cfg, p.b, n - cut)
+        y = p.full(ids2)
+        same_rows(
+            ctx,
+            f"logits before position {cut} after changing tokens >= {cut}",
+            y[:, :cut],
+            base[:, :cut],
+            None,
+        )
+
+
+def _determinism(ctx: CheckContext, kind: Capability) -> None:
+    p = _Pipeline(ctx, kind, dropout=0.1)
+    n = 5
+    keep = keep_from_lengths(ctx, [n, 2], n, "right")
+    ids = _with_pads(ctx, p.cfg, _ids(ctx, p.cfg, p.b, n), keep, random=False)
+    first = p.full(ids, keep)
+    for _ in range(2):
+        same_rows(
+            ctx, "a second call on the same input (config dropout 0.1, eval)", p.full(ids, keep), first, keep
+        )
+
+
+def _cache_vs_recompute(ctx: CheckContext, kind: Capability) -> None:
+    p = _Pipeline(ctx, kind)
+    ids = _ids(ctx, p.cfg, p.b, SEQ)
+    cache = p.new_cache()
+    for t in range(SEQ):
+        stepped = p.step(ids[:, t : t + 1], cache)
+        recomputed = p.full(ids[:, : t + 1])[:, t : t + 1]
+        same_rows(ctx, f"cached step at position {t} vs recomputing the prefix", stepped, recomputed, None)
+
+
+def _teacher_forcing(ctx: CheckContext, kind: Capability) -> None:
+    p = _Pipeline(ctx, kind)
+    ids = _ids(ctx, p.cfg, p.b, SEQ)
+    full = p.full(ids)
+    cache = p.new_cache()
+    steps = torch.cat([p.step(ids[:, t : t + 1], cache) for t in range(SEQ)], dim=1)
+    same_rows(ctx, "teacher-forced logits vs token-by-token logits", steps, full, None)
+
+
+def _chunked(ctx: CheckContext, kind: Capability) -> None:
+    p = _Pipeline(ctx, kind)
+    ids = _ids(ctx, p.cfg, p.b, SEQ)
+    full = p.full(ids)
+    cache = p.new_cache()
+    start = 0
+    for c in CHUNKS:
+        got = p.step(ids[:, start : start + c], cache)
+        same_rows(
+            ctx,
+            f"chunk of {c} at positions {start}..{start + c - 1} (warm cache of {start}) vs whole sequence",
+            got,
+            full[:, start : start + c],
+            None,
+        )
+        start += c
+
+
+def _reference(ctx: CheckContext, kind: Capability) -> None:
+    require_weights(ctx)
+    p = _Pipeline(ctx, kind)
+    oracle, same = oracle_copies(ctx, p.module)
+    n, b = 6, 3
+    for side in SIDES:
+        keep = keep_from_lengths(ctx, mixed_lengths(ctx, b, n), n, side)
+        ids = _with_pads(ctx, p.cfg, _ids(ctx, p.cfg, b, n), keep, random=False)
+        if kind == ED:
+            p.src = _ids(ctx, p.cfg, b, p.s)
+            p.src_keep = keep_from_lengths(ctx, mixed_lengths(ctx, b, p.s), p.s, side)
+            args: tuple[Any, ...] = (p.src, ids, p.src_keep, keep)
+        else:
+            args = (ids, keep)
+        y = p.full(ids, keep)
+        want = run_oracle(oracle, *args)
+        base = run_oracle(same, *args)
+        ctx.compare(f"{side}-padded batch: logits vs reference", y[keep], want[keep], base[keep])
+
+
+def _register(kind: Capability, prefix: str, label: str) -> None:
+    """Register the shared model checks for one handle kind (``prefix`` is ``lm`` or ``encdec``)."""
+
+    def reg(
+        name: str,
+        claims: tuple[str, ...],
+        fn: Callable[[CheckContext, Capability], None],
+        kind_: CheckKind,
+        doc: str,
+        depends: tuple[str, ...] = ("shape",),
+    ) -> None:
+        def run(ctx: CheckContext) -> None:
+            fn(ctx, kind)
+
+        run.__doc__ = f"{label}: {doc}"
+        run.__name__ = f"{prefix}_{name.replace('-', '_')}"
+        deps = tuple(f"{prefix}.{d}" for d in depends if d != name)
+        check(f"{prefix}.{name}", claims=claims, needs=(kind,), depends_on=deps, kind=kind_)(run)
+
+    shape_claims = (
+        ("output.projection",) if kind == LM else ("output.projection", "encdec.output-length-independent")
+    )
+    reg(
+        "shape",
+        shape_claims,
+        _shape,
+        "structural",
+        "logits [b, t, vocab] in the working dtype, finite at real positions, for length 1, a padded batch "
+        "and steps of 2 and 1 tokens.",
+        depends=(),
+    )
+    reg(
+        "padding-invariance",
+        ("mask.padding.invariance", "mask.padding.pad-value-arbitrary"),
+        _padding,
+        "metamorphic",
+        "random ids under the padding (left and right, lengths 1..n) change no logit at a real position.",
+    )
+    reg(
+        "batch-independence",
+        ("batch.independence",),
+        _batch,
+        "metamorphic",
+        "each sample's logits equal its logits alone and ignore the other samples' tokens and lengths.",
+    )
+    reg(
+        "causality",
+        ("mask.causal.future-blind",),
+        _causality,
+        "metamorphic",
+        "changing tokens at positions >= c leaves logits before c unchanged.",
+    )
+    reg(
+        "determinism",
+        ("determinism.eval",),
+        _determinism,
+        "metamorphic",
+        "built with dropout 0.1 and used for inference, repeated calls give the same logits (dropout off).",
+    )
+    reg(
+        "cache-equals-recompute",
+        ("kvcache.equals-recompute", "decoding.autoregressive"),
+        _cache_vs_recompute,
+        "metamorphic",
+        "each token-by-token cached step gives the logits of recomputing the whole prefix.",
+    )
+    reg(
+        "teacher-forcing",
+        ("training.parallel-equals-sequential",)
+        if kind == LM
+        else ("training.parallel-equals-sequential", "encdec.teacher-forcing"),
+        _teacher_forcing,
+        "metamorphic",
+        "one teacher-forced pass equals the logits of token-by-token steps.",
+    )
+    reg(
+        "chunked-prefill",
+        ("kvcache.chunked-prefill", "mask.causal.inference-noop"),
+        _chunked,
+        "metamorphic",
+        "chunks of 3, 2, 1, 2 tokens (prefill, then on a warm cache) give the whole-sequence logits.",
+        depends=("shape", "cache-equals-recompute"),
+    )
+    reg(
+        "reference",
+        ("output.projection", "embedding.plus-positional"),
+        _reference,
+        "differential",
+        "same canonical weights, padded batches: logits at real positions match the float64 reference.",
+    )
+
+
+_register(LM, "lm", "decoder-only LM")
+_register(ED, "encdec", "encoder-decoder")
+
+
+@check(
+    "encdec.memory-permutation",
+    claims=("attention.cross.memory-permutation-invariant",),
+    needs=(ED,),
+    depends_on=("encdec.shape",),
+    kind="metamorphic",
+)
+def encdec_memory_permutation(ctx: CheckContext) -> None:
+    """encoder-decoder: decoding against the memory with its positions permuted (and the source padding
+    permuted alike) gives the same logits."""
+    p = _Pipeline(ctx, ED)
+    tgt = _ids(ctx, p.cfg, p.b, 4)
+    memory, base = ed_decode(ctx, p.handle, p.cfg, p.src, tgt, p.src_keep, None)
+    perm = torch.randperm(p.s, generator=ctx.generator).to(ctx.device)
+    if bool((perm == torch.arange(p.s, device=ctx.device)).all()):
+        perm = perm.roll(1)
+    keep = p.src_keep[:, perm]
+    y = ctx.call(p.handle.decode, tgt, memory[:, perm], ctx.to_target_mask(keep), None)
+    y = expect_tensor(ctx, "decoder logits", y, (*tgt.shape, p.cfg.vocab_size))
+    same_rows(ctx, f"logits with memory permuted by {perm.tolist()}", y, base, None)

@@ -1,0 +1,115 @@
+"""Command line: ``python -m conformance run --impl TARGET[,TARGET...]`` and ``python -m conformance list``.
+
+Exit codes: 0 every gated check passed (known deviations allowed), 1 a failure or a stale
+deviation entry, 2 a usage error (unknown target, check or dtype; CUDA requested but absent).
+"""
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from conformance.api import ReportPaths, UsageError, load_registry, run_audit
+from conformance.context import PROFILES
+from conformance.registry import Registry, load_builtin_checks
+from conformance.report import claim_statements
+from conformance.targets import BUILTIN_TARGETS
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (``run`` and ``list``)."""
+    parser = argparse.ArgumentParser(prog="python -m conformance",
+                                     description="Audit Transformer implementations claim by claim.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the checks against one or more targets")
+    run.add_argument("--impl", required=True,
+                     help="comma-separated targets: built-in names (see `list`) or package.module:factory")
+    run.add_argument("--device", default="cpu", help="cpu | cuda | auto (default: cpu)")
+    run.add_argument("--dtype", default="float32", choices=["float32", "float64", "float16", "bfloat16"])
+    run.add_argument("--profile", default="ci", choices=sorted(PROFILES),
+                     help="quick (few examples), ci (derandomized, default), thorough (many examples)")
+    run.add_argument("--seed", type=int, default=None, help="run seed (ci default: fixed; else random)")
+    run.add_argument("--claims", default=None, help="only checks of claims matching this fnmatch pattern(s)")
+    run.add_argument("--check", default=None, help="only these check IDs (comma-separated)")
+    run.add_argument("--json", type=Path, default=None, help="write the JSON report here")
+    run.add_argument("--junit", type=Path, default=None, help="write JUnit XML here")
+    run.add_argument("--markdown", type=Path, default=None, help="write the Markdown report here")
+    run.add_argument("--jsonl", type=Path, default=None,
+                     help="stream results here as they complete (default: next to --json, *.partial.jsonl)")
+    run.add_argument("--gate", default=None,
+                     help="comma-separated targets whose failures set exit code 1 (default: all)")
+    run.add_argument("--save-inputs", type=Path, default=None,
+                     help="save failing checks' inputs here (torch.save)")
+    run.add_argument("--timeout", type=float, default=None, help="per-check time limit in seconds")
+    run.add_argument("--deviations", type=Path, default=None,
+                     help="directory of <target>.toml known-deviation files (default: the built-in one)")
+    run.add_argument("--checks-from", default=None, help="package.module:registry, a custom check registry")
+    run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                     help="one line per check on stderr (default: when stderr is a terminal)")
+    run.add_argument("-q", "--quiet", action="store_true", help="print only the final line")
+    listing = sub.add_parser("list", help="show targets, claims and checks")
+    listing.add_argument("--checks-from", default=None,
+                         help="package.module:registry, a custom check registry")
+    return parser
+
+
+def _registry(checks_from: str | None, registry: Registry | None) -> Registry:
+    if registry is not None:
+        return registry
+    return load_registry(checks_from) if checks_from else load_builtin_checks()
+
+
+def cmd_list(args: argparse.Namespace, registry: Registry | None) -> int:
+    """Print built-in targets, every claim with the checks realising it, then every check."""
+    reg = _registry(args.checks_from, registry)
+    checks = reg.all()
+    statements = claim_statements()
+    print("Targets:")
+    for name, factory in BUILTIN_TARGETS.items():
+        print(f"  {name:<28} {factory}")
+    print("\nClaims:")
+    by_claim: dict[str, list[str]] = {}
+    for spec in checks:
+        for claim in spec.claims:
+            by_claim.setdefault(claim, []).append(spec.id)
+    for claim in sorted(set(statements) | set(by_claim)):
+        covered = ", ".join(by_claim.get(claim, [])) or "(no check)"
+        unknown = "" if not statements or claim in statements else " [UNKNOWN CLAIM ID]"
+        print(f"  {claim}{unknown}: {statements.get(claim, '')}\n      checks: {covered}")
+    print("\nChecks:")
+    for spec in checks:
+        needs = ",".join(sorted(c.value for c in spec.needs)) or "-"
+        deps = f" depends_on={','.join(spec.depends_on)}" if spec.depends_on else ""
+        print(f"  {spec.id} [{spec.kind}] needs={needs}{deps}\n      claims: {', '.join(spec.claims)}")
+    missing = getattr(sys.modules.get("conformance.checks"), "MISSING", [])
+    if missing and registry is None and not args.checks_from:
+        print(f"\n(check modules not present yet: {', '.join(missing)})")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace, registry: Registry | None) -> int:
+    """Run the audit, print failures, the matrix and totals; return the exit code."""
+    reg = _registry(args.checks_from, registry)
+    report = run_audit(
+        args.impl, device=args.device, dtype=args.dtype, profile=args.profile, seed=args.seed,
+        claims=args.claims, check=args.check, timeout=args.timeout,
+        report_paths=ReportPaths(json=args.json, junit=args.junit, markdown=args.markdown, jsonl=args.jsonl),
+        gate=args.gate, save_inputs=args.save_inputs, registry=reg, deviations_dir=args.deviations,
+        progress=args.progress,
+    )
+    text = report.summary_text()
+    print(text.splitlines()[-1] if args.quiet else text)
+    return report.exit_code
+
+
+def main(argv: Sequence[str] | None = None, *, registry: Registry | None = None) -> int:
+    """Entry point; ``registry`` replaces the built-in checks (tests use an isolated one)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "list":
+            return cmd_list(args, registry)
+        return cmd_run(args, registry)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

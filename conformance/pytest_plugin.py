@@ -1,0 +1,127 @@
+"""pytest plugin (entry point ``transformer_conformance``): ``pytest --conformance-impl TARGET``.
+
+With the option, one test item per (target, check) is added: it fails with the failure text,
+is skipped for not-applicable / blocked results and xfails for known deviations; a stale
+deviation entry adds a failing ``deviations`` item. Without the option the plugin adds nothing.
+The audit runs once, lazily, when the first conformance item runs, for the selected items only.
+"""
+
+from typing import Any
+
+import pytest
+
+from conformance.api import UsageError, load_registry, resolve_device, run_audit
+from conformance.registry import Registry, load_builtin_checks
+from conformance.report import AuditReport
+from conformance.runner import BLOCKED, ERROR, FAIL, KNOWN_DEVIATION, NOT_APPLICABLE
+from conformance.targets import TargetError, resolve_target
+
+_STATE = pytest.StashKey["_AuditState"]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """Register the ``--conformance-*`` options."""
+    group = parser.getgroup("conformance", "Transformer conformance audit")
+    group.addoption("--conformance-impl", default=None, metavar="TARGET[,TARGET...]",
+                    help="audit these targets (built-in names or package.module:factory)")
+    group.addoption("--conformance-profile", default="ci", choices=["quick", "ci", "thorough"])
+    group.addoption("--conformance-device", default="cpu", help="cpu | cuda | auto")
+    group.addoption("--conformance-dtype", default="float32")
+    group.addoption("--conformance-seed", type=int, default=None)
+    group.addoption("--conformance-timeout", type=float, default=None, help="per-check time limit (s)")
+    group.addoption("--conformance-deviations", default=None, metavar="DIR",
+                    help="directory of <target>.toml known-deviation files (default: the built-in one)")
+    group.addoption("--conformance-checks-from", default=None, metavar="MODULE:REGISTRY",
+                    help="a custom check registry instead of the built-in checks")
+
+
+class _AuditState:
+    def __init__(self, config: pytest.Config, impls: list[str], registry: Registry) -> None:
+        self.config = config
+        self.impls = impls
+        self.registry = registry
+        self.report: AuditReport | None = None
+
+    def ensure_run(self, session: pytest.Session) -> AuditReport:
+        if self.report is None:
+            mine = [i for i in session.items if isinstance(i, ConformanceItem)]
+            wanted = sorted({i.check_id for i in mine if i.check_id})
+            opt = self.config.getoption
+            try:
+                self.report = run_audit(
+                    self.impls, device=opt("conformance_device"), dtype=opt("conformance_dtype"),
+                    profile=opt("conformance_profile"), seed=opt("conformance_seed"),
+                    timeout=opt("conformance_timeout"), check=wanted or None, registry=self.registry,
+                    deviations_dir=opt("conformance_deviations"), progress=False)
+            except UsageError as exc:
+                raise pytest.UsageError(f"conformance: {exc}") from exc
+        return self.report
+
+
+class ConformanceFailure(Exception):
+    """A failed check; its text is the report's failure description."""
+
+
+class ConformanceItem(pytest.Item):
+    """One (target, check) pair, or a target's deviation-file item when ``check_id`` is None."""
+
+    def __init__(self, *, target: str, check_id: str | None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.target = target
+        self.check_id = check_id
+
+    def runtest(self) -> None:
+        """Look up (running the audit first if needed) this item's result and map it to an outcome."""
+        state = self.config.stash[_STATE]
+        report = state.ensure_run(self.session)
+        if self.check_id is None:
+            stale = [s for s in report.stale if s["target"] == self.target]
+            if stale:
+                raise ConformanceFailure("\n".join(f"stale deviation {s['entry']} ({s['source']} "
+                                                   f"#{s['index']}): {s['why']}" for s in stale))
+            return
+        key = (self.target, self.check_id)
+        result = next((r for r in report.results if (r.target, r.check) == key), None)
+        if result is None:
+            pytest.skip("check not run")
+        if result.status in (FAIL, ERROR):
+            raise ConformanceFailure(report.failure_text(result))
+        if result.status in (NOT_APPLICABLE, BLOCKED):
+            pytest.skip(f"{result.status}: {result.message}")
+        if result.status == KNOWN_DEVIATION:
+            reason = (result.deviation or {}).get("reason", "")
+            pytest.xfail(f"known deviation: {reason} ({result.message})")
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
+        """The failure text (claims, inputs, errors, repro) instead of a traceback."""
+        if isinstance(excinfo.value, ConformanceFailure):
+            return str(excinfo.value)
+        return str(super().repr_failure(excinfo))
+
+    def reportinfo(self) -> tuple[str, int | None, str]:
+        """Location shown by pytest."""
+        return "conformance", None, self.name
+
+
+def pytest_collection_modifyitems(
+    session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
+) -> None:
+    """Add one item per (target, check) when ``--conformance-impl`` is given."""
+    impl = config.getoption("conformance_impl")
+    if not impl:
+        return
+    impls = [s.strip() for s in str(impl).split(",") if s.strip()]
+    checks_from = config.getoption("conformance_checks_from")
+    try:
+        resolve_device(config.getoption("conformance_device"))
+        registry = load_registry(checks_from) if checks_from else load_builtin_checks()
+        names = [resolve_target(i).name for i in impls]
+    except (UsageError, TargetError) as exc:
+        raise pytest.UsageError(f"conformance: {exc}") from exc
+    config.stash[_STATE] = _AuditState(config, impls, registry)
+    for name in names:
+        for spec in registry.all():
+            items.append(ConformanceItem.from_parent(session, name=f"conformance[{name}::{spec.id}]",
+                                                     target=name, check_id=spec.id))
+        items.append(ConformanceItem.from_parent(session, name=f"conformance[{name}::deviations]",
+                                                 target=name, check_id=None))

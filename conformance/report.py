@@ -1,0 +1,267 @@
+"""The audit report: JSON, JUnit XML, Markdown, and the claims x targets matrix.
+
+The same ``AuditReport`` feeds every format; the JSON form also carries the per-target split of
+time spent inside the target (``ctx.call``) versus in the harness.
+"""
+
+import importlib
+import json
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from conformance.runner import (
+    BLOCKED,
+    ERROR,
+    FAIL,
+    KNOWN_DEVIATION,
+    NOT_APPLICABLE,
+    PASS,
+    STATUSES,
+    CheckResult,
+)
+
+SYMBOLS = {PASS: "pass", FAIL: "FAIL", ERROR: "ERR", KNOWN_DEVIATION: "dev", NOT_APPLICABLE: "n-a",
+           BLOCKED: "blocked"}
+# Aggregation order for a claim with several checks: the first status present wins.
+PRECEDENCE = (FAIL, ERROR, KNOWN_DEVIATION, BLOCKED, PASS, NOT_APPLICABLE)
+
+
+def claim_statements() -> dict[str, str]:
+    """Claim ID -> statement, from ``spec.load_claims`` (empty when the spec is unavailable)."""
+    try:
+        load_claims = getattr(importlib.import_module("spec"), "load_claims", None)
+    except ImportError:
+        return {}
+    if load_claims is None:
+        return {}
+    claims: Any = load_claims()
+    items = claims.values() if isinstance(claims, dict) else claims
+    out: dict[str, str] = {}
+    for claim in items:
+        if isinstance(claim, dict):
+            cid, text = claim.get("id"), claim.get("statement") or claim.get("gist") or ""
+        else:
+            cid = getattr(claim, "id", None)
+            text = getattr(claim, "statement", None) or getattr(claim, "gist", None) or ""
+        if cid:
+            out[str(cid)] = " ".join(str(text).split())
+    return out
+
+
+@dataclass
+class TargetSummary:
+    """Per-target metadata and totals."""
+
+    name: str
+    impl: str
+    capabilities: list[str]
+    conventions: dict[str, Any]
+    gated: bool
+    counts: dict[str, int] = field(default_factory=dict)
+    total_time_s: float = 0.0
+    target_time_s: float = 0.0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def harness_time_s(self) -> float:
+        """Check time not spent inside the target."""
+        return max(0.0, self.total_time_s - self.target_time_s)
+
+
+@dataclass
+class AuditReport:
+    """Everything one audit produced."""
+
+    config: dict[str, Any]
+    targets: list[TargetSummary]
+    results: list[CheckResult]
+    stale: list[dict[str, Any]] = field(default_factory=list)
+    statements: dict[str, str] = field(default_factory=dict)
+    duration_s: float = 0.0
+
+    def summarise(self) -> None:
+        """Fill per-target counts and times from the results."""
+        for target in self.targets:
+            mine = [r for r in self.results if r.target == target.name]
+            target.counts = {s: sum(r.status == s for r in mine) for s in STATUSES}
+            target.total_time_s = sum(r.duration_s for r in mine)
+            target.target_time_s = sum(r.target_time_s for r in mine)
+
+    @property
+    def failures(self) -> list[CheckResult]:
+        """Results with status fail or error (all targets)."""
+        return [r for r in self.results if r.status in (FAIL, ERROR)]
+
+    def gated_failures(self) -> list[CheckResult]:
+        """Failures of the targets that decide the exit code."""
+        gated = {t.name for t in self.targets if t.gated}
+        return [r for r in self.failures if r.target in gated]
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every gated check passed (or is a known deviation) and no deviation entry is stale."""
+        return 1 if self.gated_failures() or self.stale else 0
+
+    # -- matrix --------------------------------------------------------------------------------
+    def matrix(self) -> tuple[list[str], list[str], dict[tuple[str, str], str]]:
+        """(claims, targets, cell status) aggregated over the checks of each claim."""
+        targets = [t.name for t in self.targets]
+        claims: list[str] = []
+        per_cell: dict[tuple[str, str], set[str]] = {}
+        for r in self.results:
+            for claim in r.claims:
+                if claim not in claims:
+                    claims.append(claim)
+                per_cell.setdefault((claim, r.target), set()).add(r.status)
+        claims.sort()
+        cells = {key: next(s for s in PRECEDENCE if s in statuses) for key, statuses in per_cell.items()}
+        return claims, targets, cells
+
+    def matrix_text(self) -> str:
+        """The claims x targets matrix as aligned plain text."""
+        claims, targets, cells = self.matrix()
+        if not claims:
+            return "(no checks ran)"
+        width = max(len(c) for c in claims)
+        cols = [max(len(t), 7) for t in targets]
+        lines = [" " * width + "  " + "  ".join(t.ljust(w) for t, w in zip(targets, cols))]
+        for claim in claims:
+            row = [SYMBOLS.get(cells.get((claim, t), ""), "-").ljust(w) for t, w in zip(targets, cols)]
+            lines.append(claim.ljust(width) + "  " + "  ".join(row))
+        return "\n".join(lines)
+
+    # -- text ----------------------------------------------------------------------------------
+    def failure_text(self, r: CheckResult) -> str:
+        """A multi-line description of one failure, with claims, inputs, errors and the repro."""
+        lines = [f"{r.status.upper()} {r.target} :: {r.check} [{r.failure_kind or r.status}]"]
+        for claim in r.claims:
+            statement = self.statements.get(claim, "")
+            lines.append(f"  claim {claim}" + (f": {statement}" if statement else ""))
+        lines.append(f"  {r.message}")
+        if r.measured is not None or r.allowed is not None:
+            lines.append(f"  measured {r.measured!r}, allowed {r.allowed!r}")
+        inputs = json.dumps(r.inputs, sort_keys=True, default=str)
+        lines.append(f"  inputs: {inputs} (seed {r.seed}, {r.device}, {r.dtype})")
+        if r.saved_inputs:
+            lines.append(f"  saved inputs: {r.saved_inputs}")
+        if r.traceback:
+            lines.append("  " + r.traceback.rstrip().replace("\n", "\n  "))
+        if r.repro:
+            lines.append(f"  repro: {r.repro}")
+        return "\n".join(lines)
+
+    def summary_text(self) -> str:
+        """Failures, stale deviations, the matrix and per-target totals (printed by the CLI)."""
+        parts = [self.failure_text(r) for r in self.failures]
+        for s in self.stale:
+            parts.append(f"STALE deviation for {s['target']}: {s['entry']} [{s['source']} #{s['index']}]: "
+                         f"{s['why']}")
+        parts.append(self.matrix_text())
+        for t in self.targets:
+            counts = ", ".join(f"{n} {s}" for s, n in t.counts.items() if n)
+            parts.append(f"{t.name}{'' if t.gated else ' (not gated)'}: {counts or 'no checks'}; "
+                         f"time {t.total_time_s:.2f}s (target {t.target_time_s:.2f}s, harness "
+                         f"{t.harness_time_s:.2f}s)")
+        parts.append(f"exit code {self.exit_code} ({len(self.gated_failures())} gated failure(s), "
+                     f"{len(self.stale)} stale deviation(s)); total {self.duration_s:.1f}s")
+        return "\n\n".join(parts[:-1]) + "\n" + parts[-1] if len(parts) > 1 else parts[0]
+
+    # -- files ---------------------------------------------------------------------------------
+    def to_json(self) -> dict[str, Any]:
+        """The full report as a JSON-serialisable dict."""
+        claims, targets, cells = self.matrix()
+        return {
+            "config": self.config,
+            "exit_code": self.exit_code,
+            "duration_s": self.duration_s,
+            "targets": [{"name": t.name, "impl": t.impl, "gated": t.gated, "capabilities": t.capabilities,
+                         "conventions": t.conventions, "counts": t.counts, "total_time_s": t.total_time_s,
+                         "target_time_s": t.target_time_s, "harness_time_s": t.harness_time_s,
+                         "problems": t.problems} for t in self.targets],
+            "results": [r.to_json() for r in self.results],
+            "stale_deviations": self.stale,
+            "matrix": {claim: {t: cells.get((claim, t)) for t in targets} for claim in claims},
+        }
+
+    def write_json(self, path: Path) -> None:
+        """Write the JSON report."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_json(), indent=2, default=str) + "\n", encoding="utf-8")
+
+    def write_junit(self, path: Path) -> None:
+        """Write JUnit XML: a testsuite per target, a testcase per check."""
+        root = ET.Element("testsuites", name="transformer-conformance")
+        for t in self.targets:
+            mine = [r for r in self.results if r.target == t.name]
+            stale = [s for s in self.stale if s["target"] == t.name]
+            suite = ET.SubElement(root, "testsuite", name=t.name, tests=str(len(mine) + len(stale)),
+                                  failures=str(sum(r.status == FAIL for r in mine) + len(stale)),
+                                  errors=str(sum(r.status == ERROR for r in mine)),
+                                  skipped=str(sum(r.status in (BLOCKED, NOT_APPLICABLE, KNOWN_DEVIATION)
+                                                  for r in mine)),
+                                  time=f"{t.total_time_s:.3f}")
+            for r in mine:
+                case = ET.SubElement(suite, "testcase", classname=t.name, name=r.check,
+                                     time=f"{r.duration_s:.3f}")
+                if r.status == FAIL:
+                    node = ET.SubElement(case, "failure", message=r.message, type=r.failure_kind or "fail")
+                    node.text = self.failure_text(r)
+                elif r.status == ERROR:
+                    node = ET.SubElement(case, "error", message=r.message, type="harness-error")
+                    node.text = self.failure_text(r)
+                elif r.status == KNOWN_DEVIATION:
+                    reason = (r.deviation or {}).get("reason", "")
+                    ET.SubElement(case, "skipped", message=f"known deviation: {reason} ({r.message})")
+                elif r.status in (BLOCKED, NOT_APPLICABLE):
+                    ET.SubElement(case, "skipped", message=f"{r.status}: {r.message}")
+            for s in stale:
+                case = ET.SubElement(suite, "testcase", classname=t.name, name=f"deviation#{s['index']}")
+                ET.SubElement(case, "failure", message=f"stale deviation: {s['why']}", type="stale-deviation")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
+
+    def markdown(self) -> str:
+        """The Markdown report: configuration, per-target totals, matrix, failures, deviations."""
+        cfg = self.config
+        out = ["# Conformance report", "",
+               f"Device `{cfg.get('device')}`, dtype `{cfg.get('dtype')}`, profile `{cfg.get('profile')}`, "
+               f"seed `{cfg.get('seed')}`; exit code **{self.exit_code}**; {self.duration_s:.1f} s.", "",
+               "| target | pass | fail | error | known-deviation | blocked | not-applicable | time (s) "
+               "| in target (s) | harness (s) |",
+               "|---|---|---|---|---|---|---|---|---|---|"]
+        for t in self.targets:
+            c = t.counts
+            out.append(f"| {t.name}{'' if t.gated else ' (not gated)'} | {c.get(PASS, 0)} | {c.get(FAIL, 0)} "
+                       f"| {c.get(ERROR, 0)} | {c.get(KNOWN_DEVIATION, 0)} | {c.get(BLOCKED, 0)} "
+                       f"| {c.get(NOT_APPLICABLE, 0)} | {t.total_time_s:.2f} | {t.target_time_s:.2f} "
+                       f"| {t.harness_time_s:.2f} |")
+        claims, targets, cells = self.matrix()
+        out += ["", "## Claims x targets", "", "| claim | " + " | ".join(targets) + " |",
+                "|---|" + "---|" * len(targets)]
+        for claim in claims:
+            row = [SYMBOLS.get(cells.get((claim, t), ""), "-") for t in targets]
+            row = [f"**{s}**" if s in ("FAIL", "ERR") else s for s in row]
+            out.append(f"| `{claim}` | " + " | ".join(row) + " |")
+        if self.failures:
+            out += ["", "## Failures", ""]
+            for r in self.failures:
+                out += ["```", self.failure_text(r), "```", ""]
+        if self.stale:
+            out += ["", "## Stale deviation entries", ""]
+            out += [f"- {s['target']}: {s['entry']} ({s['source']} #{s['index']}): {s['why']}"
+                    for s in self.stale]
+        devs = [r for r in self.results if r.status == KNOWN_DEVIATION]
+        if devs:
+            out += ["", "## Known deviations", ""]
+            for r in devs:
+                d = r.deviation or {}
+                out.append(f"- {r.target} / `{r.check}` ({d.get('category')}): {d.get('reason')} "
+                           f"Observed: {r.message}")
+        return "\n".join(out) + "\n"
+
+    def write_markdown(self, path: Path) -> None:
+        """Write the Markdown report."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(self.markdown(), encoding="utf-8")

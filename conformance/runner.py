@@ -1,0 +1,262 @@
+"""Runs checks against one target: capability gating, dependencies, time limits, deviations.
+
+Every check runs in a daemon worker thread joined with a time limit: a hung target is recorded
+as a TIMEOUT failure and the run goes on (the stuck thread is abandoned). Each result is handed
+to ``on_result`` as soon as it is known (the API streams it to a JSONL file).
+"""
+
+import threading
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from conformance.adapter import Adapter
+from conformance.context import CheckContext, CheckFailure, FailureKind, NotApplicable, Profile
+from conformance.deviations import Deviation
+from conformance.registry import CheckSpec
+
+PASS = "pass"
+FAIL = "fail"
+BLOCKED = "blocked"
+NOT_APPLICABLE = "not-applicable"
+KNOWN_DEVIATION = "known-deviation"
+ERROR = "error"
+STATUSES = (PASS, FAIL, KNOWN_DEVIATION, ERROR, BLOCKED, NOT_APPLICABLE)
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """``torch.float32`` -> ``"float32"``."""
+    return str(dtype).removeprefix("torch.")
+
+
+@dataclass
+class CheckResult:
+    """The outcome of one check on one target (one JSON line of the streamed report)."""
+
+    target: str
+    check: str
+    claims: list[str]
+    status: str
+    check_kind: str = "structural"
+    failure_kind: str | None = None
+    message: str = ""
+    measured: float | None = None
+    allowed: float | None = None
+    inputs: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    device: str = "cpu"
+    dtype: str = "float32"
+    profile: str = "ci"
+    duration_s: float = 0.0
+    target_time_s: float = 0.0
+    repro: str | None = None
+    blocked_by: str | None = None
+    missing: list[str] = field(default_factory=list)
+    deviation: dict[str, Any] | None = None
+    saved_inputs: str | None = None
+    traceback: str | None = None
+
+    @property
+    def harness_time_s(self) -> float:
+        """Wall time of the check not spent inside the target."""
+        return max(0.0, self.duration_s - self.target_time_s)
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain-dict form (JSON-serialisable)."""
+        data = asdict(self)
+        data["harness_time_s"] = self.harness_time_s
+        return data
+
+
+def repro_command(impl: str, check_id: str, seed: int, device: str, dtype: str, profile: str) -> str:
+    """The command line that reruns exactly this check."""
+    return (f"python -m conformance run --impl {impl} --check {check_id} --seed {seed} --device {device} "
+            f"--dtype {dtype} --profile {profile}")
+
+
+def order_checks(checks: Sequence[CheckSpec]) -> list[CheckSpec]:
+    """Registration order, except that a check always comes after the checks it depends on."""
+    by_id = {c.id: c for c in checks}
+    done: set[str] = set()
+    ordered: list[CheckSpec] = []
+
+    def visit(spec: CheckSpec, stack: tuple[str, ...]) -> None:
+        if spec.id in done:
+            return
+        if spec.id in stack:
+            raise ValueError(f"check dependency cycle: {' -> '.join((*stack, spec.id))}")
+        for dep in spec.depends_on:
+            if dep in by_id:
+                visit(by_id[dep], (*stack, spec.id))
+        done.add(spec.id)
+        ordered.append(spec)
+
+    for spec in checks:
+        visit(spec, ())
+    return ordered
+
+
+@dataclass
+class _Outcome:
+    status: str = ERROR
+    failure: CheckFailure | None = None
+    reason: str = ""
+    trace: str | None = None
+    finished: bool = False
+
+
+def _run_in_thread(spec: CheckSpec, ctx: CheckContext, limit_s: float) -> _Outcome:
+    outcome = _Outcome()
+
+    def work() -> None:
+        try:
+            with torch.no_grad():
+                spec.fn(ctx)
+            outcome.status = PASS
+        except CheckFailure as failure:
+            outcome.status, outcome.failure = FAIL, failure
+        except NotApplicable as na:
+            outcome.status, outcome.reason = NOT_APPLICABLE, na.reason
+        except BaseException as exc:  # a bug in the check or the harness, not in the target
+            outcome.status = ERROR
+            outcome.reason = f"harness error in check {spec.id}: {type(exc).__name__}: {exc}"
+            outcome.trace = traceback.format_exc()
+        finally:
+            outcome.finished = True
+
+    worker = threading.Thread(target=work, name=f"check:{spec.id}", daemon=True)
+    worker.start()
+    worker.join(limit_s)
+    if not outcome.finished:
+        message = (f"check did not finish within the time limit of {limit_s:g} s (the target hung or is "
+                   "far too slow); abandoned, the run goes on")
+        return _Outcome(FAIL, CheckFailure(FailureKind.TIMEOUT, message, allowed=limit_s), finished=True)
+    return outcome
+
+
+def _save_inputs(directory: Path, target: str, check_id: str, ctx: CheckContext) -> str | None:
+    directory.mkdir(parents=True, exist_ok=True)
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in f"{target}__{check_id}")
+    path = directory / f"{safe}.pt"
+    payload = {"target": target, "check": check_id, "seed": ctx.seed, "device": str(ctx.device),
+               "dtype": dtype_name(ctx.dtype), "inputs": dict(ctx.tensors)}
+    try:
+        torch.save(payload, path)
+    except Exception:  # unpicklable recorded values: keep the tensors only
+        payload["inputs"] = {k: v for k, v in ctx.tensors.items() if isinstance(v, torch.Tensor)}
+        torch.save(payload, path)
+    return str(path)
+
+
+@dataclass
+class RunSettings:
+    """Settings shared by every check of one target run."""
+
+    device: torch.device
+    dtype: torch.dtype
+    profile: Profile
+    seed: int
+    time_limit_s: float
+    impl: str
+    save_inputs: Path | None = None
+
+
+def run_target(
+    adapter: Adapter,
+    checks: Sequence[CheckSpec],
+    settings: RunSettings,
+    deviations: Sequence[Deviation] = (),
+    on_result: Callable[[CheckResult], None] | None = None,
+    on_start: Callable[[CheckSpec], None] | None = None,
+    known_ids: set[str] | None = None,
+) -> list[CheckResult]:
+    """Run ``checks`` (dependencies first) against ``adapter``; returns one result per check."""
+    results: dict[str, CheckResult] = {}
+    dev_name, dt_name = settings.device.type, dtype_name(settings.dtype)
+    active = [d for d in deviations if d.applies_to_run(dev_name, dt_name)]
+    dtype_ok = settings.dtype in adapter.conventions.dtypes
+
+    for spec in order_checks(checks):
+        if on_start is not None:
+            on_start(spec)
+        result = CheckResult(
+            target=adapter.name, check=spec.id, claims=list(spec.claims), status=ERROR, check_kind=spec.kind,
+            seed=settings.seed, device=str(settings.device), dtype=dt_name, profile=settings.profile.name)
+        missing = sorted(c.value for c in spec.needs - adapter.capabilities)
+        blocking = [d for d in spec.depends_on if d in results and results[d].status != PASS]
+        unknown = [d for d in spec.depends_on if known_ids is not None and d not in known_ids]
+        if unknown:
+            result.message = f"harness error: check {spec.id} depends on unknown check(s) {unknown}"
+        elif missing:
+            result.status, result.missing = NOT_APPLICABLE, missing
+            result.message = f"target does not declare capability {', '.join(missing)}"
+        elif not dtype_ok:
+            result.status = NOT_APPLICABLE
+            result.message = f"target does not declare dtype {dt_name} (declares " \
+                f"{', '.join(dtype_name(d) for d in adapter.conventions.dtypes)})"
+        elif blocking:
+            dep = results[blocking[0]]
+            result.status, result.blocked_by = BLOCKED, dep.check
+            result.message = f"blocked by {dep.check} ({dep.status})"
+        else:
+            ctx = CheckContext(adapter, device=settings.device, dtype=settings.dtype,
+                               profile=settings.profile, seed=settings.seed, check_id=spec.id)
+            start = time.perf_counter()
+            outcome = _run_in_thread(spec, ctx, settings.time_limit_s)
+            result.duration_s = time.perf_counter() - start
+            result.target_time_s = min(ctx.target_time_s, result.duration_s)
+            result.inputs = dict(ctx.inputs)
+            result.status = outcome.status
+            if outcome.failure is not None:
+                failure = outcome.failure
+                result.failure_kind = failure.kind.value
+                result.message = failure.message
+                result.measured, result.allowed = failure.measured, failure.allowed
+            else:
+                result.message = outcome.reason
+            result.traceback = outcome.trace
+            if result.status in (FAIL, ERROR):
+                result.repro = repro_command(settings.impl, spec.id, settings.seed, dev_name, dt_name,
+                                             settings.profile.name)
+            if result.status == FAIL:
+                match = next((d for d in active if d.matches(spec.id, spec.claims)), None)
+                if match is not None:
+                    result.status, result.deviation = KNOWN_DEVIATION, match.to_json()
+                if settings.save_inputs is not None and ctx.tensors:
+                    result.saved_inputs = _save_inputs(settings.save_inputs, adapter.name, spec.id, ctx)
+        results[spec.id] = result
+        if on_result is not None:
+            on_result(result)
+    return list(results.values())
+
+
+def stale_deviations(
+    deviations: Sequence[Deviation], results: Sequence[CheckResult], all_specs: Sequence[CheckSpec],
+    device_type: str, dtype: str,
+) -> list[tuple[Deviation, str]]:
+    """Entries that match no failing check: (entry, why). Entries whose checks did not run in this
+    run (filtered out, not applicable, blocked) or that are restricted to another dtype/device are
+    not judged; an entry matching no registered check at all is always stale."""
+    stale = []
+    for dev in deviations:
+        if not any(dev.matches(s.id, s.claims) for s in all_specs):
+            stale.append((dev, "matches no registered check (unknown claim or check ID)"))
+            continue
+        if not dev.applies_to_run(device_type, dtype):
+            continue
+        judged = [r for r in results if dev.matches(r.check, r.claims) and r.status in (PASS, FAIL, ERROR,
+                                                                                          KNOWN_DEVIATION)]
+        if not judged:
+            continue
+        key = (dev.source, dev.index)
+        used = any(r.status == KNOWN_DEVIATION and r.deviation is not None
+                   and (r.deviation["source"], r.deviation["index"]) == key for r in judged)
+        if not used:
+            checks = ", ".join(sorted({r.check for r in judged}))
+            stale.append((dev, f"matches no failing check (checks run: {checks}); remove the entry"))
+    return stale

@@ -1,0 +1,79 @@
+"""Built-in targets: a name -> "module:factory" table, and the resolver for ``--impl``.
+
+Add a built-in target (or a planted-bug mutant, named ``mutant.<name>``) with one line in
+``BUILTIN_TARGETS``. Anything else given to ``--impl`` must be ``package.module:factory``,
+where ``factory()`` returns an ``Adapter``.
+"""
+
+import importlib
+from collections.abc import Callable
+
+from conformance.adapter import Adapter
+
+BUILTIN_TARGETS: dict[str, str] = {
+    "reference": "conformance.targets.reference:make",
+    "torch-sdpa-math": "conformance.targets.torch_sdpa:make_math",
+    "torch-sdpa-flash": "conformance.targets.torch_sdpa:make_flash",
+    "torch-sdpa-efficient": "conformance.targets.torch_sdpa:make_efficient",
+    "torch-sdpa-cudnn": "conformance.targets.torch_sdpa:make_cudnn",
+    "torch-mha": "conformance.targets.torch_mha:make",
+    "torch-layernorm": "conformance.targets.torch_layernorm:make",
+    "torch-encoder-layer": "conformance.targets.torch_layers:make_encoder_layer",
+    "torch-encoder-layer-fastpath": "conformance.targets.torch_layers:make_encoder_layer_fastpath",
+    "torch-decoder-layer": "conformance.targets.torch_layers:make_decoder_layer",
+    "torch-transformer": "conformance.targets.torch_layers:make_transformer",
+    "torch-transformer-fastpath": "conformance.targets.torch_layers:make_transformer_fastpath",
+    "mutant.kv-cache-offset": "conformance.mutants.kv_cache_offset:make",
+    "mutant.chunked-prefill-no-prefix": "conformance.mutants.chunked_prefill_no_prefix:make",
+    "mutant.cached-no-causal-mask": "conformance.mutants.cached_no_causal_mask:make",
+    "mutant.padding-leak": "conformance.mutants.padding_leak:make",
+    "mutant.dropout-in-eval": "conformance.mutants.dropout_in_eval:make",
+    "mutant.temperature-zero-division": "conformance.mutants.temperature_zero_division:make",
+    "mutant.loss-counts-padding": "conformance.mutants.loss_counts_padding:make",
+    "mutant.loss-no-shift": "conformance.mutants.loss_no_shift:make",
+    # torch targets: "torch-sdpa-math": "conformance.targets.torch_sdpa:make_math", ...
+    # mutants:       "mutant.no-scale": "conformance.mutants.no_scale:make", ...
+}
+
+
+class TargetError(ValueError):
+    """``--impl`` names no known target, or its factory does not give an ``Adapter``."""
+
+
+def import_object(spec: str) -> object:
+    """Import ``"package.module:attribute"`` and return the attribute."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise TargetError(f"target {spec!r}: expected a built-in name or 'package.module:factory'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise TargetError(f"target {spec!r}: cannot import module {module_name!r}: {exc}") from exc
+    if not hasattr(module, attr):
+        raise TargetError(f"target {spec!r}: module {module_name!r} has no attribute {attr!r}")
+    return getattr(module, attr)
+
+
+def load_factory(spec: str) -> Callable[[], Adapter]:
+    """Import ``"package.module:factory"`` and return the factory."""
+    factory = import_object(spec)
+    if not callable(factory):
+        raise TargetError(f"target {spec!r}: {spec.partition(':')[2]!r} is not callable")
+    return factory
+
+
+def resolve_target(name: str) -> Adapter:
+    """Build the adapter for a built-in name or a ``package.module:factory`` string."""
+    if name in BUILTIN_TARGETS:
+        factory = load_factory(BUILTIN_TARGETS[name])
+    elif ":" in name:
+        factory = load_factory(name)
+    else:
+        known = ", ".join(sorted(BUILTIN_TARGETS))
+        raise TargetError(f"unknown target {name!r}: expected one of [{known}] or 'package.module:factory'")
+    adapter = factory()
+    if not isinstance(adapter, Adapter):
+        raise TargetError(f"target {name!r}: factory returned {type(adapter).__name__}, expected an Adapter")
+    if name in BUILTIN_TARGETS or adapter.name == Adapter.name:
+        adapter.name = name
+    return adapter

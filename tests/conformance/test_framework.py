@@ -1,0 +1,233 @@
+"""Tests of the runner, context, deviations and reports, using fake targets and an isolated registry.
+
+Every planted failure mode (raise, hang, wrong shape, NaN, broken declaration, harness bug) must be
+reported with its own kind; the reports must carry claims, inputs, errors and the repro command.
+"""
+
+import io
+import json
+import xml.etree.ElementTree as ET
+
+import pytest
+import torch
+
+from conformance.api import ReportPaths, UsageError, run_audit, select_checks
+from conformance.context import PROFILES, CheckContext, CheckFailure, FailureKind, derive_seed
+from conformance.registry import Registry
+from conformance.runner import order_checks
+
+from . import fakes
+
+pytestmark = pytest.mark.claim("attention.formula")
+
+
+def audit(*adapters, registry=fakes.REGISTRY, **kwargs):
+    kwargs.setdefault("progress", False)
+    return run_audit(list(adapters), registry=registry, **kwargs)
+
+
+def result(report, target, check):
+    return next(r for r in report.results if r.target == target and r.check == check)
+
+
+@pytest.fixture(autouse=True)
+def _release_hangs():
+    fakes.HANG_RELEASE.clear()
+    yield
+    fakes.HANG_RELEASE.set()
+
+
+def test_good_target_passes_and_missing_capability_is_not_applicable():
+    report = audit(fakes.GoodAdapter())
+    assert result(report, "fake-good", "dummy.attention").status == "pass"
+    assert result(report, "fake-good", "dummy.rows").status == "pass"
+    na = result(report, "fake-good", "dummy.layernorm")
+    assert na.status == "not-applicable"
+    assert na.missing == ["layer_norm"] and "layer_norm" in na.message
+    assert report.exit_code == 0
+
+
+def test_raising_target_is_a_raised_failure_and_blocks_dependents():
+    report = audit(fakes.RaisingAdapter(), seed=7)
+    r = result(report, "fake-raising", "dummy.attention")
+    assert (r.status, r.failure_kind) == ("fail", "raised")
+    assert "kernel exploded" in r.message and "RuntimeError" in r.message
+    assert r.repro == ("python -m conformance run --impl fake-raising --check dummy.attention --seed 7 "
+                       "--device cpu --dtype float32 --profile ci")
+    blocked = result(report, "fake-raising", "dummy.rows")
+    assert blocked.status == "blocked" and blocked.blocked_by == "dummy.attention"
+    assert "dummy.attention" in blocked.message
+    assert report.exit_code == 1
+
+
+def test_hanging_target_times_out_and_the_run_goes_on():
+    report = audit(fakes.HangingAdapter(), fakes.GoodAdapter(), timeout=0.3)
+    r = result(report, "fake-hanging", "dummy.attention")
+    assert (r.status, r.failure_kind) == ("fail", "timeout")
+    assert r.allowed == pytest.approx(0.3)
+    assert r.duration_s < 5
+    # the run went on: the next target was audited normally
+    assert result(report, "fake-good", "dummy.attention").status == "pass"
+
+
+@pytest.mark.parametrize(
+    ("adapter", "kind"),
+    [(fakes.WrongShapeAdapter(), "shape"), (fakes.NaNAdapter(), "nonfinite")],
+)
+def test_wrong_shape_and_nan_get_their_kinds(adapter, kind):
+    report = audit(adapter)
+    r = result(report, adapter.name, "dummy.attention")
+    assert (r.status, r.failure_kind) == ("fail", kind)
+    assert r.inputs["q"] == {"shape": [1, 2, 3, 4], "dtype": "float32", "device": "cpu"}
+
+
+def test_harness_bug_is_error_and_property_failure_keeps_measured_and_allowed():
+    report = audit(fakes.GoodAdapter(), registry=fakes.BUGGY_REGISTRY)
+    bug = result(report, "fake-good", "dummy.harness-bug")
+    assert bug.status == "error" and "ZeroDivisionError" in bug.message and bug.traceback
+    prop = result(report, "fake-good", "dummy.property")
+    assert (prop.failure_kind, prop.measured, prop.allowed) == ("property", 1.5, 1.0)
+    assert report.exit_code == 1
+
+
+def test_undeclared_dtype_is_not_applicable():
+    report = audit(fakes.Float64OnlyAdapter(), dtype="float32")
+    assert {r.status for r in report.results} == {"not-applicable"}
+    assert audit(fakes.Float64OnlyAdapter(), dtype="float64").exit_code == 0
+
+
+def test_declared_but_unimplemented_capability_is_reported():
+    adapter = fakes.BrokenDeclarationAdapter()
+    report = audit(adapter)
+    assert report.targets[0].problems == ["declares 'layer_norm' but does not override build_layer_norm()"]
+    r = result(report, adapter.name, "dummy.layernorm")
+    assert (r.status, r.failure_kind) == ("fail", "raised")
+
+
+def test_gate_limits_which_targets_set_the_exit_code():
+    assert audit(fakes.GoodAdapter(), fakes.NaNAdapter()).exit_code == 1
+    assert audit(fakes.GoodAdapter(), fakes.NaNAdapter(), gate="fake-good").exit_code == 0
+    with pytest.raises(UsageError, match="--gate"):
+        audit(fakes.GoodAdapter(), gate="nope")
+
+
+def write_deviation(tmp_path, target, body):
+    (tmp_path / f"{target}.toml").write_text(body, encoding="utf-8")
+    return tmp_path
+
+
+def test_known_deviation_turns_failure_into_dev(tmp_path):
+    d = write_deviation(tmp_path, "fake-nan", '[[deviation]]\nclaim = "attention.formula"\n'
+                        'check = "dummy.attention"\ncategory = "bug"\nreason = "NaN everywhere"\n')
+    report = audit(fakes.NaNAdapter(), deviations_dir=d)
+    r = result(report, "fake-nan", "dummy.attention")
+    assert r.status == "known-deviation" and r.deviation["reason"] == "NaN everywhere"
+    assert report.stale == [] and report.exit_code == 0
+    # a known deviation still blocks dependents (they could not run meaningfully)
+    assert result(report, "fake-nan", "dummy.rows").status == "blocked"
+
+
+def test_stale_deviation_fails_the_run(tmp_path):
+    d = write_deviation(tmp_path, "fake-good", '[[deviation]]\nclaim = "attention.formula"\n'
+                        'category = "bug"\nreason = "was broken once"\n')
+    report = audit(fakes.GoodAdapter(), deviations_dir=d)
+    assert len(report.stale) == 1 and "matches no failing check" in report.stale[0]["why"]
+    assert report.exit_code == 1
+
+
+def test_deviation_for_unknown_claim_is_stale_and_other_dtype_is_not_judged(tmp_path):
+    body = ('[[deviation]]\nclaim = "no.such.claim"\ncategory = "bug"\nreason = "typo"\n\n'
+            '[[deviation]]\nclaim = "attention.formula"\ncategory = "precision"\n'
+            'reason = "half only"\ndtypes = ["float16"]\n')
+    d = write_deviation(tmp_path, "fake-good", body)
+    report = audit(fakes.GoodAdapter(), deviations_dir=d)
+    assert [s["index"] for s in report.stale] == [1]
+    assert "no registered check" in report.stale[0]["why"]
+
+
+def test_malformed_deviation_file_is_a_usage_error(tmp_path):
+    body = '[[deviation]]\nclaim = "attention.formula"\ncategory = "oops"\nreason = "x"\n'
+    d = write_deviation(tmp_path, "fake-good", body)
+    with pytest.raises(UsageError, match="category"):
+        audit(fakes.GoodAdapter(), deviations_dir=d)
+
+
+def test_selection_by_claim_pattern_and_check_id():
+    assert [s.id for s in select_checks(fakes.REGISTRY, claims="attention.weights.*")] == ["dummy.rows"]
+    assert [s.id for s in select_checks(fakes.REGISTRY, check="dummy.layernorm")] == ["dummy.layernorm"]
+    with pytest.raises(UsageError, match="unknown check"):
+        select_checks(fakes.REGISTRY, check="dummy.nope")
+    with pytest.raises(UsageError, match="matches no claim"):
+        select_checks(fakes.REGISTRY, claims="zzz.*")
+
+
+def test_isolated_registry_rejects_duplicates_and_orders_dependencies():
+    reg = Registry()
+    reg.check("b", claims=("attention.formula",), depends_on=("a",))(lambda ctx: None)
+    reg.check("a", claims=("attention.formula",))(lambda ctx: None)
+    assert [s.id for s in order_checks(reg.all())] == ["a", "b"]
+    with pytest.raises(ValueError, match="twice"):
+        reg.check("a", claims=("attention.formula",))(lambda ctx: None)
+    with pytest.raises(ValueError, match="claims"):
+        reg.check("c", claims=())
+
+
+def test_context_inputs_are_reproducible_and_device_independent():
+    def make(seed):
+        return CheckContext(fakes.GoodAdapter(), device=torch.device("cpu"), dtype=torch.float32,
+                            profile=PROFILES["ci"], seed=seed, check_id="x")
+
+    a, b, c = make(1), make(1), make(2)
+    assert torch.equal(a.randn(3, 4), b.randn(3, 4))
+    assert not torch.equal(make(1).randn(3, 4), c.randn(3, 4))
+    assert derive_seed(1, "x") != derive_seed(1, "y")
+    with pytest.raises(CheckFailure) as info:
+        a.compare_direct("v", torch.ones(2), torch.zeros(2, dtype=torch.float64))
+    assert info.value.kind is FailureKind.NUMERIC and info.value.measured == 1.0
+
+
+def test_reports_json_junit_markdown_and_partial_stream(tmp_path):
+    paths = ReportPaths(json=tmp_path / "r.json", junit=tmp_path / "r.xml", markdown=tmp_path / "r.md")
+    progress = io.StringIO()
+    report = audit(fakes.GoodAdapter(), fakes.RaisingAdapter(), report_paths=paths, progress=progress,
+                   save_inputs=tmp_path / "inputs")
+    data = json.loads(paths.json.read_text())
+    assert data["exit_code"] == 1
+    assert data["matrix"]["attention.formula"] == {"fake-good": "pass", "fake-raising": "fail"}
+    for t in data["targets"]:
+        assert t["total_time_s"] >= t["target_time_s"] >= 0 and t["harness_time_s"] >= 0
+    stream = [json.loads(line) for line in (tmp_path / "r.partial.jsonl").read_text().splitlines()]
+    assert stream[0]["event"] == "start" and stream[-1]["event"] == "end"
+    assert sum(e["event"] == "result" for e in stream) == len(report.results) == 6
+    suites = ET.parse(paths.junit).getroot().findall("testsuite")
+    assert [(s.get("name"), s.get("failures"), s.get("skipped")) for s in suites] == [
+        ("fake-good", "0", "1"), ("fake-raising", "1", "2")]
+    md = paths.markdown.read_text()
+    assert "| `attention.formula` | pass | **FAIL** |" in md and "repro: python -m conformance run" in md
+    assert progress.getvalue().count("\n") == 6 and "fake-raising :: dummy.attention ... fail [raised]" in (
+        progress.getvalue())
+    # the raising target recorded its inputs before failing; they were saved with torch.save
+    saved = torch.load(result(report, "fake-raising", "dummy.attention").saved_inputs)
+    assert saved["inputs"]["q"].shape == (1, 2, 3, 4) and saved["seed"] == report.config["seed"]
+    text = report.summary_text()
+    assert "claim attention.formula" in text and "target" in text and "harness" in text
+
+
+def test_ci_profile_is_derandomized_and_others_are_not():
+    assert audit(fakes.GoodAdapter()).config["seed"] == audit(fakes.GoodAdapter()).config["seed"]
+    seeds = {audit(fakes.GoodAdapter(), profile="quick").config["seed"] for _ in range(3)}
+    assert len(seeds) > 1
+
+
+def test_usage_errors():
+    with pytest.raises(UsageError, match="unknown target"):
+        run_audit(["no-such-target"], registry=fakes.REGISTRY)
+    with pytest.raises(UsageError, match="dtype"):
+        audit(fakes.GoodAdapter(), dtype="int8")
+    with pytest.raises(UsageError, match="profile"):
+        audit(fakes.GoodAdapter(), profile="slow")
+    with pytest.raises(UsageError, match="Adapter"):
+        run_audit(["tests.conformance.fakes:make_not_an_adapter"], registry=fakes.REGISTRY)
+    if not torch.cuda.is_available():
+        with pytest.raises(UsageError, match="CUDA is not available"):
+            audit(fakes.GoodAdapter(), device="cuda")

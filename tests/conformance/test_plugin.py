@@ -1,0 +1,56 @@
+"""The pytest plugin: one item per (target, check), mapped to pass / fail / skip / xfail.
+
+Runs pytest in-process (pytester) with the plugin given by ``-p``, since the package is not
+installed in the development environment; checks come from the tests' isolated registry.
+"""
+
+import pytest
+
+pytestmark = pytest.mark.claim("attention.formula")
+
+PLUGIN = ("-p", "conformance.pytest_plugin", "--conformance-checks-from", "tests.conformance.fakes:REGISTRY")
+NAN = ("--conformance-impl", "tests.conformance.fakes:make_nan")
+
+
+def test_items_per_check_fail_skip_and_pass(pytester):
+    result = pytester.runpytest(*PLUGIN, *NAN, "-rA")
+    # dummy.attention fails (NaN), dummy.rows is blocked, dummy.layernorm not applicable, deviations ok
+    result.assert_outcomes(failed=1, skipped=2, passed=1)
+    result.stdout.fnmatch_lines([
+        "*conformance?fake-nan::dummy.attention?*",
+        "*FAIL fake-nan :: dummy.attention [[]nonfinite[]]*",
+        "*repro: python -m conformance run --impl tests.conformance.fakes:make_nan --check dummy.attention*",
+    ])
+    result.stdout.fnmatch_lines(["*blocked: blocked by dummy.attention*"])
+    result.stdout.fnmatch_lines(["*not-applicable: target does not declare capability layer_norm*"])
+
+
+def test_known_deviation_is_xfail(pytester):
+    devs = pytester.mkdir("devs")
+    (devs / "fake-nan.toml").write_text(
+        '[[deviation]]\nclaim = "attention.formula"\ncategory = "bug"\nreason = "planted NaN"\n')
+    result = pytester.runpytest(*PLUGIN, *NAN, "--conformance-deviations", str(devs), "-rA")
+    result.assert_outcomes(xfailed=1, skipped=2, passed=1)
+    result.stdout.fnmatch_lines(["*known deviation: planted NaN*"])
+
+
+def test_stale_deviation_is_a_failing_item(pytester):
+    devs = pytester.mkdir("devs")
+    (devs / "fake-good.toml").write_text(
+        '[[deviation]]\nclaim = "attention.formula"\ncategory = "bug"\nreason = "fixed since"\n')
+    result = pytester.runpytest(*PLUGIN, "--conformance-impl", "tests.conformance.fakes:make_good",
+                                "--conformance-deviations", str(devs))
+    result.assert_outcomes(failed=1, passed=2, skipped=1)
+    result.stdout.fnmatch_lines(["*stale deviation*matches no failing check*"])
+
+
+def test_without_the_option_the_plugin_adds_nothing(pytester):
+    pytester.makepyfile("def test_one():\n    assert True\n")
+    result = pytester.runpytest(*PLUGIN)
+    result.assert_outcomes(passed=1)
+
+
+def test_unknown_target_is_a_usage_error(pytester):
+    result = pytester.runpytest(*PLUGIN, "--conformance-impl", "no-such-target")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*unknown target 'no-such-target'*"])
