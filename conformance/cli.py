@@ -81,9 +81,6 @@ def cmd_list(args: argparse.Namespace, registry: Registry | None) -> int:
         needs = ",".join(sorted(c.value for c in spec.needs)) or "-"
         deps = f" depends_on={','.join(spec.depends_on)}" if spec.depends_on else ""
         print(f"  {spec.id} [{spec.kind}] needs={needs}{deps}\n      claims: {', '.join(spec.claims)}")
-    missing = getattr(sys.modules.get("conformance.checks"), "MISSING", [])
-    if missing and registry is None and not args.checks_from:
-        print(f"\n(check modules not present yet: {', '.join(missing)})")
     return 0
 
 

@@ -205,6 +205,9 @@ class SourceLengthEncDec(EncoderDecoder):
         tgt = tgt[:, :s] if tgt.shape[1] >= s else F.pad(tgt, (0, s - tgt.shape[1]), value=self.config.pad_id)
         return super().decode(tgt, memory, src_pad, None)
 
+    def forward(self, src, tgt, src_pad=None, tgt_pad=None):
+        return self.decode(tgt, self.encode(src, src_pad), src_pad, tgt_pad)
+
 
 # ---------------------------------------------------------------- decoder layer wiring
 

@@ -209,7 +209,7 @@ def constant_positions(
 class WrappingLearnedPositions(LearnedPositionalEncoding):
     """Bug: positions past the table wrap around instead of being rejected."""
 
-    def forward(self, length: int, offset: int = 0) -> Tensor:  # type: ignore[override]
+    def forward(self, length: int, offset: int = 0) -> Tensor:
         index = torch.arange(offset, offset + length) % self.max_len
         return self.weight[index]
 
@@ -360,7 +360,12 @@ def sample_accepts_negative(
 
 
 def sinusoidal_ignores_offset(
-    num_positions: int, d_model: int, *, offset: int = 0, base: float = 10000.0, dtype: torch.dtype = torch.float64
+    num_positions: int,
+    d_model: int,
+    *,
+    offset: int = 0,
+    base: float = 10000.0,
+    dtype: torch.dtype = torch.float64,
 ) -> Tensor:
     """Bug: the ``offset`` argument is dropped (incremental decoding restarts at position 0)."""
     a = _angles(num_positions, d_model, 0, base)

@@ -36,8 +36,9 @@ def f32(*shape: int, device: torch.device | str = "cpu") -> torch.Tensor:
     return torch.zeros(*shape, device=device)
 
 
-def ids(*shape: int, high: int = 5, device: torch.device | str = "cpu") -> torch.Tensor:
-    return torch.ones(*shape, dtype=torch.long, device=device).clamp(max=high)
+def ids(*shape: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    # A factory call only: the first real operation on a meta tensor costs seconds of lazy imports.
+    return torch.ones(*shape, dtype=torch.long, device=device)
 
 
 Case = tuple[str, Callable[[], Any], tuple[type[BaseException], ...], list[str]]
@@ -48,17 +49,32 @@ CASES: list[Case] = [
     ("sinusoidal-negative-offset", lambda: sinusoidal_encoding(4, 8, offset=-1), VALUE, ["'offset'", "-1"]),
     ("sinusoidal-negative-length", lambda: sinusoidal_encoding(-2, 8), VALUE, ["'num_positions'", "-2"]),
     ("sinusoidal-bad-layout", lambda: sinusoidal_encoding(4, 8, layout="blocks"), EITHER, ["layout"]),  # type: ignore[arg-type]
-    ("sinusoidal-int-dtype", lambda: sinusoidal_encoding(4, 8, dtype=torch.int64), VALUE, ["'dtype'", "int64"]),
+    (
+        "sinusoidal-int-dtype",
+        lambda: sinusoidal_encoding(4, 8, dtype=torch.int64),
+        VALUE,
+        ["'dtype'", "int64"],
+    ),
     ("sinusoidal-base-one", lambda: sinusoidal_encoding(4, 8, base=1.0), VALUE, ["'base'", "1.0"]),
     ("shift-odd-width", lambda: shift_matrix(1, 5), VALUE, ["'d_model'", "5"]),
-    ("learned-too-long", lambda: LearnedPositionalEncoding(1024, 4)(1025), VALUE, ["'length'", "1024", "1025"]),
+    (
+        "learned-too-long",
+        lambda: LearnedPositionalEncoding(1024, 4)(1025),
+        VALUE,
+        ["'length'", "1024", "1025"],
+    ),
     (
         "learned-offset-too-far",
         lambda: LearnedPositionalEncoding(16, 4)(4, offset=13),
         VALUE,
         ["'length'", "16", "offset 13"],
     ),
-    ("learned-negative-offset", lambda: LearnedPositionalEncoding(16, 4)(4, offset=-1), VALUE, ["'offset'", "-1"]),
+    (
+        "learned-negative-offset",
+        lambda: LearnedPositionalEncoding(16, 4)(4, offset=-1),
+        VALUE,
+        ["'offset'", "-1"],
+    ),
     ("binary-too-many-positions", lambda: binary_positions(17, 4), VALUE, ["'n'", "16", "17"]),
     # embedding and output
     ("embed-id-too-large", lambda: TokenEmbedding(5, 4)(ids(2, 3) * 5), VALUE, ["'ids'", "[0, 5)", "5"]),
@@ -71,7 +87,12 @@ CASES: list[Case] = [
     ("projection-wrong-width", lambda: OutputProjection(4, 7)(f32(2, 3, 5)), SHAPE, ["x"]),
     ("projection-int-input", lambda: OutputProjection(4, 7)(ids(2, 3, 4)), EITHER, ["x"]),
     ("projection-meta-input", lambda: OutputProjection(4, 7)(f32(2, 4, device=META)), VALUE, ["'x'", "meta"]),
-    ("tie-wrong-shape", lambda: OutputProjection(4, 7, tied_to=TokenEmbedding(6, 4)), VALUE, ["'tied_to'", "(6, 4)"]),
+    (
+        "tie-wrong-shape",
+        lambda: OutputProjection(4, 7, tied_to=TokenEmbedding(6, 4)),
+        VALUE,
+        ["'tied_to'", "(6, 4)"],
+    ),
     ("embed-zero-vocab", lambda: TokenEmbedding(0, 4), VALUE, ["vocab_size", "0"]),
     # layer norm
     ("ln-weight-wrong-width", lambda: layer_norm(f32(2, 5), f32(4), None), SHAPE, ["weight"]),
@@ -94,15 +115,45 @@ CASES: list[Case] = [
     ),
     # loss
     ("loss-all-pad", lambda: next_token_loss(f32(2, 3, 5), ids(2, 3) * 0, pad_id=0), VALUE, ["'ids'", "pad"]),
-    ("loss-length-one", lambda: next_token_loss(f32(2, 1, 5), ids(2, 1), pad_id=None), VALUE, ["'ids'", "length"]),
-    ("loss-target-out-of-vocab", lambda: next_token_loss(f32(1, 3, 5), ids(1, 3) * 7, pad_id=0), VALUE, ["'ids'", "[0, 5)"]),
+    (
+        "loss-length-one",
+        lambda: next_token_loss(f32(2, 1, 5), ids(2, 1), pad_id=None),
+        VALUE,
+        ["'ids'", "length"],
+    ),
+    (
+        "loss-target-out-of-vocab",
+        lambda: next_token_loss(f32(1, 3, 5), ids(1, 3) * 7, pad_id=0),
+        VALUE,
+        ["'ids'", "[0, 5)"],
+    ),
     ("loss-ids-shape-mismatch", lambda: next_token_loss(f32(2, 3, 5), ids(2, 4), pad_id=0), SHAPE, ["ids"]),
     ("loss-float-ids", lambda: next_token_loss(f32(2, 3, 5), f32(2, 3), pad_id=0), SHAPE, ["ids"]),
-    ("loss-meta-ids", lambda: next_token_loss(f32(2, 3, 5), ids(2, 3, device=META), pad_id=0), VALUE, ["meta"]),
+    (
+        "loss-meta-ids",
+        lambda: next_token_loss(f32(2, 3, 5), ids(2, 3, device=META), pad_id=0),
+        VALUE,
+        ["meta"],
+    ),
     # sampling
-    ("sample-negative-temperature", lambda: sample_next(f32(2, 5), temperature=-0.5), VALUE, ["'temperature'", "-0.5"]),
-    ("sample-nan-temperature", lambda: sample_next(f32(2, 5), temperature=float("nan")), VALUE, ["'temperature'", "nan"]),
-    ("sample-inf-temperature", lambda: sample_next(f32(2, 5), temperature=float("inf")), VALUE, ["'temperature'", "inf"]),
+    (
+        "sample-negative-temperature",
+        lambda: sample_next(f32(2, 5), temperature=-0.5),
+        VALUE,
+        ["'temperature'", "-0.5"],
+    ),
+    (
+        "sample-nan-temperature",
+        lambda: sample_next(f32(2, 5), temperature=float("nan")),
+        VALUE,
+        ["'temperature'", "nan"],
+    ),
+    (
+        "sample-inf-temperature",
+        lambda: sample_next(f32(2, 5), temperature=float("inf")),
+        VALUE,
+        ["'temperature'", "inf"],
+    ),
     ("sample-nan-logits", lambda: sample_next(f32(2, 5) / 0.0, temperature=1.0), VALUE, ["'logits'", "NaN"]),
     ("sample-3d-logits", lambda: sample_next(f32(2, 3, 5), temperature=1.0), SHAPE, ["logits"]),
     (
@@ -111,7 +162,12 @@ CASES: list[Case] = [
         VALUE,
         ["'generator'", "meta"],
     ),
-    ("distribution-negative-temperature", lambda: sampling_distribution(f32(5), -1.0), VALUE, ["'temperature'"]),
+    (
+        "distribution-negative-temperature",
+        lambda: sampling_distribution(f32(5), -1.0),
+        VALUE,
+        ["'temperature'"],
+    ),
 ]
 
 

@@ -16,7 +16,11 @@ from reference.tolerance import assert_close
 from tests.reference import mutants_pointwise as mut
 
 FIXTURE_OK = settings(
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large]
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+    ]
 )
 
 
@@ -45,7 +49,9 @@ def check_lookup_equals_one_hot(
     length=st.integers(0, 6),
     seed=st.integers(0, 2**16),
 )
-def test_lookup_equals_one_hot(device: torch.device, vocab: int, d: int, batch: int, length: int, seed: int) -> None:
+def test_lookup_equals_one_hot(
+    device: torch.device, vocab: int, d: int, batch: int, length: int, seed: int
+) -> None:
     emb = TokenEmbedding(vocab, d).to(device)
     ids = random_ids(vocab, batch, length, seed, device)
     out = emb(ids)
@@ -81,7 +87,9 @@ def test_ids_out_of_vocab_are_rejected() -> None:
 # --------------------------------------------------------------------------- embedding + positions
 
 
-def check_plus_positional(combine: Callable[[Tensor, Tensor], Tensor], emb: TokenEmbedding, ids: Tensor) -> None:
+def check_plus_positional(
+    combine: Callable[[Tensor, Tensor], Tensor], emb: TokenEmbedding, ids: Tensor
+) -> None:
     """Input row (b, t) is E[ids[b, t]] + PE[t], of width d_model, written out with loops."""
     batch, length = ids.shape
     pe = sinusoidal_encoding(length, emb.d_model, dtype=torch.float64, device=ids.device)
@@ -123,7 +131,9 @@ def check_projection(probabilities: Callable[[Tensor], Tensor], proj: OutputProj
 @pytest.mark.claim("output.projection")
 @FIXTURE_OK
 @given(vocab=st.integers(2, 50), d=st.integers(1, 12), length=st.integers(2, 5), seed=st.integers(0, 2**16))
-def test_projection_gives_distributions(device: torch.device, vocab: int, d: int, length: int, seed: int) -> None:
+def test_projection_gives_distributions(
+    device: torch.device, vocab: int, d: int, length: int, seed: int
+) -> None:
     proj = OutputProjection(d, vocab).to(device)
     x = torch.randn(2, length, d, generator=torch.Generator().manual_seed(seed)).to(device)
     check_projection(proj.probabilities, proj, x)

@@ -2,19 +2,24 @@
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from torch import Tensor, nn
+from torch import Tensor
 
 from reference.ffn import PositionWiseFFN
 from reference.tolerance import assert_close
 from tests.reference import mutants_pointwise as mut
 
 FIXTURE_OK = settings(
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large]
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+    ]
 )
 
 
@@ -22,11 +27,13 @@ def inputs(shape: tuple[int, ...], seed: int, device: str | torch.device = "cpu"
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64).to(device)
 
 
-def check_formula(ffn: nn.Module, x: Tensor, activation: str) -> None:
+def check_formula(ffn: Any, x: Tensor, activation: str) -> None:
     """``W2 act(W1 x + b1) + b2`` written with explicit matrix products (and erf for GELU)."""
     w1, b1 = ffn.w_1.weight.detach().double(), ffn.w_1.bias.detach().double()
     w2, b2 = ffn.w_2.weight.detach().double(), ffn.w_2.bias.detach().double()
-    assert w1.shape[0] > w1.shape[1] == w2.shape[0] and w2.shape[1] == w1.shape[0], "not d_model -> d_ff -> d_model"
+    assert w1.shape[0] > w1.shape[1] == w2.shape[0] and w2.shape[1] == w1.shape[0], (
+        "not d_model -> d_ff -> d_model"
+    )
     pre = x.double() @ w1.T + b1
     if activation == "relu":
         hidden = torch.where(pre > 0, pre, torch.zeros_like(pre))
@@ -65,7 +72,7 @@ def test_formula_check_rejects_missing_activation() -> None:
 
 
 def check_position_wise(ffn: Callable[[Tensor], Tensor], x: Tensor, position: int) -> None:
-    """Perturbing one position changes no other position; each position equals the FFN of that position alone."""
+    """Perturbing one position changes no other; each position equals the FFN of that position alone."""
     other = x.clone()
     other[:, position] += 2.0
     keep = [t for t in range(x.shape[1]) if t != position]

@@ -17,12 +17,18 @@ from reference.tolerance import assert_close, direct
 from tests.reference import mutants_pointwise as mut
 
 FIXTURE_OK = settings(
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large]
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+    ]
 )
 Norm = Callable[..., Tensor]
 
 
-def sample(shape: tuple[int, ...], seed: int, scale: float = 1.0, device: str | torch.device = "cpu") -> Tensor:
+def sample(
+    shape: tuple[int, ...], seed: int, scale: float = 1.0, device: str | torch.device = "cpu"
+) -> Tensor:
     gen = torch.Generator().manual_seed(seed)
     # A mean offset proportional to the spread keeps rows well conditioned in float32 as well.
     return ((torch.randn(shape, generator=gen, dtype=torch.float64) + 0.3) * scale).to(device)
@@ -64,7 +70,9 @@ def test_formula_matches_torch_and_loop(
     x = sample((*shape, d), seed, scale, device)
     weight, bias = sample((d,), seed + 1, device=device), sample((d,), seed + 2, device=device)
     check_formula(layer_norm, x, weight, bias, eps)
-    assert_close(layer_norm(x, weight, bias, eps), loop_oracle(x.cpu(), weight.cpu(), bias.cpu(), eps), "loop")
+    assert_close(
+        layer_norm(x, weight, bias, eps), loop_oracle(x.cpu(), weight.cpu(), bias.cpu(), eps), "loop"
+    )
     module = LayerNorm(d, eps=eps).to(device, dtype)
     with torch.no_grad():
         module.weight.copy_(weight)
@@ -110,17 +118,25 @@ def test_zero_mean_unit_variance_before_affine(d: int, seed: int, eps: float) ->
     check_standardised(layer_norm, x, eps)
     if eps == 0.0:
         y = layer_norm(x, None, None, 0.0)
-        assert_close(y.var(dim=-1, unbiased=False), torch.ones(4, dtype=torch.float64), "variance without eps")
+        assert_close(
+            y.var(dim=-1, unbiased=False), torch.ones(4, dtype=torch.float64), "variance without eps"
+        )
 
 
 @pytest.mark.claim("layernorm.zero-mean-unit-var")
 def test_unit_variance_is_conditional() -> None:
     """Counterexamples to "always std 1": constant rows give 0, tiny-variance rows far less than 1,
     and an affine map moves both statistics."""
-    assert torch.equal(layer_norm(torch.full((1, 8), 7.0, dtype=torch.float64)), torch.zeros(1, 8, dtype=torch.float64))
+    assert torch.equal(
+        layer_norm(torch.full((1, 8), 7.0, dtype=torch.float64)), torch.zeros(1, 8, dtype=torch.float64)
+    )
     tiny = sample((1, 8), 3, 1e-3)  # variance ~1e-6 < eps
     assert float(layer_norm(tiny).var(unbiased=False)) < 0.2
-    affine = layer_norm(sample((1, 8), 4), torch.full((8,), 2.0, dtype=torch.float64), torch.full((8,), 1.0, dtype=torch.float64))
+    affine = layer_norm(
+        sample((1, 8), 4),
+        torch.full((8,), 2.0, dtype=torch.float64),
+        torch.full((8,), 1.0, dtype=torch.float64),
+    )
     assert not direct(affine.mean(dim=-1), torch.zeros(1, dtype=torch.float64)).ok
 
 

@@ -15,7 +15,11 @@ from reference.tolerance import assert_close
 from tests.reference import mutants_pointwise as mut
 
 FIXTURE_OK = settings(
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large]
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+    ]
 )
 Loss = Callable[..., Tensor]
 PAD = 0
@@ -37,7 +41,9 @@ def loop_loss(logits: Tensor, ids: Tensor, pad_id: int | None) -> float:
     return math.fsum(terms) / len(terms)
 
 
-def make_batch(batch: int, length: int, vocab: int, seed: int, device: str | torch.device = "cpu") -> tuple[Tensor, Tensor]:
+def make_batch(
+    batch: int, length: int, vocab: int, seed: int, device: str | torch.device = "cpu"
+) -> tuple[Tensor, Tensor]:
     gen = torch.Generator().manual_seed(seed)
     logits = torch.randn(batch, length, vocab, generator=gen, dtype=torch.float64) * 2.0
     ids = torch.randint(1, vocab, (batch, length), generator=gen)
@@ -94,7 +100,9 @@ def check_ignores_padding(loss: Loss, logits: Tensor, ids: Tensor) -> None:
     scribbled[:, :-1][targets_pad] = 50.0 * torch.arange(logits.shape[-1], dtype=logits.dtype)
     assert_close(loss(scribbled, ids, pad_id=PAD), base.double(), "after editing logits of pad targets")
     longer_ids = torch.cat([ids, torch.full((ids.shape[0], 3), PAD)], dim=1)
-    longer_logits = torch.cat([logits, torch.randn(ids.shape[0], 3, logits.shape[-1], dtype=logits.dtype)], dim=1)
+    longer_logits = torch.cat(
+        [logits, torch.randn(ids.shape[0], 3, logits.shape[-1], dtype=logits.dtype)], dim=1
+    )
     assert_close(loss(longer_logits, longer_ids, pad_id=PAD), base.double(), "after appending pad columns")
 
 
@@ -114,7 +122,7 @@ def test_padding_check_rejects_mutants(mutant: Loss) -> None:
 
 def test_all_pad_batch_is_an_error_not_nan() -> None:
     logits, ids = make_batch(2, 4, 5, 0)
-    with pytest.raises(ReferenceInputError, match="'ids'.*pad_id=0"):
+    with pytest.raises(ReferenceInputError, match=r"'ids'.*pad_id=0"):
         next_token_loss(logits, pad_tail(ids, [1, 1]), pad_id=PAD)
 
 
@@ -122,7 +130,7 @@ def test_all_pad_batch_is_an_error_not_nan() -> None:
 
 
 def copy_model_logits(ids: Tensor, vocab: int) -> Tensor:
-    """A "model" that puts all its mass on the token it is reading (it looks at position t, allowed causally)."""
+    """A "model" putting all its mass on the token it reads (position t: allowed causally)."""
     return 40.0 * torch.nn.functional.one_hot(ids, vocab).double()
 
 

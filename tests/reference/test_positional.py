@@ -1,4 +1,4 @@
-"""Positional encodings: the sinusoidal formula and its properties, the learned table, the rejected alternatives.
+"""Positional encodings: the sinusoidal formula and properties, the learned table, rejected alternatives.
 
 Each property is a ``check_*`` function that raises ``AssertionError``; it is run on the reference
 (passes) and on a planted-bug mutant from ``mutants_pointwise`` (must be rejected).
@@ -26,7 +26,11 @@ from reference.tolerance import assert_close, direct
 from tests.reference import mutants_pointwise as mut
 
 FIXTURE_OK = settings(
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large]
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+    ]
 )
 Table = Callable[..., Tensor]
 even_widths = st.integers(1, 8).map(lambda h: 2 * h)
@@ -46,7 +50,9 @@ def closed_form(num_positions: int, d_model: int, offset: int = 0, layout: str =
     return torch.tensor(rows, dtype=torch.float64).reshape(num_positions, d_model)
 
 
-def reference_table(num_positions: int, d_model: int, *, offset: int = 0, dtype: torch.dtype = torch.float64) -> Tensor:
+def reference_table(
+    num_positions: int, d_model: int, *, offset: int = 0, dtype: torch.dtype = torch.float64
+) -> Tensor:
     return sinusoidal_encoding(num_positions, d_model, offset=offset, dtype=dtype)
 
 
@@ -67,7 +73,9 @@ def check_formula(table: Table, num_positions: int, d_model: int, offset: int, d
     offset=st.integers(0, 5000),
     dtype=st.sampled_from([torch.float32, torch.float64]),
 )
-def test_formula_matches_closed_form(device: torch.device, n: int, d: int, offset: int, dtype: torch.dtype) -> None:
+def test_formula_matches_closed_form(
+    device: torch.device, n: int, d: int, offset: int, dtype: torch.dtype
+) -> None:
     def on_device(num: int, width: int, *, offset: int = 0, dtype: torch.dtype = torch.float64) -> Tensor:
         out = sinusoidal_encoding(num, width, offset=offset, dtype=dtype, device=device)
         assert out.device.type == device.type
@@ -77,7 +85,9 @@ def test_formula_matches_closed_form(device: torch.device, n: int, d: int, offse
 
 
 @pytest.mark.claim("positional.sinusoidal.formula")
-@pytest.mark.parametrize("mutant", [mut.sinusoidal_swapped, mut.sinusoidal_exponent_i, mut.sinusoidal_ignores_offset])
+@pytest.mark.parametrize(
+    "mutant", [mut.sinusoidal_swapped, mut.sinusoidal_exponent_i, mut.sinusoidal_ignores_offset]
+)
 def test_formula_check_rejects_mutants(mutant: Table) -> None:
     with pytest.raises(AssertionError):
         check_formula(mutant, 6, 8, 3, torch.float64)
@@ -97,7 +107,9 @@ def test_base_size_table_first_rows() -> None:
 def check_concatenated_is_permutation(concatenated: Table, n: int, d: int) -> None:
     perm = list(range(0, d, 2)) + list(range(1, d, 2))
     interleaved = sinusoidal_encoding(n, d, dtype=torch.float64)
-    assert_close(concatenated(n, d, dtype=torch.float64), interleaved[:, perm], "concatenated vs permuted interleaved")
+    assert_close(
+        concatenated(n, d, dtype=torch.float64), interleaved[:, perm], "concatenated vs permuted interleaved"
+    )
 
 
 @pytest.mark.claim("positional.sinusoidal.formula")
@@ -141,7 +153,9 @@ def test_bounded_check_rejects_tangent() -> None:
 # --------------------------------------------------------------------------- relative positions
 
 
-def check_relative_linear(table: Table, shift: Callable[[int, int], Tensor], pos: int, k: int, d: int) -> None:
+def check_relative_linear(
+    table: Table, shift: Callable[[int, int], Tensor], pos: int, k: int, d: int
+) -> None:
     m = shift(k, d)
     rows = table(pos + 4, d, dtype=torch.float64)  # several positions share one matrix
     shifted = table(pos + 4, d, offset=k, dtype=torch.float64)
@@ -225,7 +239,9 @@ def test_frequency_sensitivity(d: int) -> None:
     check_frequency_sensitivity(reference_table, d)
     # Per step, pair i moves along its unit circle by the chord 2 sin(w_i / 2), exactly.
     pe = reference_table(3, d)
-    chords = torch.tensor([2 * math.sin(0.5 / 10000.0 ** (2 * i / d)) for i in range(d // 2)], dtype=torch.float64)
+    chords = torch.tensor(
+        [2 * math.sin(0.5 / 10000.0 ** (2 * i / d)) for i in range(d // 2)], dtype=torch.float64
+    )
     assert_close((pe[2] - pe[1]).reshape(d // 2, 2).norm(dim=-1), chords, "step of each pair")
 
 
@@ -253,7 +269,9 @@ def test_length_independent(n: int, extra: int, d: int) -> None:
 @given(offset=st.integers(0, 5000), n=st.integers(1, 8), d=even_widths)
 def test_offset_equals_slice_of_longer_table(offset: int, n: int, d: int) -> None:
     """Incremental decoding: the table at ``offset`` is the slice of a table that starts at 0."""
-    assert_close(reference_table(n, d, offset=offset), reference_table(offset + n, d)[offset:], "offset slice")
+    assert_close(
+        reference_table(n, d, offset=offset), reference_table(offset + n, d)[offset:], "offset slice"
+    )
 
 
 @pytest.mark.claim("positional.sinusoidal.any-length", "positional.max-length-as-stated")
@@ -307,10 +325,7 @@ def test_max_len_check_rejects_wrapping_table() -> None:
 
 def exceeds_bound(table: Table, bound: float) -> bool:
     """Whether some sequence length makes an entry exceed ``bound`` (tries lengths up to 10 * bound)."""
-    for n in (int(bound) + 2, int(10 * bound) + 2):
-        if float(table(n).abs().max()) > bound:
-            return True
-    return False
+    return any(float(table(n).abs().max()) > bound for n in (int(bound) + 2, int(10 * bound) + 2))
 
 
 @pytest.mark.claim("positional.integer.unbounded")

@@ -1,5 +1,6 @@
 """Temperature sampling: limits (greedy, softmax, uniform), frequencies, invalid temperatures."""
 
+import itertools
 import math
 from collections.abc import Callable
 from statistics import NormalDist
@@ -47,8 +48,10 @@ def check_limits(distribution: Distribution, logits: Tensor) -> None:
     assert_close(distribution(logits, 1.0), expected, "T = 1 vs softmax written out")
     assert_close(distribution(logits, 1e12), uniform, "T = 1e12")
     # In between, the distance to uniform shrinks monotonically as T grows.
-    distances = [float((distribution(logits, t) - uniform).abs().sum()) for t in (0.1, 0.5, 1.0, 2.0, 10.0, 100.0)]
-    assert all(b < a for a, b in zip(distances, distances[1:])), distances
+    distances = [
+        float((distribution(logits, t) - uniform).abs().sum()) for t in (0.1, 0.5, 1.0, 2.0, 10.0, 100.0)
+    ]
+    assert all(b < a for a, b in itertools.pairwise(distances)), distances
 
 
 @pytest.mark.claim("sampling.temperature-limits")
@@ -75,7 +78,9 @@ def check_greedy(sample: Sampler, logits: Tensor) -> None:
 def test_zero_temperature_is_greedy(device: torch.device) -> None:
     logits = logits_with_gap(7, 3).to(device)
     check_greedy(sample_next, logits)
-    check_greedy(lambda x, **kw: sample_next(x, temperature=0, generator=kw["generator"]), logits)  # int 0 too
+    check_greedy(
+        lambda x, **kw: sample_next(x, temperature=0, generator=kw["generator"]), logits
+    )  # int 0 too
 
 
 @pytest.mark.claim("sampling.temperature-limits")
@@ -122,7 +127,9 @@ def test_frequencies_match_softmax(device: torch.device, temperature: float) -> 
 @pytest.mark.parametrize("temperature", [0.5, 2.0])
 def test_frequency_check_rejects_ignored_temperature(temperature: float) -> None:
     with pytest.raises(AssertionError):
-        check_frequencies(mut.sample_ignores_temperature, torch.tensor(FREQ_LOGITS), temperature, 10_000, 1234)
+        check_frequencies(
+            mut.sample_ignores_temperature, torch.tensor(FREQ_LOGITS), temperature, 10_000, 1234
+        )
 
 
 def test_generator_makes_draws_reproducible() -> None:

@@ -17,7 +17,11 @@ from reference.tolerance import assert_close
 from tests.reference import mutants_pointwise as mut
 
 FIXTURE_OK = settings(
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large]
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+    ]
 )
 Residual = Callable[..., Tensor]
 
@@ -79,9 +83,13 @@ def check_adds_update(residual: Residual, x: Tensor, norm: LayerNorm) -> None:
     zero = torch.zeros_like
     with torch.no_grad():
         assert_close(residual(x, zero, norm, placement="pre"), x, "pre-LN with a zero update")
-        assert_close(residual(x, zero, norm, placement="post"), torch_norm(norm, x), "post-LN with a zero update")
+        assert_close(
+            residual(x, zero, norm, placement="post"), torch_norm(norm, x), "post-LN with a zero update"
+        )
         update = torch.full_like(x, 0.25)
-        assert_close(residual(x, lambda h: update, norm, placement="pre"), x + update, "pre-LN with a constant update")
+        assert_close(
+            residual(x, lambda h: update, norm, placement="pre"), x + update, "pre-LN with a constant update"
+        )
         got = residual(x, attend, norm, placement="pre")
         assert_close(got - x, attend(torch_norm(norm, x)), "attention's weighted values added to x")
 

@@ -1,0 +1,47 @@
+"""The README's example adapters must keep passing the built-in checks they declare (no rot),
+and the checks must still have teeth against a planted bug in each example."""
+
+import pytest
+import torch
+
+from conformance.api import run_audit
+from conformance.examples import my_attention, my_lm
+
+pytestmark = pytest.mark.claim("attention.formula", "mask.causal.future-blind", "kvcache.equals-recompute")
+
+
+def test_my_attention_passes_its_applicable_checks():
+    report = run_audit([my_attention.make()], profile="quick", seed=1, progress=False)
+    assert report.exit_code == 0, report.summary_text()
+    assert sum(r.status == "pass" for r in report.results) >= 5
+
+
+def test_my_lm_passes_its_applicable_checks():
+    report = run_audit([my_lm.make()], profile="quick", seed=1, progress=False)
+    assert report.exit_code == 0, report.summary_text()
+    assert sum(r.status == "pass" for r in report.results) >= 3
+
+
+def test_planted_bug_in_my_attention_is_caught(monkeypatch):
+    original = my_attention.my_attention
+
+    def leaky(q, k, v, hide=None, causal=False):  # ignores the causal flag: sees the future
+        return original(q, k, v, hide, False)
+
+    monkeypatch.setattr(my_attention, "my_attention", leaky)
+    report = run_audit([my_attention.make()], profile="quick", seed=1, claims="mask.causal.*", progress=False)
+    assert report.exit_code == 1
+    assert any(r.status == "fail" for r in report.results)
+
+
+def test_planted_bug_in_my_lm_is_caught(monkeypatch):
+    def future_peeking_logits(self, ids, pad_mask=None):  # a bidirectional model posing as causal
+        x = self.model.tok(ids) + self.model.pos(torch.arange(ids.shape[1]))
+        visible = torch.ones(1, 1, ids.shape[1], ids.shape[1], dtype=torch.bool)
+        for block in self.model.blocks:
+            x = block(x, visible)
+        return self.model.head(self.model.ln_f(x))
+
+    monkeypatch.setattr(my_lm.TinyGPTHandle, "logits", future_peeking_logits)
+    report = run_audit([my_lm.make()], profile="quick", seed=1, progress=False)
+    assert report.exit_code == 1
