@@ -152,7 +152,8 @@ class TorchLayersAdapter(Adapter):
     def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Tensor:
         """Call ``fn`` on the chosen path: no_grad (fast path allowed) or grad enabled (slow path)."""
         if self.fastpath:
-            with torch.no_grad():
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # torch's "nested tensors are a prototype" notice
                 out: Tensor = fn(*args, **kwargs)
             return out
         with torch.enable_grad():
@@ -266,7 +267,7 @@ class TorchLayersAdapter(Adapter):
 
 
 class TorchTransformerLayersAdapter(TorchLayersAdapter):
-    """Layers taken from an ``nn.Transformer`` instance (its ``encoder.layers[0]`` / ``decoder.layers[0]``)."""
+    """Layers taken from an ``nn.Transformer`` instance (``encoder.layers[0]``, ``decoder.layers[0]``)."""
 
     def _encoder_layer(
         self, config: Any, device: torch.device, dtype: torch.dtype
@@ -315,7 +316,7 @@ def make_transformer() -> TorchLayersAdapter:
 
 
 def make_transformer_fastpath() -> TorchLayersAdapter:
-    """``torch-transformer-fastpath``: the encoder-decoder handle with the encoder's nested-tensor fast path."""
+    """``torch-transformer-fastpath``: the encoder-decoder handle on the no-grad (fast) paths."""
     return _make(
         TorchTransformerLayersAdapter, "torch-transformer-fastpath", {Capability.ENCODER_DECODER}, True
     )

@@ -4,11 +4,16 @@ Runs pytest in-process (pytester) with the plugin given by ``-p``, since the pac
 installed in the development environment; checks come from the tests' isolated registry.
 """
 
+from importlib.metadata import entry_points
+
 import pytest
 
 pytestmark = pytest.mark.claim("attention.formula")
 
-PLUGIN = ("-p", "conformance.pytest_plugin", "--conformance-checks-from", "tests.conformance.fakes:REGISTRY")
+# Once the package is installed, pytest loads the plugin from its entry point; before, name it.
+INSTALLED = any(ep.name == "transformer_conformance" for ep in entry_points(group="pytest11"))
+LOAD = () if INSTALLED else ("-p", "conformance.pytest_plugin")
+PLUGIN = (*LOAD, "--conformance-checks-from", "tests.conformance.fakes:REGISTRY")
 NAN = ("--conformance-impl", "tests.conformance.fakes:make_nan")
 
 

@@ -1,0 +1,110 @@
+"""Planted-bug mutants of the layer/model/decoding checks: each is rejected by the claim it breaks,
+and correct targets with other declared conventions pass."""
+
+from dataclasses import replace
+from typing import Any
+
+import pytest
+import torch
+
+from conformance.adapter import Capability, Conventions
+from conformance.api import run_audit
+from conformance.registry import all_checks
+from conformance.targets.reference import ReferenceAdapter
+
+AREAS = ("encoder_layer", "decoder_layer", "lm", "encdec", "sampler", "loss")
+MY_CHECKS = [c.id for c in all_checks() if c.id.split(".")[0] in AREAS]
+
+MUTANTS = [
+    ("mutant.kv-cache-offset", "kvcache.equals-recompute", "lm.cache-equals-recompute"),
+    ("mutant.chunked-prefill-no-prefix", "kvcache.chunked-prefill", "lm.chunked-prefill"),
+    ("mutant.cached-no-causal-mask", "kvcache.chunked-prefill", "lm.chunked-prefill"),
+    ("mutant.padding-leak", "batch.independence", "lm.batch-independence"),
+    ("mutant.dropout-in-eval", "determinism.eval", "lm.determinism"),
+    ("mutant.temperature-zero-division", "sampling.invalid-temperature", "sampler.temperature-zero"),
+    ("mutant.loss-counts-padding", "loss.ignores-padding", "loss.ignores-padding"),
+    ("mutant.loss-no-shift", "loss.shifted-cross-entropy", "loss.value"),
+]
+
+
+def _audit(target: Any, device: torch.device, checks: list[str] = MY_CHECKS) -> Any:
+    return run_audit([target], check=checks, device=device, profile="ci", progress=False)
+
+
+@pytest.mark.claim(
+    "kvcache.equals-recompute",
+    "kvcache.chunked-prefill",
+    "batch.independence",
+    "determinism.eval",
+    "sampling.invalid-temperature",
+    "loss.ignores-padding",
+    "loss.shifted-cross-entropy",
+)
+@pytest.mark.parametrize(("mutant", "claim", "check_id"), MUTANTS, ids=[m[0] for m in MUTANTS])
+def test_mutant_is_rejected_by_its_claim(
+    mutant: str, claim: str, check_id: str, device: torch.device
+) -> None:
+    report = _audit(mutant, device)
+    by_check = {r.check: r for r in report.results}
+    assert by_check[check_id].status == "fail", by_check[check_id]
+    assert claim in by_check[check_id].claims
+    assert report.exit_code != 0
+    # The bug is caught where it lives: every check the mutant did not break still passes.
+    errors = [r for r in report.results if r.status == "error"]
+    assert not errors, errors
+
+
+class PreLNReference(ReferenceAdapter):
+    """The reference declaring (and using) pre-LN residuals: a correct target with another convention."""
+
+    name = "reference-pre"
+    conventions = Conventions(norm_placement="pre")
+
+
+class DeclaresPreIsPost(ReferenceAdapter):
+    """A post-LN layer that declares pre-LN: the residual-placement checks must notice."""
+
+    name = "mislabelled-post"
+    capabilities = frozenset({Capability.ENCODER_LAYER, Capability.DECODER_LAYER})
+    conventions = Conventions(norm_placement="pre")
+
+    def build_encoder_layer(self, config: Any, state: Any, device: torch.device, dtype: torch.dtype) -> Any:
+        return super().build_encoder_layer(
+            replace(config, norm_placement="post"), _post_state(state), device, dtype
+        )
+
+    def build_decoder_layer(self, config: Any, state: Any, device: torch.device, dtype: torch.dtype) -> Any:
+        return super().build_decoder_layer(
+            replace(config, norm_placement="post"), _post_state(state), device, dtype
+        )
+
+
+def _post_state(state: Any) -> Any:
+    return state  # same parameter names for both placements
+
+
+@pytest.mark.claim(
+    "residual.post-ln", "residual.adds-update", "kvcache.chunked-prefill", "batch.independence"
+)
+def test_pre_ln_reference_passes_every_check(device: torch.device) -> None:
+    checks = [c for c in MY_CHECKS if c.split(".")[0] in ("encoder_layer", "decoder_layer", "lm", "encdec")]
+    report = _audit(PreLNReference(), device, checks)
+    bad = [(r.check, r.status, r.message) for r in report.results if r.status != "pass"]
+    assert not bad
+
+
+@pytest.mark.claim("residual.post-ln")
+def test_mislabelled_residual_placement_is_rejected(device: torch.device) -> None:
+    report = _audit(
+        DeclaresPreIsPost(),
+        device,
+        [
+            "encoder_layer.shape",
+            "encoder_layer.residual-placement",
+            "decoder_layer.shape",
+            "decoder_layer.residual-placement",
+        ],
+    )
+    status = {r.check: r.status for r in report.results}
+    assert status["encoder_layer.residual-placement"] == "fail"
+    assert status["decoder_layer.residual-placement"] == "fail"
