@@ -25,6 +25,10 @@ settings.register_profile(
     suppress_health_check=_SUPPRESS,
 )
 settings.register_profile("thorough", max_examples=500, deadline=None, suppress_health_check=_SUPPRESS)
+# Tests use tiny tensors and run on several xdist workers: one intra-op thread per worker avoids
+# oversubscribing the cores (with 2 threads each on a loaded 2-core machine, tiny ops slow down ~1000x).
+torch.set_num_threads(1)
+
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "quick"))
 
 DEVICES = [

@@ -28,14 +28,22 @@ SHAPES = "attention.shapes"
 
 # -- helpers shared with masks.py --------------------------------------------------------------
 def run_attention(
-    ctx: CheckContext, case: AttnCase, q: Tensor, k: Tensor, v: Tensor, keep: Tensor | None, *,
+    ctx: CheckContext,
+    case: AttnCase,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    keep: Tensor | None,
+    *,
     is_causal: bool = False,
 ) -> tuple[Tensor, Tensor | None]:
     """Call the target's attention with the canonical ``keep`` mask; check output (and weights) shapes."""
     ctx.record(case=case.describe(), q=q, k=k, v=v, keep=keep, is_causal=is_causal)
     result = ctx.call(ctx.adapter.attention, q, k, v, mask=ctx.to_target_mask(keep), is_causal=is_causal)
     if not isinstance(result, tuple) or len(result) != 2:
-        ctx.fail(FailureKind.SHAPE, f"attention returned {type(result).__name__}, expected (out, weights|None)")
+        ctx.fail(
+            FailureKind.SHAPE, f"attention returned {type(result).__name__}, expected (out, weights|None)"
+        )
     out, weights = result
     ctx.expect_shape(f"output [{case.describe()}]", out, (case.b, case.h, case.nq, case.dv))
     ctx.expect_dtype("output", out, q.dtype)
@@ -52,9 +60,7 @@ def need_weights(ctx: CheckContext, weights: Tensor | None) -> Tensor:
     return weights
 
 
-def oracle(
-    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def oracle(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Reference (out64, weights64, out_same_dtype, weights_same_dtype) for the canonical mask."""
     out64, w64 = scaled_dot_product_attention(q.double(), k.double(), v.double(), mask)
     out, w = scaled_dot_product_attention(q, k, v, mask)
@@ -133,8 +139,9 @@ def rows_sum_to_one(ctx: CheckContext) -> None:
             w = need_weights(ctx, weights)
             rows = live_rows(keep, case, w.device)
             sums = w.double().sum(dim=-1)[rows]
-            ctx.compare_direct(f"row sums of the weights [{case.describe()}]", sums.to(w.dtype),
-                               torch.ones_like(sums))
+            ctx.compare_direct(
+                f"row sums of the weights [{case.describe()}]", sums.to(w.dtype), torch.ones_like(sums)
+            )
 
 
 @check(
@@ -165,7 +172,9 @@ def check_in_hull(ctx: CheckContext, case: AttnCase, out: Tensor, v: Tensor, kee
     hi = torch.where(vis, v64, torch.full_like(v64, float("-inf"))).amax(dim=-2)
     rows = live_rows(keep, case, v.device)
     clamped = torch.minimum(torch.maximum(out.double(), lo), hi)
-    ctx.compare_direct(f"output clamped to the hull of visible values [{case.describe()}]", out[rows], clamped[rows])
+    ctx.compare_direct(
+        f"output clamped to the hull of visible values [{case.describe()}]", out[rows], clamped[rows]
+    )
 
 
 @check("attention.fully-masked-row", claims=("attention.fully-masked-row",), needs=ATTN, depends_on=(SHAPES,))
@@ -185,15 +194,23 @@ def fully_masked_row(ctx: CheckContext) -> None:
         dead_out = out[dead]
         if convention == "zero":
             if not bool((dead_out == 0).all()):
-                ctx.fail(FailureKind.PROPERTY, f"fully masked row: declared 'zero', output row holds "
-                         f"{dead_out[dead_out != 0][:4].tolist()} [{case.describe()}]")
+                ctx.fail(
+                    FailureKind.PROPERTY,
+                    f"fully masked row: declared 'zero', output row holds "
+                    f"{dead_out[dead_out != 0][:4].tolist()} [{case.describe()}]",
+                )
         elif convention == "nan":
             if not bool(torch.isnan(dead_out).all()):
-                ctx.fail(FailureKind.PROPERTY, f"fully masked row: declared 'nan', output row holds "
-                         f"{dead_out[:4].tolist()} [{case.describe()}]")
+                ctx.fail(
+                    FailureKind.PROPERTY,
+                    f"fully masked row: declared 'nan', output row holds "
+                    f"{dead_out[:4].tolist()} [{case.describe()}]",
+                )
         else:
             mean = v.double().mean(dim=-2, keepdim=True).expand(case.b, case.h, case.nq, case.dv)
-            ctx.compare_direct("fully masked row: declared 'uniform' (mean of the values)", dead_out, mean[dead])
+            ctx.compare_direct(
+                "fully masked row: declared 'uniform' (mean of the values)", dead_out, mean[dead]
+            )
         if weights is None:
             continue
         dead_w = weights[dead]
@@ -202,7 +219,9 @@ def fully_masked_row(ctx: CheckContext) -> None:
         if convention == "nan" and not bool(torch.isnan(dead_w).all()):
             ctx.fail(FailureKind.PROPERTY, "fully masked row: declared 'nan', weights are not all NaN")
         if convention == "uniform":
-            ctx.compare_direct("fully masked row weights: 1/num_k", dead_w, torch.full_like(dead_w.double(), 1 / case.nk))
+            ctx.compare_direct(
+                "fully masked row weights: 1/num_k", dead_w, torch.full_like(dead_w.double(), 1 / case.nk)
+            )
         compare_rows(ctx, "weights rows with a visible key", weights, w64, wsame, rows)
 
 
@@ -254,8 +273,13 @@ def half_precision(ctx: CheckContext) -> None:
 
 
 # -- metamorphic -------------------------------------------------------------------------------
-@check("attention.determinism", claims=("determinism.eval",), needs=ATTN, depends_on=(SHAPES,),
-       kind="metamorphic")
+@check(
+    "attention.determinism",
+    claims=("determinism.eval",),
+    needs=ATTN,
+    depends_on=(SHAPES,),
+    kind="metamorphic",
+)
 def determinism(ctx: CheckContext) -> None:
     """The same inputs give bit-identical outputs on a second call."""
     for case in attention_cases(ctx)[:3]:
@@ -265,12 +289,21 @@ def determinism(ctx: CheckContext) -> None:
         second, _ = run_attention(ctx, case, q, k, v, keep)
         if not torch.equal(first, second):
             diff = float((first.double() - second.double()).abs().max())
-            ctx.fail(FailureKind.PROPERTY, f"two identical calls differ by up to {diff:.3e} [{case.describe()}]",
-                     measured=diff, allowed=0.0)
+            ctx.fail(
+                FailureKind.PROPERTY,
+                f"two identical calls differ by up to {diff:.3e} [{case.describe()}]",
+                measured=diff,
+                allowed=0.0,
+            )
 
 
-@check("attention.batch-independence", claims=("batch.independence",), needs=ATTN, depends_on=(SHAPES,),
-       kind="metamorphic")
+@check(
+    "attention.batch-independence",
+    claims=("batch.independence",),
+    needs=ATTN,
+    depends_on=(SHAPES,),
+    kind="metamorphic",
+)
 def batch_independence(ctx: CheckContext) -> None:
     """Sample 0's output does not change when the other samples change, nor when it runs alone."""
     for case in attention_cases(ctx):

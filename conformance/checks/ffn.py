@@ -22,7 +22,9 @@ SHAPES = "ffn.shapes"
 SIZES = ((4, 16), (5, 7), (1, 3), (6, 24))
 
 
-def build(ctx: CheckContext, d_model: int, d_ff: int) -> tuple[Callable[[Tensor], Any], PositionWiseFFN, PositionWiseFFN]:
+def build(
+    ctx: CheckContext, d_model: int, d_ff: int
+) -> tuple[Callable[[Tensor], Any], PositionWiseFFN, PositionWiseFFN]:
     """Canonical random weights; returns (target layer, reference float64, reference in ctx.dtype)."""
     with torch.random.fork_rng(devices=[]):
         ref64 = PositionWiseFFN(d_model, d_ff)
@@ -57,8 +59,13 @@ def shapes(ctx: CheckContext) -> None:
             run(ctx, fn, ctx.randn(2, length, d_model))
 
 
-@check("ffn.differential", claims=("ffn.widen-then-project",), needs=FFN, depends_on=(SHAPES,),
-       kind="differential")
+@check(
+    "ffn.differential",
+    claims=("ffn.widen-then-project",),
+    needs=FFN,
+    depends_on=(SHAPES,),
+    kind="differential",
+)
 def differential(ctx: CheckContext) -> None:
     """Matches W_2 relu(W_1 x + b_1) + b_2 of the float64 reference with the same canonical weights."""
     if not ctx.adapter.conventions.loads_weights:
@@ -66,10 +73,14 @@ def differential(ctx: CheckContext) -> None:
     for d_model, d_ff in SIZES:
         fn, ref64, ref = build(ctx, d_model, d_ff)
         x = ctx.randn(3, 4, d_model)
-        ctx.compare(f"ffn output (d_model={d_model}, d_ff={d_ff})", run(ctx, fn, x), ref64(x.double()), ref(x))
+        ctx.compare(
+            f"ffn output (d_model={d_model}, d_ff={d_ff})", run(ctx, fn, x), ref64(x.double()), ref(x)
+        )
 
 
-@check("ffn.position-wise", claims=("ffn.position-wise",), needs=FFN, depends_on=(SHAPES,), kind="metamorphic")
+@check(
+    "ffn.position-wise", claims=("ffn.position-wise",), needs=FFN, depends_on=(SHAPES,), kind="metamorphic"
+)
 def position_wise(ctx: CheckContext) -> None:
     """Position i's output depends only on position i (changing others changes nothing) and the same
     weights serve every position (permuting positions permutes the outputs)."""
@@ -79,7 +90,12 @@ def position_wise(ctx: CheckContext) -> None:
         y = run(ctx, fn, x)
         x2 = ctx.randn(2, 6, d_model, scale=5.0)
         x2[:, 2] = x[:, 2]
-        ctx.compare_direct(f"position 2 after changing the others (d_model={d_model})", run(ctx, fn, x2)[:, 2],
-                           y[:, 2].double())
+        ctx.compare_direct(
+            f"position 2 after changing the others (d_model={d_model})",
+            run(ctx, fn, x2)[:, 2],
+            y[:, 2].double(),
+        )
         perm = permutation(ctx, 6)
-        ctx.compare_direct(f"permuted positions (d_model={d_model})", run(ctx, fn, x[:, perm]), y[:, perm].double())
+        ctx.compare_direct(
+            f"permuted positions (d_model={d_model})", run(ctx, fn, x[:, perm]), y[:, perm].double()
+        )

@@ -51,7 +51,9 @@ def _draw(ctx: CheckContext, low: int, high: int) -> int:
     return int(torch.randint(low, high + 1, (1,), generator=ctx.generator))
 
 
-def attention_cases(ctx: CheckContext, *, square: bool = False, value_width_differs: bool = False) -> list[AttnCase]:
+def attention_cases(
+    ctx: CheckContext, *, square: bool = False, value_width_differs: bool = False
+) -> list[AttnCase]:
     """Fixed adversarial cases plus ``ctx.examples`` random ones (``square``: nq == nk only)."""
     cases = [c for c in FIXED_CASES if not square or c.nq == c.nk]
     if square:
@@ -76,7 +78,9 @@ def qkv(
     return q, k, v
 
 
-def random_keep(ctx: CheckContext, case: AttnCase, *, fully_masked_row: bool, per_head: bool = False) -> Tensor:
+def random_keep(
+    ctx: CheckContext, case: AttnCase, *, fully_masked_row: bool, per_head: bool = False
+) -> Tensor:
     """Canonical keep-mask [b, h|1, nq, nk] (True = may attend), about half visible.
 
     With ``fully_masked_row`` the last query row of sample 0 sees no key at all; every other row keeps

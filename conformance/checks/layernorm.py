@@ -34,7 +34,9 @@ def ln_inputs(ctx: CheckContext, d: int) -> Tensor:
     return x
 
 
-def build(ctx: CheckContext, d: int, *, identity: bool = False) -> tuple[Callable[[Tensor], Any], Tensor, Tensor]:
+def build(
+    ctx: CheckContext, d: int, *, identity: bool = False
+) -> tuple[Callable[[Tensor], Any], Tensor, Tensor]:
     """The target's LayerNorm with canonical ``weight``/``bias`` (random, or 1/0 when ``identity``)."""
     if identity:
         weight = torch.ones(d, dtype=torch.float64, device=ctx.device)
@@ -66,8 +68,13 @@ def shapes(ctx: CheckContext) -> None:
             run(ctx, fn, ctx.randn(*shape))
 
 
-@check("layernorm.differential", claims=("layernorm.formula",), needs=LN, depends_on=(SHAPES,),
-       kind="differential")
+@check(
+    "layernorm.differential",
+    claims=("layernorm.formula",),
+    needs=LN,
+    depends_on=(SHAPES,),
+    kind="differential",
+)
 def differential(ctx: CheckContext) -> None:
     """Matches (x - mean) / sqrt(biased var + eps) * weight + bias with the declared eps."""
     eps = ctx.adapter.conventions.layer_norm_eps
@@ -80,8 +87,9 @@ def differential(ctx: CheckContext) -> None:
         ctx.compare(f"layer norm output (d={d}, eps={eps:g})", y, oracle64, same)
 
 
-@check("layernorm.zero-mean-unit-var", claims=("layernorm.zero-mean-unit-var",), needs=LN,
-       depends_on=(SHAPES,))
+@check(
+    "layernorm.zero-mean-unit-var", claims=("layernorm.zero-mean-unit-var",), needs=LN, depends_on=(SHAPES,)
+)
 def zero_mean_unit_var(ctx: CheckContext) -> None:
     """With weight 1 and bias 0 each row has mean 0 and biased variance var / (var + eps) (unit and
     small-variance rows; constant and offset rows amplify rounding by 1/sqrt(eps) and are judged by the

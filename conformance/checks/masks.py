@@ -55,8 +55,13 @@ def masked_weights_zero(ctx: CheckContext) -> None:
             leaked = w[~keep]
             if not bool((leaked == 0).all()):
                 worst = float(leaked.double().abs().nan_to_num(nan=float("inf")).max())
-                ctx.fail(FailureKind.PROPERTY, f"masked weights must be exactly 0, largest is {worst:.3e} "
-                         f"[{case.describe()}, score x{scale:g}]", measured=worst, allowed=0.0)
+                ctx.fail(
+                    FailureKind.PROPERTY,
+                    f"masked weights must be exactly 0, largest is {worst:.3e} "
+                    f"[{case.describe()}, score x{scale:g}]",
+                    measured=worst,
+                    allowed=0.0,
+                )
 
 
 def padded_self_attention(
@@ -76,8 +81,12 @@ def padded_self_attention(
         k2, v2 = fill_where(k, hidden, pad_value), fill_where(v, hidden, pad_value)
     out2, _ = run_attention(ctx, case, q, k2, v2, keep)
     label = "random" if pad_value is None else f"{pad_value:g}"
-    ctx.compare_direct(f"outputs after setting padded keys/values to {label} ({side} padding, "
-                       f"score x{score_scale:g}) [{case.describe()}]", out2, out.double())
+    ctx.compare_direct(
+        f"outputs after setting padded keys/values to {label} ({side} padding, "
+        f"score x{score_scale:g}) [{case.describe()}]",
+        out2,
+        out.double(),
+    )
 
 
 @check(
@@ -134,8 +143,11 @@ def future_blind(ctx: CheckContext, case: AttnCase, alignment: str, *, explicit:
             continue
         k2, v2 = perturb_after(ctx, k, v, cut)
         out2, _ = run_attention(ctx, case, q, k2, v2, keep, is_causal=not explicit)
-        ctx.compare_direct(f"{path}: queries {blind} after changing keys >= {cut} [{case.describe()}]",
-                           out2[..., blind, :], out[..., blind, :].double())
+        ctx.compare_direct(
+            f"{path}: queries {blind} after changing keys >= {cut} [{case.describe()}]",
+            out2[..., blind, :],
+            out[..., blind, :].double(),
+        )
 
 
 @check(
@@ -181,14 +193,18 @@ def causal_diagonal_visible(ctx: CheckContext) -> None:
     for case in attention_cases(ctx, square=True):
         q, k, v = qkv(ctx, case)
         out, weights = run_attention(ctx, case, q, k, v, None, is_causal=True)
-        ctx.compare_direct(f"query 0 (sees only key 0) [{case.describe()}]", out[..., 0, :], v[..., 0, :].double())
+        ctx.compare_direct(
+            f"query 0 (sees only key 0) [{case.describe()}]", out[..., 0, :], v[..., 0, :].double()
+        )
         for i, pos in enumerate(query_positions(case.nq, case.nk, alignment)):
             v2 = v.clone()
             v2[..., pos, :] = v[..., pos, :] + 100.0
             out2, _ = run_attention(ctx, case, q, k, v2, None, is_causal=True)
             if tolerance.direct(out2[..., i, :], out[..., i, :].double()).ok:
-                ctx.fail(FailureKind.PROPERTY, f"query {i} ignores its own position {pos} under is_causal "
-                         f"[{case.describe()}]")
+                ctx.fail(
+                    FailureKind.PROPERTY,
+                    f"query {i} ignores its own position {pos} under is_causal [{case.describe()}]",
+                )
             if weights is not None and not bool((weights[..., i, pos] > 0).all()):
                 ctx.fail(FailureKind.PROPERTY, f"query {i}: weight on its own position {pos} is 0")
 
@@ -208,7 +224,9 @@ def causal_differential(ctx: CheckContext) -> None:
         q, k, v = qkv(ctx, case)
         for alignment, explicit in [(declared, False), *((a, True) for a in ALIGNMENTS)]:
             keep = aligned_causal_keep(ctx, case.nq, case.nk, alignment)
-            out, weights = run_attention(ctx, case, q, k, v, keep if explicit else None, is_causal=not explicit)
+            out, weights = run_attention(
+                ctx, case, q, k, v, keep if explicit else None, is_causal=not explicit
+            )
             out64, w64, same, wsame = oracle(q, k, v, keep)
             rows = keep.any(dim=-1).expand(case.b, case.h, case.nq)
             path = f"explicit {alignment} mask" if explicit else f"is_causal (declared {alignment})"
@@ -229,7 +247,9 @@ def boolean_equals_additive(ctx: CheckContext) -> None:
     the 0/-inf bias gives the same output and weights as the boolean mask."""
     additive = getattr(ctx.adapter, "attention_additive", None)
     if additive is None:
-        raise NotApplicable(f"target {ctx.adapter.name!r} has no additive-mask entry point (attention_additive)")
+        raise NotApplicable(
+            f"target {ctx.adapter.name!r} has no additive-mask entry point (attention_additive)"
+        )
     for case in attention_cases(ctx):
         q, k, v = qkv(ctx, case)
         keep = random_keep(ctx, case, fully_masked_row=False, per_head=True)

@@ -88,14 +88,21 @@ def build(ctx: CheckContext, case: MhaCase) -> Layer:
 
 
 def run(
-    ctx: CheckContext, layer: Layer, case: MhaCase, x_q: Tensor, x_kv: Tensor,
-    key_padding: Tensor | None = None, attn_mask: Tensor | None = None,
+    ctx: CheckContext,
+    layer: Layer,
+    case: MhaCase,
+    x_q: Tensor,
+    x_kv: Tensor,
+    key_padding: Tensor | None = None,
+    attn_mask: Tensor | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """Call the target layer with canonical masks converted to its polarity; check shapes."""
     ctx.record(case=case.describe(), x_q=x_q, x_kv=x_kv, key_padding=key_padding, attn_mask=attn_mask)
     result = ctx.call(layer.fn, x_q, x_kv, ctx.to_target_mask(key_padding), ctx.to_target_mask(attn_mask))
     if not isinstance(result, tuple) or len(result) != 2:
-        ctx.fail(FailureKind.SHAPE, f"mha layer returned {type(result).__name__}, expected (out, weights|None)")
+        ctx.fail(
+            FailureKind.SHAPE, f"mha layer returned {type(result).__name__}, expected (out, weights|None)"
+        )
     out, weights = result
     ctx.expect_shape(f"output [{case.describe()}]", out, (case.b, case.nq, case.d_model))
     ctx.expect_dtype("output", out, x_q.dtype)
@@ -134,8 +141,14 @@ def shapes(ctx: CheckContext) -> None:
 
 @check(
     "mha.differential",
-    claims=("mha.fused-equals-per-head", "mha.split-merge-roundtrip", "mha.output-sum-of-heads",
-            "attention.scale.sqrt-dk", "attention.formula", "attention.cross.sources"),
+    claims=(
+        "mha.fused-equals-per-head",
+        "mha.split-merge-roundtrip",
+        "mha.output-sum-of-heads",
+        "attention.scale.sqrt-dk",
+        "attention.formula",
+        "attention.cross.sources",
+    ),
     needs=MHA,
     depends_on=(SHAPES,),
     kind="differential",
@@ -151,7 +164,9 @@ def differential(ctx: CheckContext) -> None:
         right = padding_keep(ctx, case.b, case.nk, side="right")
         left = padding_keep(ctx, case.b, case.nk, side="left")
         variants: list[tuple[str, Tensor | None, Tensor | None]] = [
-            ("no mask", None, None), ("right key padding", right, None), ("left key padding", left, None),
+            ("no mask", None, None),
+            ("right key padding", right, None),
+            ("left key padding", left, None),
         ]
         if case.nq <= case.nk:
             causal = causal_mask(case.nq, case.nk, device=ctx.device)
@@ -183,8 +198,11 @@ def permutation_equivariance(ctx: CheckContext) -> None:
             out, _ = run(ctx, layer, case, x, x, kp)
             xp = x[:, perm]
             out_p, _ = run(ctx, layer, case, xp, xp, None if kp is None else kp[:, perm])
-            ctx.compare_direct(f"output of permuted tokens vs permuted output [{case.describe()}]",
-                               out_p, out[:, perm].double())
+            ctx.compare_direct(
+                f"output of permuted tokens vs permuted output [{case.describe()}]",
+                out_p,
+                out[:, perm].double(),
+            )
 
 
 @check(
@@ -221,8 +239,11 @@ def padded_memory(ctx: CheckContext, value: float | None, sides: tuple[str, ...]
                 changed = fill_where(x_kv, ~real, value)
             out2, _ = run(ctx, layer, case, x_q, changed, real)
             label = "random" if value is None else f"{value:g}"
-            ctx.compare_direct(f"output after setting padded memory to {label} ({side} padding) "
-                               f"[{case.describe()}]", out2, out.double())
+            ctx.compare_direct(
+                f"output after setting padded memory to {label} ({side} padding) [{case.describe()}]",
+                out2,
+                out.double(),
+            )
 
 
 @check(
@@ -268,8 +289,11 @@ def causal(ctx: CheckContext) -> None:
             x2 = x.clone()
             x2[:, cut:] = ctx.randn(case.b, case.nq - cut, case.d_model, scale=10.0)
             out2, _ = run(ctx, layer, case, x2, x2, None, mask)
-            ctx.compare_direct(f"outputs before {cut} after changing tokens >= {cut} [{case.describe()}]",
-                               out2[:, :cut], out[:, :cut].double())
+            ctx.compare_direct(
+                f"outputs before {cut} after changing tokens >= {cut} [{case.describe()}]",
+                out2[:, :cut],
+                out[:, :cut].double(),
+            )
 
 
 @check("mha.fully-masked-row", claims=("attention.fully-masked-row",), needs=MHA, depends_on=(SHAPES,))
@@ -291,14 +315,21 @@ def fully_masked_row(ctx: CheckContext) -> None:
         if convention == "zero":
             ctx.compare(f"fully masked sample (declared 'zero') [{case.describe()}]", dead, out64[0], same[0])
         elif convention == "nan" and not bool(torch.isnan(dead).all()):
-            ctx.fail(FailureKind.PROPERTY, f"fully masked sample: declared 'nan', got finite values "
-                     f"[{case.describe()}]")
+            ctx.fail(
+                FailureKind.PROPERTY,
+                f"fully masked sample: declared 'nan', got finite values [{case.describe()}]",
+            )
         elif convention == "uniform":
             ctx.expect_finite("fully masked sample (declared 'uniform')", dead)
 
 
-@check("mha.batch-independence", claims=("batch.independence",), needs=MHA, depends_on=(SHAPES,),
-       kind="metamorphic")
+@check(
+    "mha.batch-independence",
+    claims=("batch.independence",),
+    needs=MHA,
+    depends_on=(SHAPES,),
+    kind="metamorphic",
+)
 def batch_independence(ctx: CheckContext) -> None:
     """Sample 0's output is unchanged when the other samples change, and when it runs alone."""
     for case in mha_cases(ctx):
@@ -310,7 +341,9 @@ def batch_independence(ctx: CheckContext) -> None:
         x_q2, x_kv2 = inputs(ctx, case)
         x_q2[0], x_kv2[0] = x_q[0], x_kv[0]
         out2, _ = run(ctx, layer, case, x_q2, x_kv2, real)
-        ctx.compare_direct(f"sample 0 after changing samples 1..2 [{case.describe()}]", out2[0], out[0].double())
+        ctx.compare_direct(
+            f"sample 0 after changing samples 1..2 [{case.describe()}]", out2[0], out[0].double()
+        )
         single = MhaCase(case.d_model, case.h, 1, case.nq, case.nk)
         alone, _ = run(ctx, layer, single, x_q[:1], x_kv[:1], real[:1])
         ctx.compare_direct("sample 0 alone vs in a batch", alone[0], out[0].double())

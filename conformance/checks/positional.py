@@ -34,8 +34,13 @@ def shapes(ctx: CheckContext) -> None:
             table(ctx, n, d)
 
 
-@check("positional.sinusoidal.formula", claims=("positional.sinusoidal.formula",), needs=POS,
-       depends_on=(SHAPES,), kind="differential")
+@check(
+    "positional.sinusoidal.formula",
+    claims=("positional.sinusoidal.formula",),
+    needs=POS,
+    depends_on=(SHAPES,),
+    kind="differential",
+)
 def formula(ctx: CheckContext) -> None:
     """sin at the sine columns, cos at the cosine columns of the declared layout, frequency
     1/10000^(2i/d), positions up to 2000 (differential rule against the float64 table)."""
@@ -47,8 +52,12 @@ def formula(ctx: CheckContext) -> None:
         ctx.compare(f"table (d={d}, layout {layout})", actual, oracle64, same)
 
 
-@check("positional.sinusoidal.bounded", claims=("positional.sinusoidal.bounded",), needs=POS,
-       depends_on=(SHAPES,))
+@check(
+    "positional.sinusoidal.bounded",
+    claims=("positional.sinusoidal.bounded",),
+    needs=POS,
+    depends_on=(SHAPES,),
+)
 def bounded(ctx: CheckContext) -> None:
     """Every entry lies in [-1, 1], for 5000 positions."""
     for d in WIDTHS:
@@ -75,15 +84,23 @@ def relative(ctx: CheckContext) -> None:
             m = shift_matrix(k, d, layout=layout, device=ctx.device)
             ctx.compare_direct(f"PE(pos + {k}) vs PE(pos) M_{k}^T (d={d})", t[k:], t64[:-k] @ m.T)
             dots = (t64[:-k] * t64[k:]).sum(dim=-1)
-            ctx.compare_direct(f"<PE(p), PE(p + {k})> across p (d={d})", dots.to(t.dtype),
-                               dots[:1].expand_as(dots))
+            ctx.compare_direct(
+                f"<PE(p), PE(p + {k})> across p (d={d})", dots.to(t.dtype), dots[:1].expand_as(dots)
+            )
 
 
-@check("positional.sinusoidal.any-length", claims=("positional.sinusoidal.any-length",), needs=POS,
-       depends_on=(SHAPES,), kind="metamorphic")
+@check(
+    "positional.sinusoidal.any-length",
+    claims=("positional.sinusoidal.any-length",),
+    needs=POS,
+    depends_on=(SHAPES,),
+    kind="metamorphic",
+)
 def any_length(ctx: CheckContext) -> None:
     """A short table is the prefix of a long one: rows do not depend on the requested length."""
     for d in WIDTHS:
         long = table(ctx, 300, d)
         for n in (1, 10, 299):
-            ctx.compare_direct(f"table of {n} rows vs prefix of 300 (d={d})", table(ctx, n, d), long[:n].double())
+            ctx.compare_direct(
+                f"table of {n} rows vs prefix of 300 (d={d})", table(ctx, n, d), long[:n].double()
+            )

@@ -30,15 +30,20 @@ class HeadsMixedMutant(ReferenceAdapter):
     capabilities = frozenset({Capability.MHA})
 
     def build_mha(
-        self, d_model: int, num_heads: int, state: dict[str, Tensor] | None, device: torch.device,
+        self,
+        d_model: int,
+        num_heads: int,
+        state: dict[str, Tensor] | None,
+        device: torch.device,
         dtype: torch.dtype,
     ) -> Callable[..., tuple[Tensor, Tensor | None]]:
         """Reference weights, strided head split, contiguous merge."""
         module = _build(lambda: MultiHeadAttention(d_model, num_heads), state, device, dtype)
         assert isinstance(module, MultiHeadAttention)
 
-        def run(x_q: Tensor, x_kv: Tensor, key_padding: Tensor | None = None,
-                attn_mask: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        def run(
+            x_q: Tensor, x_kv: Tensor, key_padding: Tensor | None = None, attn_mask: Tensor | None = None
+        ) -> tuple[Tensor, Tensor | None]:
             padding = None if key_padding is None else key_padding_to_attention_mask(key_padding)
             q = strided_split(module.w_q(x_q), num_heads)
             k = strided_split(module.w_k(x_kv), num_heads)

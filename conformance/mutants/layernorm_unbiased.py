@@ -28,8 +28,9 @@ class LayerNormUnbiasedMutant(ReferenceAdapter):
 
         def run(x: Tensor) -> Tensor:
             work = x.double()
-            var = work.var(dim=-1, keepdim=True, unbiased=True).nan_to_num(0.0)  # the bug (d = 1 gives NaN)
-            y = (work - work.mean(dim=-1, keepdim=True)) / torch.sqrt(var + eps)
+            centered = work - work.mean(dim=-1, keepdim=True)
+            var = (centered * centered).sum(dim=-1, keepdim=True) / max(d - 1, 1)  # the bug: d - 1
+            y = centered / torch.sqrt(var + eps)
             return (y * weight.double() + bias.double()).to(x.dtype)
 
         return run

@@ -24,21 +24,27 @@ class MhaScaleDModelMutant(ReferenceAdapter):
     capabilities = frozenset({Capability.MHA})
 
     def build_mha(
-        self, d_model: int, num_heads: int, state: dict[str, Tensor] | None, device: torch.device,
+        self,
+        d_model: int,
+        num_heads: int,
+        state: dict[str, Tensor] | None,
+        device: torch.device,
         dtype: torch.dtype,
     ) -> Callable[..., tuple[Tensor, Tensor | None]]:
         """Reference projections; attention with ``scale = 1 / sqrt(d_model)`` (the bug)."""
         module = _build(lambda: MultiHeadAttention(d_model, num_heads), state, device, dtype)
         assert isinstance(module, MultiHeadAttention)
 
-        def run(x_q: Tensor, x_kv: Tensor, key_padding: Tensor | None = None,
-                attn_mask: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        def run(
+            x_q: Tensor, x_kv: Tensor, key_padding: Tensor | None = None, attn_mask: Tensor | None = None
+        ) -> tuple[Tensor, Tensor | None]:
             padding = None if key_padding is None else key_padding_to_attention_mask(key_padding)
             q = module.project_heads(module.w_q, x_q)
             k = module.project_heads(module.w_k, x_kv)
             v = module.project_heads(module.w_v, x_kv)
             heads, weights = scaled_dot_product_attention(
-                q, k, v, combine_masks(padding, attn_mask), scale=1.0 / math.sqrt(d_model))
+                q, k, v, combine_masks(padding, attn_mask), scale=1.0 / math.sqrt(d_model)
+            )
             out: Tensor = module.w_o(merge_heads(heads))
             return out, weights
 

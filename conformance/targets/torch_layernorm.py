@@ -18,8 +18,9 @@ class TorchLayerNormAdapter(Adapter):
 
     name = "torch-layernorm"
     capabilities = frozenset({Capability.LAYER_NORM})
-    conventions = Conventions(layer_norm_eps=1e-5,
-                              dtypes=(torch.float32, torch.float64, torch.float16, torch.bfloat16))
+    conventions = Conventions(
+        layer_norm_eps=1e-5, dtypes=(torch.float32, torch.float64, torch.float16, torch.bfloat16)
+    )
 
     def build_layer_norm(
         self, d: int, state: dict[str, Tensor] | None, device: torch.device, dtype: torch.dtype

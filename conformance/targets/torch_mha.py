@@ -48,7 +48,11 @@ class TorchMHAAdapter(Adapter):
     )
 
     def build_mha(
-        self, d_model: int, num_heads: int, state: dict[str, Tensor] | None, device: torch.device,
+        self,
+        d_model: int,
+        num_heads: int,
+        state: dict[str, Tensor] | None,
+        device: torch.device,
         dtype: torch.dtype,
     ) -> Callable[..., tuple[Tensor, Tensor | None]]:
         """The layer with canonical weights mapped in; masks in torch's polarity (True = masked)."""
@@ -60,10 +64,18 @@ class TorchMHAAdapter(Adapter):
             module.load_state_dict(to_torch_state(state))
         module.eval()
 
-        def run(x_q: Tensor, x_kv: Tensor, key_padding: Tensor | None = None,
-                attn_mask: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
-            out, weights = module(x_q, x_kv, x_kv, key_padding_mask=key_padding, attn_mask=attn_mask,
-                                  need_weights=True, average_attn_weights=False)
+        def run(
+            x_q: Tensor, x_kv: Tensor, key_padding: Tensor | None = None, attn_mask: Tensor | None = None
+        ) -> tuple[Tensor, Tensor | None]:
+            out, weights = module(
+                x_q,
+                x_kv,
+                x_kv,
+                key_padding_mask=key_padding,
+                attn_mask=attn_mask,
+                need_weights=True,
+                average_attn_weights=False,
+            )
             return out, weights
 
         return run

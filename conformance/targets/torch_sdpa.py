@@ -41,7 +41,7 @@ def backend_devices(backend: SDPBackend) -> tuple[str, ...]:
         return ("cpu", "cuda") if flash_cuda else ("cpu",)
     if backend == SDPBackend.EFFICIENT_ATTENTION:
         return ("cuda",) if cuda else ()
-    return ("cuda",) if cuda and torch.backends.cudnn.is_available() else ()
+    return ("cuda",) if cuda and torch.backends.cudnn.is_available()  # type: ignore[no-untyped-call] else ()
 
 
 def backend_dtypes(backend: SDPBackend) -> tuple[torch.dtype, ...]:
@@ -79,14 +79,18 @@ class TorchSDPAAdapter(Adapter):
         """Base problems plus a note when the backend does not exist on this machine."""
         problems = super().declaration_problems()
         if not self.devices:
-            problems.append(f"backend {self.backend.name} is not available on this machine (CUDA-only): "
-                            "no capability declared, every check is not-applicable")
+            problems.append(
+                f"backend {self.backend.name} is not available on this machine (CUDA-only): "
+                "no capability declared, every check is not-applicable"
+            )
         return problems
 
     def _run(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, is_causal: bool) -> Tensor:
         if q.device.type not in self.devices:
-            raise RuntimeError(f"target {self.name!r}: backend {self.backend.name} has no kernel on device "
-                               f"type {q.device.type!r} (available on: {list(self.devices) or 'none'})")
+            raise RuntimeError(
+                f"target {self.name!r}: backend {self.backend.name} has no kernel on device "
+                f"type {q.device.type!r} (available on: {list(self.devices) or 'none'})"
+            )
         with sdpa_kernel([self.backend]):
             out: Tensor = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
         return out

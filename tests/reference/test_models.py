@@ -223,10 +223,14 @@ def check_only_kv(model, ids: Tensor, chunks: Sequence[int]) -> None:
 @costly
 @given(seed=seeds, batch=st.integers(1, 2), length=st.integers(1, 5), variant=variants)
 def test_lm_parallel_equals_sequential(seed, batch, length, variant, device):
-    check_lm_parallel_equals_sequential(shared(DecoderOnlyLM, device, variant), rand_ids(seed, (batch, length), device))
+    check_lm_parallel_equals_sequential(
+        shared(DecoderOnlyLM, device, variant), rand_ids(seed, (batch, length), device)
+    )
 
 
-@pytest.mark.claim("training.parallel-equals-sequential", "encdec.teacher-forcing", "kvcache.equals-recompute")
+@pytest.mark.claim(
+    "training.parallel-equals-sequential", "encdec.teacher-forcing", "kvcache.equals-recompute"
+)
 @costly
 @given(seed=seeds, batch=st.integers(1, 2), s=st.integers(1, 5), t=st.integers(1, 5), variant=variants)
 def test_encdec_parallel_equals_sequential(seed, batch, s, t, variant, device):
@@ -259,7 +263,9 @@ def check_lm_cache_with_padding(model, ids: Tensor, pad: Tensor) -> None:
 @given(seed=seeds, batch=st.integers(1, 3), length=st.integers(2, 5), side=st.sampled_from(["left", "right"]))
 def test_cache_with_padding_equals_one_pass(seed, batch, length, side, device):
     lm = shared(DecoderOnlyLM, device)
-    check_lm_cache_with_padding(lm, rand_ids(seed, (batch, length), device), rand_pad(seed, batch, length, side, device))
+    check_lm_cache_with_padding(
+        lm, rand_ids(seed, (batch, length), device), rand_pad(seed, batch, length, side, device)
+    )
 
 
 @pytest.mark.claim("kvcache.equals-recompute", "mask.padding.invariance")
