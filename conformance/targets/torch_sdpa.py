@@ -41,7 +41,8 @@ def backend_devices(backend: SDPBackend) -> tuple[str, ...]:
         return ("cpu", "cuda") if flash_cuda else ("cpu",)
     if backend == SDPBackend.EFFICIENT_ATTENTION:
         return ("cuda",) if cuda else ()
-    return ("cuda",) if cuda and torch.backends.cudnn.is_available()  # type: ignore[no-untyped-call] else ()
+    cudnn = cuda and bool(torch.backends.cudnn.is_available())  # type: ignore[no-untyped-call]
+    return ("cuda",) if cudnn else ()
 
 
 def backend_dtypes(backend: SDPBackend) -> tuple[torch.dtype, ...]:

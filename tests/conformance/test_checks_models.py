@@ -43,10 +43,9 @@ TORCH_TARGETS = [
     "loss.shifted-cross-entropy",
     "loss.ignores-padding",
 )
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_reference_passes_every_check(dtype: str, device: torch.device) -> None:
+def test_reference_passes_every_check(device: torch.device) -> None:
     report = run_audit(
-        ["reference"], check=MY_CHECKS, device=device, dtype=dtype, profile="ci", progress=False
+        ["reference"], check=MY_CHECKS, device=device, dtype="float32", profile="ci", progress=False
     )
     bad = [(r.check, r.status, r.message) for r in report.results if r.status != "pass"]
     assert not bad

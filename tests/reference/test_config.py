@@ -59,10 +59,7 @@ def test_config_is_frozen():
         ({"eos_id": 99}, "eos_id"),
         ({"activation": "swish"}, "activation"),
         ({"num_layers": 2.0}, "num_layers"),
-        (
-            {"d_model": 6, "num_heads": 3},
-            "d_model",
-        ),  # odd width per head is fine, but sinusoidal needs even d
+        ({"d_model": 9, "num_heads": 3}, "d_model"),  # sinusoidal positions need an even width
     ],
 )
 def test_invalid_fields_raise_naming_the_field(overrides, field):

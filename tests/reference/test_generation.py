@@ -104,7 +104,7 @@ def check_starts_from_bos(generate, model, src: Tensor, max_len: int) -> None:
 def check_stops_at_eos(generate_rows, eos: int, pad: int, limit: int, start: int) -> None:
     """Per sequence only pad after the first EOS; the run ends once every sequence stopped, or at the limit.
 
-    ``generate_rows()`` returns the ids; positions ``>= start`` are generated; ``limit`` is the longest output.
+    ``generate_rows()`` returns the ids; positions ``>= start`` are generated, at most ``limit`` ids in all.
     """
     out = generate_rows()
     assert out.shape[1] <= limit, f"{out.shape[1]} ids exceed the limit {limit}"

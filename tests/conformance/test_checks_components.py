@@ -1,0 +1,107 @@
+"""The component checks (attention, masks, MHA, LayerNorm, FFN, positional) on correct targets.
+
+The reference must pass every one of them; the torch targets must pass apart from their declared
+deviations (which must actually occur: a stale entry fails the run), and CUDA-only SDPA backends
+must be reported clearly on a machine without CUDA.
+"""
+
+from typing import Any
+
+import pytest
+import torch
+
+from conformance.api import run_audit
+from conformance.registry import all_checks
+
+MODULES = ("attention", "masks", "mha", "layernorm", "ffn", "positional")
+COMPONENT_CHECKS = [c.id for c in all_checks() if c.fn.__module__.rsplit(".", 1)[-1] in MODULES]
+COMPONENT_CLAIMS = sorted({claim for c in all_checks() if c.id in COMPONENT_CHECKS for claim in c.claims})
+
+
+def audit(target: Any, device: torch.device, dtype: str = "float32") -> Any:
+    return run_audit(
+        [target], check=COMPONENT_CHECKS, device=device, dtype=dtype, profile="ci", progress=False
+    )
+
+
+def statuses(report: Any) -> dict[str, str]:
+    return {r.check: r.status for r in report.results}
+
+
+def test_component_checks_are_registered_with_known_capabilities() -> None:
+    specs = [c for c in all_checks() if c.id in COMPONENT_CHECKS]
+    assert len(specs) >= 35
+    for spec in specs:
+        assert spec.needs, spec.id
+        assert spec.doc, spec.id
+        for dep in spec.depends_on:
+            assert dep in COMPONENT_CHECKS, (spec.id, dep)
+
+
+@pytest.mark.claim(*COMPONENT_CLAIMS)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_reference_passes_every_component_check(device: torch.device, dtype: str) -> None:
+    report = audit("reference", device, dtype)
+    bad = [(r.check, r.status, r.message) for r in report.results if r.status != "pass"]
+    assert not bad
+    assert report.exit_code == 0
+
+
+@pytest.mark.claim("attention.half-precision-softmax", "attention.formula")
+def test_reference_passes_attention_checks_in_bfloat16(device: torch.device) -> None:
+    checks = [c for c in COMPONENT_CHECKS if c.startswith(("attention.", "mask."))]
+    report = run_audit(
+        ["reference"], check=checks, device=device, dtype="bfloat16", profile="quick", progress=False
+    )
+    assert all(r.status == "pass" for r in report.results), [r.message for r in report.results]
+
+
+# target -> the checks expected to end as known deviations (each is a real counterexample)
+TORCH_TARGETS = {
+    "torch-sdpa-math": {"mask.padding.nan-contents"},
+    "torch-sdpa-flash": {"mask.padding.nan-contents", "attention.shapes.value-width"},
+    "torch-mha": {"mha.padding.nan-contents"},
+    "torch-layernorm": set(),
+}
+
+
+@pytest.mark.claim(
+    "mask.padding.invariance",
+    "mask.causal.alignment",
+    "attention.fully-masked-row",
+    "layernorm.formula",
+    "mha.fused-equals-per-head",
+)
+@pytest.mark.parametrize("target", sorted(TORCH_TARGETS))
+def test_torch_targets_pass_except_declared_deviations(target: str, device: torch.device) -> None:
+    if device.type == "cuda" and target == "torch-sdpa-flash":
+        pytest.skip("CUDA flash declares float16/bfloat16 only; float32 is not applicable")
+    report = audit(target, device)
+    got = statuses(report)
+    deviations = {check for check, status in got.items() if status == "known-deviation"}
+    assert deviations == TORCH_TARGETS[target]
+    assert not [c for c, s in got.items() if s in ("fail", "error", "blocked")]
+    assert any(s == "pass" for s in got.values())
+    assert report.stale == []
+    assert report.exit_code == 0
+
+
+@pytest.mark.claim("mask.padding.invariance")
+def test_sdpa_nan_padding_counterexample_is_real(device: torch.device) -> None:
+    """The deviation entries describe real behaviour: NaN in a masked key poisons SDPA's output."""
+    q = torch.randn(1, 1, 2, 4, device=device)
+    k = torch.randn(1, 1, 3, 4, device=device)
+    v = torch.randn(1, 1, 3, 4, device=device)
+    keep = torch.tensor([True, True, False], device=device)
+    v[..., 2, :] = float("nan")
+    out = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=keep)
+    assert torch.isnan(out).all()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA present: the backends exist")
+@pytest.mark.parametrize("target", ["torch-sdpa-efficient", "torch-sdpa-cudnn"])
+def test_cuda_only_backends_are_all_not_applicable_without_cuda(target: str) -> None:
+    report = audit(target, torch.device("cpu"))
+    assert {r.status for r in report.results} == {"not-applicable"}
+    assert report.targets[0].problems and "not available" in report.targets[0].problems[0]
+    assert report.exit_code == 0
