@@ -27,6 +27,7 @@ from benchmarks._timing import Row, Settings, linear_slope, loglog_slope, median
 
 NAME = "kv-cache"
 SPEEDUP_TARGET = 10.0
+TARGET_LENGTH = 1024
 
 
 def _sample_positions(lengths: tuple[int, ...], settings: Settings) -> list[int]:
@@ -134,7 +135,7 @@ def run(settings: Settings) -> list[Row]:
         per = [recompute_per_step[positions.index(p)] for p in pts]
         recompute_total = _integrate(pts, per, n)
         speedup = recompute_total / cached_total
-        target = n == max(lengths)
+        target = n == TARGET_LENGTH  # the target is stated for 1024 tokens (full mode only)
         rows.append(
             Row(NAME, f"N={n}", "speedup recompute/cached", speedup, "x",
                 f">= {SPEEDUP_TARGET:g}x" if target else "", speedup >= SPEEDUP_TARGET if target else None,

@@ -11,7 +11,6 @@ Cached checks compare three ways of getting the same logits: the whole sequence 
 forcing), token-by-token steps on a cache, and chunks of several tokens on a warm cache.
 """
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -32,7 +31,7 @@ from conformance.checks.layers import (
     state_of,
 )
 from conformance.context import CheckContext
-from conformance.registry import CheckKind, check
+from conformance.registry import check
 from reference.config import TransformerConfig
 from reference.model import DecoderOnlyLM, EncoderDecoder
 
@@ -306,100 +305,245 @@ def _reference(ctx: CheckContext, kind: Capability) -> None:
         ctx.compare(f"{side}-padded batch: logits vs reference", y[keep], want[keep], base[keep])
 
 
-def _register(kind: Capability, prefix: str, label: str) -> None:
-    """Register the shared model checks for one handle kind (``prefix`` is ``lm`` or ``encdec``)."""
-
-    def reg(
-        name: str,
-        claims: tuple[str, ...],
-        fn: Callable[[CheckContext, Capability], None],
-        kind_: CheckKind,
-        doc: str,
-        depends: tuple[str, ...] = ("shape",),
-    ) -> None:
-        def run(ctx: CheckContext) -> None:
-            fn(ctx, kind)
-
-        run.__doc__ = f"{label}: {doc}"
-        run.__name__ = f"{prefix}_{name.replace('-', '_')}"
-        deps = tuple(f"{prefix}.{d}" for d in depends if d != name)
-        check(f"{prefix}.{name}", claims=claims, needs=(kind,), depends_on=deps, kind=kind_)(run)
-
-    shape_claims = (
-        ("output.projection",) if kind == LM else ("output.projection", "encdec.output-length-independent")
-    )
-    reg(
-        "shape",
-        shape_claims,
-        _shape,
-        "structural",
-        "logits [b, t, vocab] in the working dtype, finite at real positions, for length 1, a padded batch "
-        "and steps of 2 and 1 tokens.",
-        depends=(),
-    )
-    reg(
-        "padding-invariance",
-        ("mask.padding.invariance", "mask.padding.pad-value-arbitrary"),
-        _padding,
-        "metamorphic",
-        "random ids under the padding (left and right, lengths 1..n) change no logit at a real position.",
-    )
-    reg(
-        "batch-independence",
-        ("batch.independence",),
-        _batch,
-        "metamorphic",
-        "each sample's logits equal its logits alone and ignore the other samples' tokens and lengths.",
-    )
-    reg(
-        "causality",
-        ("mask.causal.future-blind",),
-        _causality,
-        "metamorphic",
-        "changing tokens at positions >= c leaves logits before c unchanged.",
-    )
-    reg(
-        "determinism",
-        ("determinism.eval",),
-        _determinism,
-        "metamorphic",
-        "built with dropout 0.1 and used for inference, repeated calls give the same logits (dropout off).",
-    )
-    reg(
-        "cache-equals-recompute",
-        ("kvcache.equals-recompute", "decoding.autoregressive"),
-        _cache_vs_recompute,
-        "metamorphic",
-        "each token-by-token cached step gives the logits of recomputing the whole prefix.",
-    )
-    reg(
-        "teacher-forcing",
-        ("training.parallel-equals-sequential",)
-        if kind == LM
-        else ("training.parallel-equals-sequential", "encdec.teacher-forcing"),
-        _teacher_forcing,
-        "metamorphic",
-        "one teacher-forced pass equals the logits of token-by-token steps.",
-    )
-    reg(
-        "chunked-prefill",
-        ("kvcache.chunked-prefill", "mask.causal.inference-noop"),
-        _chunked,
-        "metamorphic",
-        "chunks of 3, 2, 1, 2 tokens (prefill, then on a warm cache) give the whole-sequence logits.",
-        depends=("shape", "cache-equals-recompute"),
-    )
-    reg(
-        "reference",
-        ("output.projection", "embedding.plus-positional"),
-        _reference,
-        "differential",
-        "same canonical weights, padded batches: logits at real positions match the float64 reference.",
-    )
+# One literal @check per (handle kind, property), so spec/links.py can read the claim IDs statically.
 
 
-_register(LM, "lm", "decoder-only LM")
-_register(ED, "encdec", "encoder-decoder")
+@check(
+    "lm.shape",
+    claims=("output.projection",),
+    needs=(LM,),
+    kind="structural",
+)
+def lm_shape(ctx: CheckContext) -> None:
+    """decoder-only LM: logits [b, t, vocab] in the working dtype, finite at real positions, for length 1,
+    a padded batch and steps of 2 and 1 tokens.
+    """
+    _shape(ctx, LM)
+
+
+@check(
+    "lm.padding-invariance",
+    claims=("mask.padding.invariance", "mask.padding.pad-value-arbitrary"),
+    needs=(LM,),
+    depends_on=("lm.shape",),
+    kind="metamorphic",
+)
+def lm_padding_invariance(ctx: CheckContext) -> None:
+    """decoder-only LM: random ids under the padding (left and right, lengths 1..n) change no logit at a
+    real position.
+    """
+    _padding(ctx, LM)
+
+
+@check(
+    "lm.batch-independence",
+    claims=("batch.independence",),
+    needs=(LM,),
+    depends_on=("lm.shape",),
+    kind="metamorphic",
+)
+def lm_batch_independence(ctx: CheckContext) -> None:
+    """decoder-only LM: each sample's logits equal its logits alone and ignore the other samples' tokens
+    and lengths.
+    """
+    _batch(ctx, LM)
+
+
+@check(
+    "lm.causality",
+    claims=("mask.causal.future-blind",),
+    needs=(LM,),
+    depends_on=("lm.shape",),
+    kind="metamorphic",
+)
+def lm_causality(ctx: CheckContext) -> None:
+    """decoder-only LM: changing tokens at positions >= c leaves logits before c unchanged."""
+    _causality(ctx, LM)
+
+
+@check(
+    "lm.determinism",
+    claims=("determinism.eval",),
+    needs=(LM,),
+    depends_on=("lm.shape",),
+    kind="metamorphic",
+)
+def lm_determinism(ctx: CheckContext) -> None:
+    """decoder-only LM: built with dropout 0.1 and used for inference, repeated calls give the same logits
+    (dropout off).
+    """
+    _determinism(ctx, LM)
+
+
+@check(
+    "lm.cache-equals-recompute",
+    claims=("kvcache.equals-recompute", "decoding.autoregressive"),
+    needs=(LM,),
+    depends_on=("lm.shape",),
+    kind="metamorphic",
+)
+def lm_cache_equals_recompute(ctx: CheckContext) -> None:
+    """decoder-only LM: each token-by-token cached step gives the logits of recomputing the whole prefix."""
+    _cache_vs_recompute(ctx, LM)
+
+
+@check(
+    "lm.teacher-forcing",
+    claims=("training.parallel-equals-sequential",),
+    needs=(LM,),
+    depends_on=("lm.shape",),
+    kind="metamorphic",
+)
+def lm_teacher_forcing(ctx: CheckContext) -> None:
+    """decoder-only LM: one teacher-forced pass equals the logits of token-by-token steps."""
+    _teacher_forcing(ctx, LM)
+
+
+@check(
+    "lm.chunked-prefill",
+    claims=("kvcache.chunked-prefill", "mask.causal.inference-noop"),
+    needs=(LM,),
+    depends_on=("lm.shape", "lm.cache-equals-recompute"),
+    kind="metamorphic",
+)
+def lm_chunked_prefill(ctx: CheckContext) -> None:
+    """decoder-only LM: chunks of 3, 2, 1, 2 tokens (prefill, then on a warm cache) give the whole-sequence
+    logits.
+    """
+    _chunked(ctx, LM)
+
+
+@check(
+    "lm.reference",
+    claims=("output.projection", "embedding.plus-positional"),
+    needs=(LM,),
+    depends_on=("lm.shape",),
+    kind="differential",
+)
+def lm_reference(ctx: CheckContext) -> None:
+    """decoder-only LM: same canonical weights, padded batches: logits at real positions match the float64
+    reference.
+    """
+    _reference(ctx, LM)
+
+
+@check(
+    "encdec.shape",
+    claims=("output.projection", "encdec.output-length-independent"),
+    needs=(ED,),
+    kind="structural",
+)
+def encdec_shape(ctx: CheckContext) -> None:
+    """encoder-decoder: logits [b, t, vocab] in the working dtype, finite at real positions, for length 1,
+    a padded batch and steps of 2 and 1 tokens.
+    """
+    _shape(ctx, ED)
+
+
+@check(
+    "encdec.padding-invariance",
+    claims=("mask.padding.invariance", "mask.padding.pad-value-arbitrary"),
+    needs=(ED,),
+    depends_on=("encdec.shape",),
+    kind="metamorphic",
+)
+def encdec_padding_invariance(ctx: CheckContext) -> None:
+    """encoder-decoder: random ids under the padding (left and right, lengths 1..n) change no logit at a
+    real position.
+    """
+    _padding(ctx, ED)
+
+
+@check(
+    "encdec.batch-independence",
+    claims=("batch.independence",),
+    needs=(ED,),
+    depends_on=("encdec.shape",),
+    kind="metamorphic",
+)
+def encdec_batch_independence(ctx: CheckContext) -> None:
+    """encoder-decoder: each sample's logits equal its logits alone and ignore the other samples' tokens
+    and lengths.
+    """
+    _batch(ctx, ED)
+
+
+@check(
+    "encdec.causality",
+    claims=("mask.causal.future-blind",),
+    needs=(ED,),
+    depends_on=("encdec.shape",),
+    kind="metamorphic",
+)
+def encdec_causality(ctx: CheckContext) -> None:
+    """encoder-decoder: changing tokens at positions >= c leaves logits before c unchanged."""
+    _causality(ctx, ED)
+
+
+@check(
+    "encdec.determinism",
+    claims=("determinism.eval",),
+    needs=(ED,),
+    depends_on=("encdec.shape",),
+    kind="metamorphic",
+)
+def encdec_determinism(ctx: CheckContext) -> None:
+    """encoder-decoder: built with dropout 0.1 and used for inference, repeated calls give the same logits
+    (dropout off).
+    """
+    _determinism(ctx, ED)
+
+
+@check(
+    "encdec.cache-equals-recompute",
+    claims=("kvcache.equals-recompute", "decoding.autoregressive"),
+    needs=(ED,),
+    depends_on=("encdec.shape",),
+    kind="metamorphic",
+)
+def encdec_cache_equals_recompute(ctx: CheckContext) -> None:
+    """encoder-decoder: each token-by-token cached step gives the logits of recomputing the whole prefix."""
+    _cache_vs_recompute(ctx, ED)
+
+
+@check(
+    "encdec.teacher-forcing",
+    claims=("training.parallel-equals-sequential", "encdec.teacher-forcing"),
+    needs=(ED,),
+    depends_on=("encdec.shape",),
+    kind="metamorphic",
+)
+def encdec_teacher_forcing(ctx: CheckContext) -> None:
+    """encoder-decoder: one teacher-forced pass equals the logits of token-by-token steps."""
+    _teacher_forcing(ctx, ED)
+
+
+@check(
+    "encdec.chunked-prefill",
+    claims=("kvcache.chunked-prefill", "mask.causal.inference-noop"),
+    needs=(ED,),
+    depends_on=("encdec.shape", "encdec.cache-equals-recompute"),
+    kind="metamorphic",
+)
+def encdec_chunked_prefill(ctx: CheckContext) -> None:
+    """encoder-decoder: chunks of 3, 2, 1, 2 tokens (prefill, then on a warm cache) give the whole-sequence
+    logits.
+    """
+    _chunked(ctx, ED)
+
+
+@check(
+    "encdec.reference",
+    claims=("output.projection", "embedding.plus-positional"),
+    needs=(ED,),
+    depends_on=("encdec.shape",),
+    kind="differential",
+)
+def encdec_reference(ctx: CheckContext) -> None:
+    """encoder-decoder: same canonical weights, padded batches: logits at real positions match the float64
+    reference.
+    """
+    _reference(ctx, ED)
 
 
 @check(

@@ -186,5 +186,3 @@ def sampler_invalid_temperature(ctx: CheckContext) -> None:
         ctx.expect_error(f"T={t:g}", ctx.adapter.sample, logits, t, _generator(ctx))
 
 
-# The loss checks live in their own module; it is imported here so that it registers with the checks.
-from conformance.checks import loss as _loss  # noqa: E402, F401

@@ -92,7 +92,7 @@ def test_sdpa_nan_padding_counterexample_is_real(device: torch.device) -> None:
     q = torch.randn(1, 1, 2, 4, device=device)
     k = torch.randn(1, 1, 3, 4, device=device)
     v = torch.randn(1, 1, 3, 4, device=device)
-    keep = torch.tensor([True, True, False], device=device)
+    keep = torch.tensor([[True, True, False]], device=device)
     v[..., 2, :] = float("nan")
     out = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=keep)
     assert torch.isnan(out).all()

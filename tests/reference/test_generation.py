@@ -25,6 +25,8 @@ costly = settings(
 )
 seeds = st.integers(min_value=0, max_value=2**31 - 1)
 CONFIG = TransformerConfig.tiny()
+# Five tokens (pad, bos, eos and two words): sampling at a high temperature meets EOS within a few steps.
+SMALL = TransformerConfig.tiny(vocab_size=5)
 _BUILT: dict[tuple[str, str], torch.nn.Module] = {}
 
 
@@ -252,12 +254,12 @@ def test_bos_check_rejects_generation_from_pad(device):
 @pytest.mark.claim("decoding.stops-at-eos")
 @pytest.mark.parametrize("seed", [0, 1])
 def test_encdec_generation_stops_at_eos(seed, device):
-    model, src = shared(EncoderDecoder, device), rand_ids(seed, (3, 4), device)
+    model, src = shared(EncoderDecoder, device, SMALL), rand_ids(seed, (3, 4), device, vocab=5)
 
     def run():
-        return generate_encdec(model, src, max_len=60, temperature=3.0, generator=gen(device, seed))
+        return generate_encdec(model, src, max_len=16, temperature=3.0, generator=gen(device, seed))
 
-    check_stops_at_eos(run, eos=CONFIG.eos_id, pad=CONFIG.pad_id, limit=61, start=1)
+    check_stops_at_eos(run, eos=SMALL.eos_id, pad=SMALL.pad_id, limit=17, start=1)
 
 
 @pytest.mark.claim("kvcache.equals-recompute", "kvcache.cross-computed-once")
