@@ -53,7 +53,10 @@ def self_attention_mask(num_q: int, num_past: int, key_pad: Tensor | None, devic
 
 
 def layer_cache(cache: KVCache | None, layer_index: int) -> LayerKVCache | None:
-    """This layer's self-attention cache (``None`` without a cache); checks ``layer_index``."""
+    """This layer's self-attention cache (``None`` without a cache); checks ``layer_index``.
+
+    Claims: kvcache.equals-recompute.
+    """
     if cache is None:
         return None
     require(
@@ -85,7 +88,10 @@ class _CausalSelfAttentionMixin(nn.Module):
     def self_attention_mask(
         self, num_q: int, num_past: int, key_pad: Tensor | None, device: torch.device
     ) -> Tensor:
-        """The self-attention keep-mask for ``num_q`` new queries after ``num_past`` cached positions."""
+        """The self-attention keep-mask for ``num_q`` new queries after ``num_past`` cached positions.
+
+        Claims: mask.causal.future-blind, mask.causal.alignment.
+        """
         return self_attention_mask(num_q, num_past, key_pad, device)
 
     def causal_self_attention(self, h: Tensor, key_pad: Tensor | None, cache: LayerKVCache | None) -> Tensor:

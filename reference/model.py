@@ -80,7 +80,10 @@ def extend_key_padding(cache: KVCache, chunk_pad: Tensor | None, batch: int, chu
 
 
 def require_cache_consistent(cache: KVCache, num_layers: int, batch: int) -> None:
-    """The cache has one entry per layer and its cached length equals its position."""
+    """The cache has one entry per layer and its cached length equals its position.
+
+    Claims: kvcache.equals-recompute.
+    """
     require(
         len(cache.self_attn) == num_layers, "cache", f"a cache for {num_layers} layers", len(cache.self_attn)
     )
@@ -142,14 +145,20 @@ class EncoderDecoder(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
 
     def embed_source(self, src: Tensor) -> Tensor:
-        """Encoder input: source embedding + positions ``0..s-1`` (dropout in train mode)."""
+        """Encoder input: source embedding + positions ``0..s-1`` (dropout in train mode).
+
+        Claims: embedding.plus-positional, determinism.eval.
+        """
         x: Tensor = self.src_embed(src)
         x = x + positions(self.config, self.src_pos_embed, src.shape[1], 0, x)
         dropped: Tensor = self.dropout(x)
         return dropped
 
     def embed_target(self, tgt: Tensor, offset: int = 0) -> Tensor:
-        """Decoder input: target embedding + positions ``offset..offset+t-1`` (dropout in train mode)."""
+        """Decoder input: target embedding + positions ``offset..offset+t-1`` (dropout in train mode).
+
+        Claims: embedding.plus-positional, kvcache.equals-recompute.
+        """
         x: Tensor = self.tgt_embed(tgt)
         x = x + positions(self.config, self.tgt_pos_embed, tgt.shape[1], offset, x)
         dropped: Tensor = self.dropout(x)
@@ -254,7 +263,10 @@ class DecoderOnlyLM(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
 
     def embed_ids(self, ids: Tensor, offset: int = 0) -> Tensor:
-        """Token embedding + positions ``offset..offset+l-1`` (absolute slots), dropout in train mode."""
+        """Token embedding + positions ``offset..offset+l-1`` (absolute slots), dropout in train mode.
+
+        Claims: embedding.plus-positional, kvcache.equals-recompute, sizes.gpt2-context.
+        """
         x: Tensor = self.embed(ids)
         x = x + positions(self.config, self.pos_embed, ids.shape[1], offset, x)
         dropped: Tensor = self.dropout(x)

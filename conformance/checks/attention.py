@@ -281,20 +281,16 @@ def half_precision(ctx: CheckContext) -> None:
     kind="metamorphic",
 )
 def determinism(ctx: CheckContext) -> None:
-    """The same inputs give bit-identical outputs on a second call."""
+    """The same inputs give the same outputs on repeated calls (three calls; equal up to the direct
+    tolerance: a BLAS may legitimately block a reduction differently on a thread's first call, which
+    moves the last bit, while dropout left on or uninitialised memory moves far more)."""
     for case in attention_cases(ctx)[:3]:
         q, k, v = qkv(ctx, case)
         keep = random_keep(ctx, case, fully_masked_row=False)
         first, _ = run_attention(ctx, case, q, k, v, keep)
-        second, _ = run_attention(ctx, case, q, k, v, keep)
-        if not torch.equal(first, second):
-            diff = float((first.double() - second.double()).abs().max())
-            ctx.fail(
-                FailureKind.PROPERTY,
-                f"two identical calls differ by up to {diff:.3e} [{case.describe()}]",
-                measured=diff,
-                allowed=0.0,
-            )
+        for again in (2, 3):
+            later, _ = run_attention(ctx, case, q, k, v, keep)
+            ctx.compare_direct(f"call {again} vs call 1 [{case.describe()}]", later, first.double())
 
 
 @check(

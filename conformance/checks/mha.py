@@ -351,11 +351,12 @@ def batch_independence(ctx: CheckContext) -> None:
 
 @check("mha.determinism", claims=("determinism.eval",), needs=MHA, depends_on=(SHAPES,), kind="metamorphic")
 def determinism(ctx: CheckContext) -> None:
-    """The same inputs give bit-identical outputs on a second call (eval mode, no dropout)."""
+    """The same inputs give the same outputs on repeated calls (eval mode, no dropout); equal up to
+    the direct tolerance, since a BLAS may block a reduction differently on a thread's first call."""
     for case in mha_cases(ctx)[:3]:
         layer = build(ctx, case)
         x_q, x_kv = inputs(ctx, case)
         first, _ = run(ctx, layer, case, x_q, x_kv)
-        second, _ = run(ctx, layer, case, x_q, x_kv)
-        if not torch.equal(first, second):
-            ctx.fail(FailureKind.PROPERTY, f"two identical calls differ [{case.describe()}]")
+        for again in (2, 3):
+            later, _ = run(ctx, layer, case, x_q, x_kv)
+            ctx.compare_direct(f"call {again} vs call 1 [{case.describe()}]", later, first.double())

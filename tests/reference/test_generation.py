@@ -27,25 +27,23 @@ seeds = st.integers(min_value=0, max_value=2**31 - 1)
 CONFIG = TransformerConfig.tiny()
 # Five tokens (pad, bos, eos and two words): sampling at a high temperature meets EOS within a few steps.
 SMALL = TransformerConfig.tiny(vocab_size=5)
-_BUILT: dict[tuple[str, str], torch.nn.Module] = {}
+_BUILT: dict[tuple[str, str, int], torch.nn.Module] = {}
 
 
-def build(cls: type, device, seed: int = 0):
+def build(cls: type, device, seed: int = 0, config: TransformerConfig = CONFIG):
     torch.manual_seed(seed)
-    return cls(CONFIG).to(device=device, dtype=DT).eval()
+    return cls(config).to(device=device, dtype=DT).eval()
 
 
-def shared(cls: type, device):
-    key = (cls.__name__, str(device))
+def shared(cls: type, device, config: TransformerConfig = CONFIG):
+    key = (cls.__name__, str(device), config.vocab_size)
     if key not in _BUILT:
-        _BUILT[key] = build(cls, device)
+        _BUILT[key] = build(cls, device, config=config)
     return _BUILT[key]
 
 
-def rand_ids(seed: int, shape, device) -> Tensor:
-    return torch.randint(
-        0, CONFIG.vocab_size, tuple(shape), generator=torch.Generator().manual_seed(seed)
-    ).to(device)
+def rand_ids(seed: int, shape, device, vocab: int = CONFIG.vocab_size) -> Tensor:
+    return torch.randint(0, vocab, tuple(shape), generator=torch.Generator().manual_seed(seed)).to(device)
 
 
 def gen(device, seed: int) -> torch.Generator:
@@ -155,27 +153,27 @@ def test_prompt_check_rejects_dropped_prompt(device):
 @pytest.mark.claim("decoding.stops-at-eos")
 @pytest.mark.parametrize("seed", [0, 1])
 def test_lm_generation_stops_at_eos(seed, device):
-    model, prompt = shared(DecoderOnlyLM, device), rand_ids(seed, (3, 2), device)
+    model, prompt = shared(DecoderOnlyLM, device, SMALL), rand_ids(seed, (3, 2), device, vocab=5)
 
     def run():
         return generate_lm(
-            model, prompt, max_new_tokens=60, temperature=3.0, eos_id=2, generator=gen(device, seed)
+            model, prompt, max_new_tokens=16, temperature=3.0, eos_id=2, generator=gen(device, seed)
         )
 
-    check_stops_at_eos(run, eos=2, pad=CONFIG.pad_id, limit=62, start=2)
+    check_stops_at_eos(run, eos=SMALL.eos_id, pad=SMALL.pad_id, limit=18, start=2)
 
 
 @pytest.mark.claim("decoding.stops-at-eos")
 def test_stops_at_eos_check_rejects_generation_past_eos(device):
-    model, src = build(EncoderDecoder, device), rand_ids(3, (3, 4), device)
+    model, src = build(EncoderDecoder, device, config=SMALL), rand_ids(3, (3, 4), device, vocab=5)
 
     def run():
         return mut.generate_encdec_ignores_eos(
-            model, src, max_len=40, temperature=3.0, generator=gen(device, 0)
+            model, src, max_len=12, temperature=3.0, generator=gen(device, 0)
         )
 
     with pytest.raises(AssertionError):
-        check_stops_at_eos(run, eos=CONFIG.eos_id, pad=CONFIG.pad_id, limit=41, start=1)
+        check_stops_at_eos(run, eos=SMALL.eos_id, pad=SMALL.pad_id, limit=13, start=1)
 
 
 @pytest.mark.claim("kvcache.equals-recompute", "decoding.autoregressive")

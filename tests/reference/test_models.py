@@ -258,14 +258,23 @@ def check_lm_cache_with_padding(model, ids: Tensor, pad: Tensor) -> None:
     assert_close(lm_cached(model, ids, pad=pad), model(ids, pad), "padded cached steps vs one pass")
 
 
+def check_encdec_cache_with_padding(model, src, src_pad, tgt, tgt_pad) -> None:
+    """Encoder-decoder steps with source and target padding == one padded pass."""
+    memory = model.encode(src, src_pad)
+    cache, outs = model.new_cache(src.shape[0]), []
+    for t in range(tgt.shape[1]):
+        outs.append(model.step(tgt[:, t : t + 1], memory, cache, src_pad, tgt_pad[:, t : t + 1]))
+    assert_close(torch.cat(outs, dim=1), model(src, tgt, src_pad, tgt_pad), "padded cached steps vs one pass")
+
+
 @pytest.mark.claim("kvcache.equals-recompute", "mask.padding.invariance")
 @costly
 @given(seed=seeds, batch=st.integers(1, 3), length=st.integers(2, 5), side=st.sampled_from(["left", "right"]))
 def test_cache_with_padding_equals_one_pass(seed, batch, length, side, device):
-    lm = shared(DecoderOnlyLM, device)
-    check_lm_cache_with_padding(
-        lm, rand_ids(seed, (batch, length), device), rand_pad(seed, batch, length, side, device)
-    )
+    ids, pad = rand_ids(seed, (batch, length), device), rand_pad(seed, batch, length, side, device)
+    check_lm_cache_with_padding(shared(DecoderOnlyLM, device), ids, pad)
+    src, src_pad = rand_ids(seed + 1, (batch, 4), device), rand_pad(seed + 2, batch, 4, "right", device)
+    check_encdec_cache_with_padding(shared(EncoderDecoder, device, "pre-learned"), src, src_pad, ids, pad)
 
 
 @pytest.mark.claim("kvcache.equals-recompute", "mask.padding.invariance")
