@@ -64,7 +64,9 @@ def require_token_ids(argument: str, ids: torch.Tensor, vocab_size: int) -> None
     require(not ids.is_floating_point() and ids.dtype != torch.bool, argument, "an integer dtype", ids.dtype)
     if ids.numel():
         lo, hi = int(ids.min()), int(ids.max())
-        require(lo >= 0 and hi < vocab_size, argument, f"token ids in [0, {vocab_size})", f"ids in [{lo}, {hi}]")
+        require(
+            lo >= 0 and hi < vocab_size, argument, f"token ids in [0, {vocab_size})", f"ids in [{lo}, {hi}]"
+        )
 
 
 def require_positive(argument: str, values: Iterable[tuple[str, int]]) -> None:

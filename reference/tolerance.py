@@ -62,13 +62,18 @@ class Comparison:
 
     def describe(self) -> str:
         verdict = "within" if self.ok else "exceeds"
-        return f"max error {self.measured:.3e} {verdict} allowed {self.allowed:.3e} ({self.rule}, v{TOLERANCE_VERSION})"
+        return (
+            f"max error {self.measured:.3e} {verdict} allowed {self.allowed:.3e} "
+            f"({self.rule}, v{TOLERANCE_VERSION})"
+        )
 
 
 def max_abs_error(actual: torch.Tensor, oracle: torch.Tensor) -> float:
     """Largest absolute difference in float64; NaN or Inf anywhere gives ``inf``."""
     if actual.shape != oracle.shape:
-        raise ValueError(f"argument 'actual': expected shape {tuple(oracle.shape)}, got {tuple(actual.shape)}")
+        raise ValueError(
+            f"argument 'actual': expected shape {tuple(oracle.shape)}, got {tuple(actual.shape)}"
+        )
     diff = (actual.detach().to(torch.float64).cpu() - oracle.detach().to(torch.float64).cpu()).abs()
     if diff.numel() == 0:
         return 0.0
@@ -77,12 +82,16 @@ def max_abs_error(actual: torch.Tensor, oracle: torch.Tensor) -> float:
     return float(diff.max())
 
 
-def differential(actual: torch.Tensor, oracle64: torch.Tensor, reference_same_dtype: torch.Tensor) -> Comparison:
+def differential(
+    actual: torch.Tensor, oracle64: torch.Tensor, reference_same_dtype: torch.Tensor
+) -> Comparison:
     """Rule 1: the target's error against a fixed multiple of the reference's own error in that dtype."""
     tol = tolerance_for(actual.dtype)
     baseline = max_abs_error(reference_same_dtype, oracle64)
     allowed = tol.multiple * baseline + tol.floor
-    return Comparison(max_abs_error(actual, oracle64), allowed, f"differential {tol.multiple}x ref + {tol.floor:g}")
+    return Comparison(
+        max_abs_error(actual, oracle64), allowed, f"differential {tol.multiple}x ref + {tol.floor:g}"
+    )
 
 
 def direct(actual: torch.Tensor, oracle64: torch.Tensor) -> Comparison:
@@ -100,7 +109,9 @@ def direct(actual: torch.Tensor, oracle64: torch.Tensor) -> Comparison:
         return Comparison(float("inf"), float(bound.min()), f"direct atol {tol.atol:g} + rtol {tol.rtol:g}")
     worst = int(torch.argmax(diff - bound))
     return Comparison(
-        float(diff.flatten()[worst]), float(bound.flatten()[worst]), f"direct atol {tol.atol:g} + rtol {tol.rtol:g}"
+        float(diff.flatten()[worst]),
+        float(bound.flatten()[worst]),
+        f"direct atol {tol.atol:g} + rtol {tol.rtol:g}",
     )
 
 
