@@ -4,8 +4,12 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PY     := $(BIN)/python
 STAMP  := $(VENV)/.installed
-TARGETS ?= reference,torch-sdpa-math,torch-mha,torch-encoder-layer,torch-decoder-layer,torch-transformer
+SDPA_TARGETS  := torch-sdpa-math,torch-sdpa-flash,torch-sdpa-efficient,torch-sdpa-cudnn
+LAYER_TARGETS := torch-encoder-layer,torch-encoder-layer-fastpath,torch-decoder-layer
+MODEL_TARGETS := torch-transformer,torch-transformer-fastpath
+TARGETS ?= reference,$(SDPA_TARGETS),torch-mha,torch-layernorm,$(LAYER_TARGETS),$(MODEL_TARGETS)
 PROFILE ?= ci
+DEVICE  ?= cpu
 
 .PHONY: env test lint typecheck pytest conformance spec bench clean
 
@@ -31,7 +35,7 @@ pytest: $(STAMP)
 test: lint typecheck pytest
 
 conformance: $(STAMP)
-	$(PY) -m conformance run --impl $(TARGETS) --device cpu --profile $(PROFILE) --gate reference --markdown reports/conformance.md --json reports/conformance.json --junit reports/conformance.xml
+	$(PY) -m conformance run --impl $(TARGETS) --device $(DEVICE) --profile $(PROFILE) --gate reference --markdown reports/conformance.md --json reports/conformance.json --junit reports/conformance.xml
 
 spec: $(STAMP)
 	$(PY) -m spec.render > spec/SPEC.md

@@ -42,8 +42,6 @@ BUILTIN_TARGETS: dict[str, str] = {
     "mutant.temperature-zero-division": "conformance.mutants.temperature_zero_division:make",
     "mutant.loss-counts-padding": "conformance.mutants.loss_counts_padding:make",
     "mutant.loss-no-shift": "conformance.mutants.loss_no_shift:make",
-    # torch targets: "torch-sdpa-math": "conformance.targets.torch_sdpa:make_math", ...
-    # mutants:       "mutant.no-scale": "conformance.mutants.no_scale:make", ...
 }
 
 
