@@ -95,7 +95,7 @@ def run(settings: Settings) -> list[Row]:
         cases = [("forward B=2,L=8", forward(2, 8), True, 1), ("decode 4 steps", decode(4), False, 1)]
     else:
         cases = [
-            ("forward B=4,L=512", forward(4, 512), True, settings.rounds(full=7, quick=3)),
+            ("forward B=4,L=512", forward(4, 512), True, settings.rounds(full=9, quick=3)),
             ("forward B=1,L=16", forward(1, 16), False, settings.rounds(full=41, quick=15)),
             ("decode 16 steps B=1", decode(16), False, settings.rounds(full=15, quick=7)),
         ]
