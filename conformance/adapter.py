@@ -98,7 +98,11 @@ class Adapter:
         raise self._unsupported(Capability.ATTENTION)
 
     def build_mha(
-        self, d_model: int, num_heads: int, state: dict[str, Tensor] | None, device: torch.device,
+        self,
+        d_model: int,
+        num_heads: int,
+        state: dict[str, Tensor] | None,
+        device: torch.device,
         dtype: torch.dtype,
     ) -> Callable[..., tuple[Tensor, Tensor | None]]:
         """A callable (x_q, x_kv, key_padding | None, attn_mask | None) -> (out, weights | None)."""
@@ -111,7 +115,11 @@ class Adapter:
         raise self._unsupported(Capability.LAYER_NORM)
 
     def build_ffn(
-        self, d_model: int, d_ff: int, state: dict[str, Tensor] | None, device: torch.device,
+        self,
+        d_model: int,
+        d_ff: int,
+        state: dict[str, Tensor] | None,
+        device: torch.device,
         dtype: torch.dtype,
     ) -> Callable[[Tensor], Tensor]:
         """A callable x [b, l, d_model] -> [b, l, d_model]."""

@@ -64,8 +64,10 @@ def resolve_device(name: str) -> torch.device:
     except RuntimeError as exc:
         raise UsageError(f"--device: expected cpu, cuda or auto, got {name!r}") from exc
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda: CUDA is not available on this machine (torch "
-                         f"{torch.__version__}, cuda build {torch.version.cuda}); use --device cpu or auto")
+        raise UsageError(
+            "--device cuda: CUDA is not available on this machine (torch "
+            f"{torch.__version__}, cuda build {torch.version.cuda}); use --device cpu or auto"
+        )
     if device.type not in ("cpu", "cuda"):
         raise UsageError(f"--device: expected cpu, cuda or auto, got {name!r}")
     return device
@@ -97,8 +99,9 @@ def select_checks(
     wanted = _split(check)
     unknown = [c for c in wanted if c not in registry]
     if unknown:
-        raise UsageError(f"--check: unknown check {', '.join(map(repr, unknown))} "
-                         f"(see `python -m conformance list`)")
+        raise UsageError(
+            f"--check: unknown check {', '.join(map(repr, unknown))} (see `python -m conformance list`)"
+        )
     if wanted:
         specs = [s for s in specs if s.id in wanted]
     patterns = _split(claims)
@@ -116,8 +119,9 @@ def load_registry(spec: str) -> Registry:
     except TargetError as exc:
         raise UsageError(f"--checks-from: {exc}") from exc
     if not isinstance(obj, Registry):
-        raise UsageError(f"--checks-from {spec!r}: expected a conformance.registry.Registry, got "
-                         f"{type(obj).__name__}")
+        raise UsageError(
+            f"--checks-from {spec!r}: expected a conformance.registry.Registry, got {type(obj).__name__}"
+        )
     return obj
 
 
@@ -197,10 +201,19 @@ def run_audit(
     except DeviationFileError as exc:
         raise UsageError(str(exc)) from exc
 
-    config = {"device": str(dev), "dtype": dtype_name(dt), "profile": prof.name, "seed": seed,
-              "examples": prof.examples, "timeout_s": limit, "claims": claims, "check": check,
-              "targets": [impl for impl, _ in adapters], "tolerance_version": TOLERANCE_VERSION,
-              "torch": torch.__version__}
+    config = {
+        "device": str(dev),
+        "dtype": dtype_name(dt),
+        "profile": prof.name,
+        "seed": seed,
+        "examples": prof.examples,
+        "timeout_s": limit,
+        "claims": claims,
+        "check": check,
+        "targets": [impl for impl, _ in adapters],
+        "tolerance_version": TOLERANCE_VERSION,
+        "torch": torch.__version__,
+    }
     paths = report_paths or ReportPaths()
     stream_path = paths.stream_path()
     stream = None
@@ -222,8 +235,10 @@ def run_audit(
         emit({"event": "result", **result.to_json()})
         if out is not None:
             extra = f" [{result.failure_kind}]" if result.failure_kind else ""
-            out.write(f"[{done:>4}/{total}] {result.target} :: {result.check} ... {result.status}{extra} "
-                      f"({result.duration_s:.2f}s)\n")
+            out.write(
+                f"[{done:>4}/{total}] {result.target} :: {result.check} ... {result.status}{extra} "
+                f"({result.duration_s:.2f}s)\n"
+            )
             out.flush()
 
     results: list[CheckResult] = []
@@ -232,25 +247,57 @@ def run_audit(
     try:
         emit({"event": "start", "config": config})
         for impl, adapter in adapters:
-            settings = RunSettings(device=dev, dtype=dt, profile=prof, seed=seed, time_limit_s=limit,
-                                   impl=impl, save_inputs=Path(save_inputs) if save_inputs else None)
-            summaries.append(TargetSummary(
-                name=adapter.name, impl=impl, capabilities=sorted(c.value for c in adapter.capabilities),
-                conventions={k: (v if not isinstance(v, tuple) else [str(x) for x in v])
-                             for k, v in asdict(adapter.conventions).items()},
-                gated=adapter.name in gated_names or impl in gated_names,
-                problems=adapter.declaration_problems()))
-            mine = run_target(adapter, specs, settings, deviations[adapter.name], on_result=on_result,
-                              known_ids={s.id for s in all_specs})
+            settings = RunSettings(
+                device=dev,
+                dtype=dt,
+                profile=prof,
+                seed=seed,
+                time_limit_s=limit,
+                impl=impl,
+                save_inputs=Path(save_inputs) if save_inputs else None,
+            )
+            summaries.append(
+                TargetSummary(
+                    name=adapter.name,
+                    impl=impl,
+                    capabilities=sorted(c.value for c in adapter.capabilities),
+                    conventions={
+                        k: (v if not isinstance(v, tuple) else [str(x) for x in v])
+                        for k, v in asdict(adapter.conventions).items()
+                    },
+                    gated=adapter.name in gated_names or impl in gated_names,
+                    problems=adapter.declaration_problems(),
+                )
+            )
+            mine = run_target(
+                adapter,
+                specs,
+                settings,
+                deviations[adapter.name],
+                on_result=on_result,
+                known_ids={s.id for s in all_specs},
+            )
             results.extend(mine)
-            for dev_entry, why in stale_deviations(deviations[adapter.name], mine, all_specs, dev.type,
-                                                   dtype_name(dt)):
-                record = {"target": adapter.name, "entry": dev_entry.describe(), "source": dev_entry.source,
-                          "index": dev_entry.index, "why": why}
+            for dev_entry, why in stale_deviations(
+                deviations[adapter.name], mine, all_specs, dev.type, dtype_name(dt)
+            ):
+                record = {
+                    "target": adapter.name,
+                    "entry": dev_entry.describe(),
+                    "source": dev_entry.source,
+                    "index": dev_entry.index,
+                    "why": why,
+                }
                 stale.append(record)
                 emit({"event": "stale-deviation", **record})
-        report = AuditReport(config=config, targets=summaries, results=results, stale=stale,
-                             statements=claim_statements(), duration_s=time.perf_counter() - started)
+        report = AuditReport(
+            config=config,
+            targets=summaries,
+            results=results,
+            stale=stale,
+            statements=claim_statements(),
+            duration_s=time.perf_counter() - started,
+        )
         report.summarise()
         emit({"event": "end", "exit_code": report.exit_code, "duration_s": report.duration_s})
     finally:

@@ -18,38 +18,61 @@ from conformance.targets import BUILTIN_TARGETS
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (``run`` and ``list``)."""
-    parser = argparse.ArgumentParser(prog="python -m conformance",
-                                     description="Audit Transformer implementations claim by claim.")
+    parser = argparse.ArgumentParser(
+        prog="python -m conformance", description="Audit Transformer implementations claim by claim."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the checks against one or more targets")
-    run.add_argument("--impl", required=True,
-                     help="comma-separated targets: built-in names (see `list`) or package.module:factory")
+    run.add_argument(
+        "--impl",
+        required=True,
+        help="comma-separated targets: built-in names (see `list`) or package.module:factory",
+    )
     run.add_argument("--device", default="cpu", help="cpu | cuda | auto (default: cpu)")
     run.add_argument("--dtype", default="float32", choices=["float32", "float64", "float16", "bfloat16"])
-    run.add_argument("--profile", default="ci", choices=sorted(PROFILES),
-                     help="quick (few examples), ci (derandomized, default), thorough (many examples)")
+    run.add_argument(
+        "--profile",
+        default="ci",
+        choices=sorted(PROFILES),
+        help="quick (few examples), ci (derandomized, default), thorough (many examples)",
+    )
     run.add_argument("--seed", type=int, default=None, help="run seed (ci default: fixed; else random)")
     run.add_argument("--claims", default=None, help="only checks of claims matching this fnmatch pattern(s)")
     run.add_argument("--check", default=None, help="only these check IDs (comma-separated)")
     run.add_argument("--json", type=Path, default=None, help="write the JSON report here")
     run.add_argument("--junit", type=Path, default=None, help="write JUnit XML here")
     run.add_argument("--markdown", type=Path, default=None, help="write the Markdown report here")
-    run.add_argument("--jsonl", type=Path, default=None,
-                     help="stream results here as they complete (default: next to --json, *.partial.jsonl)")
-    run.add_argument("--gate", default=None,
-                     help="comma-separated targets whose failures set exit code 1 (default: all)")
-    run.add_argument("--save-inputs", type=Path, default=None,
-                     help="save failing checks' inputs here (torch.save)")
+    run.add_argument(
+        "--jsonl",
+        type=Path,
+        default=None,
+        help="stream results here as they complete (default: next to --json, *.partial.jsonl)",
+    )
+    run.add_argument(
+        "--gate", default=None, help="comma-separated targets whose failures set exit code 1 (default: all)"
+    )
+    run.add_argument(
+        "--save-inputs", type=Path, default=None, help="save failing checks' inputs here (torch.save)"
+    )
     run.add_argument("--timeout", type=float, default=None, help="per-check time limit in seconds")
-    run.add_argument("--deviations", type=Path, default=None,
-                     help="directory of <target>.toml known-deviation files (default: the built-in one)")
+    run.add_argument(
+        "--deviations",
+        type=Path,
+        default=None,
+        help="directory of <target>.toml known-deviation files (default: the built-in one)",
+    )
     run.add_argument("--checks-from", default=None, help="package.module:registry, a custom check registry")
-    run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                     help="one line per check on stderr (default: when stderr is a terminal)")
+    run.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="one line per check on stderr (default: when stderr is a terminal)",
+    )
     run.add_argument("-q", "--quiet", action="store_true", help="print only the final line")
     listing = sub.add_parser("list", help="show targets, claims and checks")
-    listing.add_argument("--checks-from", default=None,
-                         help="package.module:registry, a custom check registry")
+    listing.add_argument(
+        "--checks-from", default=None, help="package.module:registry, a custom check registry"
+    )
     return parser
 
 
@@ -88,10 +111,19 @@ def cmd_run(args: argparse.Namespace, registry: Registry | None) -> int:
     """Run the audit, print failures, the matrix and totals; return the exit code."""
     reg = _registry(args.checks_from, registry)
     report = run_audit(
-        args.impl, device=args.device, dtype=args.dtype, profile=args.profile, seed=args.seed,
-        claims=args.claims, check=args.check, timeout=args.timeout,
+        args.impl,
+        device=args.device,
+        dtype=args.dtype,
+        profile=args.profile,
+        seed=args.seed,
+        claims=args.claims,
+        check=args.check,
+        timeout=args.timeout,
         report_paths=ReportPaths(json=args.json, junit=args.junit, markdown=args.markdown, jsonl=args.jsonl),
-        gate=args.gate, save_inputs=args.save_inputs, registry=reg, deviations_dir=args.deviations,
+        gate=args.gate,
+        save_inputs=args.save_inputs,
+        registry=reg,
+        deviations_dir=args.deviations,
         progress=args.progress,
     )
     text = report.summary_text()

@@ -83,8 +83,11 @@ def derive_seed(seed: int, check_id: str) -> int:
 def describe_value(value: Any) -> Any:
     """A JSON-friendly description of a recorded input (tensors by shape/dtype/device)."""
     if isinstance(value, Tensor):
-        return {"shape": list(value.shape), "dtype": str(value.dtype).removeprefix("torch."),
-                "device": str(value.device)}
+        return {
+            "shape": list(value.shape),
+            "dtype": str(value.dtype).removeprefix("torch."),
+            "device": str(value.device),
+        }
     if isinstance(value, bool | int | float | str) or value is None:
         return value
     if isinstance(value, torch.dtype | torch.device):
@@ -200,8 +203,10 @@ class CheckContext:
     def expect_shape(self, what: str, tensor: Any, shape: tuple[int, ...] | list[int] | torch.Size) -> None:
         """SHAPE failure unless ``tensor`` is a tensor of exactly ``shape``."""
         if not isinstance(tensor, Tensor):
-            self.fail(FailureKind.SHAPE, f"{what}: expected a tensor of shape {tuple(shape)}, got "
-                      f"{type(tensor).__name__}")
+            self.fail(
+                FailureKind.SHAPE,
+                f"{what}: expected a tensor of shape {tuple(shape)}, got {type(tensor).__name__}",
+            )
         if tuple(tensor.shape) != tuple(shape):
             self.fail(FailureKind.SHAPE, f"{what}: expected shape {tuple(shape)}, got {tuple(tensor.shape)}")
 

@@ -55,8 +55,14 @@ class Deviation:
 
     def to_json(self) -> dict[str, object]:
         """JSON form for reports."""
-        return {"claim": self.claim, "check": self.check, "category": self.category, "reason": self.reason,
-                "source": self.source, "index": self.index}
+        return {
+            "claim": self.claim,
+            "check": self.check,
+            "category": self.category,
+            "reason": self.reason,
+            "source": self.source,
+            "index": self.index,
+        }
 
 
 def _strings(value: object, where: str, key: str) -> tuple[str, ...]:
@@ -88,20 +94,28 @@ def load_file(path: Path) -> list[Deviation]:
             raise DeviationFileError(f"{where}: unknown fields {sorted(unknown)}; expected {sorted(allowed)}")
         for key in ("claim", "category", "reason"):
             if not isinstance(entry.get(key), str) or not entry[key].strip():
-                raise DeviationFileError(f"{where}: field '{key}' expected a non-empty string, got "
-                                         f"{entry.get(key)!r}")
+                raise DeviationFileError(
+                    f"{where}: field '{key}' expected a non-empty string, got {entry.get(key)!r}"
+                )
         if entry["category"] not in CATEGORIES:
-            raise DeviationFileError(f"{where}: field 'category' expected one of {CATEGORIES}, got "
-                                     f"{entry['category']!r}")
+            raise DeviationFileError(
+                f"{where}: field 'category' expected one of {CATEGORIES}, got {entry['category']!r}"
+            )
         check = entry.get("check")
         if check is not None and not isinstance(check, str):
             raise DeviationFileError(f"{where}: field 'check' expected a string, got {check!r}")
-        result.append(Deviation(
-            claim=entry["claim"], category=entry["category"], reason=entry["reason"], check=check,
-            dtypes=_strings(entry.get("dtypes", []), where, "dtypes"),
-            devices=_strings(entry.get("devices", []), where, "devices"),
-            source=str(path), index=i + 1,
-        ))
+        result.append(
+            Deviation(
+                claim=entry["claim"],
+                category=entry["category"],
+                reason=entry["reason"],
+                check=check,
+                dtypes=_strings(entry.get("dtypes", []), where, "dtypes"),
+                devices=_strings(entry.get("devices", []), where, "devices"),
+                source=str(path),
+                index=i + 1,
+            )
+        )
     return result
 
 

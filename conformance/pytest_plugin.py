@@ -22,17 +22,29 @@ _STATE = pytest.StashKey["_AuditState"]()
 def pytest_addoption(parser: pytest.Parser) -> None:
     """Register the ``--conformance-*`` options."""
     group = parser.getgroup("conformance", "Transformer conformance audit")
-    group.addoption("--conformance-impl", default=None, metavar="TARGET[,TARGET...]",
-                    help="audit these targets (built-in names or package.module:factory)")
+    group.addoption(
+        "--conformance-impl",
+        default=None,
+        metavar="TARGET[,TARGET...]",
+        help="audit these targets (built-in names or package.module:factory)",
+    )
     group.addoption("--conformance-profile", default="ci", choices=["quick", "ci", "thorough"])
     group.addoption("--conformance-device", default="cpu", help="cpu | cuda | auto")
     group.addoption("--conformance-dtype", default="float32")
     group.addoption("--conformance-seed", type=int, default=None)
     group.addoption("--conformance-timeout", type=float, default=None, help="per-check time limit (s)")
-    group.addoption("--conformance-deviations", default=None, metavar="DIR",
-                    help="directory of <target>.toml known-deviation files (default: the built-in one)")
-    group.addoption("--conformance-checks-from", default=None, metavar="MODULE:REGISTRY",
-                    help="a custom check registry instead of the built-in checks")
+    group.addoption(
+        "--conformance-deviations",
+        default=None,
+        metavar="DIR",
+        help="directory of <target>.toml known-deviation files (default: the built-in one)",
+    )
+    group.addoption(
+        "--conformance-checks-from",
+        default=None,
+        metavar="MODULE:REGISTRY",
+        help="a custom check registry instead of the built-in checks",
+    )
 
 
 class _AuditState:
@@ -49,10 +61,17 @@ class _AuditState:
             opt = self.config.getoption
             try:
                 self.report = run_audit(
-                    self.impls, device=opt("conformance_device"), dtype=opt("conformance_dtype"),
-                    profile=opt("conformance_profile"), seed=opt("conformance_seed"),
-                    timeout=opt("conformance_timeout"), check=wanted or None, registry=self.registry,
-                    deviations_dir=opt("conformance_deviations"), progress=False)
+                    self.impls,
+                    device=opt("conformance_device"),
+                    dtype=opt("conformance_dtype"),
+                    profile=opt("conformance_profile"),
+                    seed=opt("conformance_seed"),
+                    timeout=opt("conformance_timeout"),
+                    check=wanted or None,
+                    registry=self.registry,
+                    deviations_dir=opt("conformance_deviations"),
+                    progress=False,
+                )
             except UsageError as exc:
                 raise pytest.UsageError(f"conformance: {exc}") from exc
         return self.report
@@ -77,8 +96,12 @@ class ConformanceItem(pytest.Item):
         if self.check_id is None:
             stale = [s for s in report.stale if s["target"] == self.target]
             if stale:
-                raise ConformanceFailure("\n".join(f"stale deviation {s['entry']} ({s['source']} "
-                                                   f"#{s['index']}): {s['why']}" for s in stale))
+                raise ConformanceFailure(
+                    "\n".join(
+                        f"stale deviation {s['entry']} ({s['source']} #{s['index']}): {s['why']}"
+                        for s in stale
+                    )
+                )
             return
         key = (self.target, self.check_id)
         result = next((r for r in report.results if (r.target, r.check) == key), None)
@@ -121,7 +144,13 @@ def pytest_collection_modifyitems(
     config.stash[_STATE] = _AuditState(config, impls, registry)
     for name in names:
         for spec in registry.all():
-            items.append(ConformanceItem.from_parent(session, name=f"conformance[{name}::{spec.id}]",
-                                                     target=name, check_id=spec.id))
-        items.append(ConformanceItem.from_parent(session, name=f"conformance[{name}::deviations]",
-                                                 target=name, check_id=None))
+            items.append(
+                ConformanceItem.from_parent(
+                    session, name=f"conformance[{name}::{spec.id}]", target=name, check_id=spec.id
+                )
+            )
+        items.append(
+            ConformanceItem.from_parent(
+                session, name=f"conformance[{name}::deviations]", target=name, check_id=None
+            )
+        )

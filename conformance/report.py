@@ -22,8 +22,14 @@ from conformance.runner import (
     CheckResult,
 )
 
-SYMBOLS = {PASS: "pass", FAIL: "FAIL", ERROR: "ERR", KNOWN_DEVIATION: "dev", NOT_APPLICABLE: "n-a",
-           BLOCKED: "blocked"}
+SYMBOLS = {
+    PASS: "pass",
+    FAIL: "FAIL",
+    ERROR: "ERR",
+    KNOWN_DEVIATION: "dev",
+    NOT_APPLICABLE: "n-a",
+    BLOCKED: "blocked",
+}
 # Aggregation order for a claim with several checks: the first status present wins.
 PRECEDENCE = (FAIL, ERROR, KNOWN_DEVIATION, BLOCKED, PASS, NOT_APPLICABLE)
 
@@ -156,16 +162,21 @@ class AuditReport:
         """Failures, stale deviations, the matrix and per-target totals (printed by the CLI)."""
         parts = [self.failure_text(r) for r in self.failures]
         for s in self.stale:
-            parts.append(f"STALE deviation for {s['target']}: {s['entry']} [{s['source']} #{s['index']}]: "
-                         f"{s['why']}")
+            parts.append(
+                f"STALE deviation for {s['target']}: {s['entry']} [{s['source']} #{s['index']}]: {s['why']}"
+            )
         parts.append(self.matrix_text())
         for t in self.targets:
             counts = ", ".join(f"{n} {s}" for s, n in t.counts.items() if n)
-            parts.append(f"{t.name}{'' if t.gated else ' (not gated)'}: {counts or 'no checks'}; "
-                         f"time {t.total_time_s:.2f}s (target {t.target_time_s:.2f}s, harness "
-                         f"{t.harness_time_s:.2f}s)")
-        parts.append(f"exit code {self.exit_code} ({len(self.gated_failures())} gated failure(s), "
-                     f"{len(self.stale)} stale deviation(s)); total {self.duration_s:.1f}s")
+            parts.append(
+                f"{t.name}{'' if t.gated else ' (not gated)'}: {counts or 'no checks'}; "
+                f"time {t.total_time_s:.2f}s (target {t.target_time_s:.2f}s, harness "
+                f"{t.harness_time_s:.2f}s)"
+            )
+        parts.append(
+            f"exit code {self.exit_code} ({len(self.gated_failures())} gated failure(s), "
+            f"{len(self.stale)} stale deviation(s)); total {self.duration_s:.1f}s"
+        )
         return "\n\n".join(parts[:-1]) + "\n" + parts[-1] if len(parts) > 1 else parts[0]
 
     # -- files ---------------------------------------------------------------------------------
@@ -176,10 +187,21 @@ class AuditReport:
             "config": self.config,
             "exit_code": self.exit_code,
             "duration_s": self.duration_s,
-            "targets": [{"name": t.name, "impl": t.impl, "gated": t.gated, "capabilities": t.capabilities,
-                         "conventions": t.conventions, "counts": t.counts, "total_time_s": t.total_time_s,
-                         "target_time_s": t.target_time_s, "harness_time_s": t.harness_time_s,
-                         "problems": t.problems} for t in self.targets],
+            "targets": [
+                {
+                    "name": t.name,
+                    "impl": t.impl,
+                    "gated": t.gated,
+                    "capabilities": t.capabilities,
+                    "conventions": t.conventions,
+                    "counts": t.counts,
+                    "total_time_s": t.total_time_s,
+                    "target_time_s": t.target_time_s,
+                    "harness_time_s": t.harness_time_s,
+                    "problems": t.problems,
+                }
+                for t in self.targets
+            ],
             "results": [r.to_json() for r in self.results],
             "stale_deviations": self.stale,
             "matrix": {claim: {t: cells.get((claim, t)) for t in targets} for claim in claims},
@@ -196,15 +218,20 @@ class AuditReport:
         for t in self.targets:
             mine = [r for r in self.results if r.target == t.name]
             stale = [s for s in self.stale if s["target"] == t.name]
-            suite = ET.SubElement(root, "testsuite", name=t.name, tests=str(len(mine) + len(stale)),
-                                  failures=str(sum(r.status == FAIL for r in mine) + len(stale)),
-                                  errors=str(sum(r.status == ERROR for r in mine)),
-                                  skipped=str(sum(r.status in (BLOCKED, NOT_APPLICABLE, KNOWN_DEVIATION)
-                                                  for r in mine)),
-                                  time=f"{t.total_time_s:.3f}")
+            suite = ET.SubElement(
+                root,
+                "testsuite",
+                name=t.name,
+                tests=str(len(mine) + len(stale)),
+                failures=str(sum(r.status == FAIL for r in mine) + len(stale)),
+                errors=str(sum(r.status == ERROR for r in mine)),
+                skipped=str(sum(r.status in (BLOCKED, NOT_APPLICABLE, KNOWN_DEVIATION) for r in mine)),
+                time=f"{t.total_time_s:.3f}",
+            )
             for r in mine:
-                case = ET.SubElement(suite, "testcase", classname=t.name, name=r.check,
-                                     time=f"{r.duration_s:.3f}")
+                case = ET.SubElement(
+                    suite, "testcase", classname=t.name, name=r.check, time=f"{r.duration_s:.3f}"
+                )
                 if r.status == FAIL:
                     node = ET.SubElement(case, "failure", message=r.message, type=r.failure_kind or "fail")
                     node.text = self.failure_text(r)
@@ -225,21 +252,32 @@ class AuditReport:
     def markdown(self) -> str:
         """The Markdown report: configuration, per-target totals, matrix, failures, deviations."""
         cfg = self.config
-        out = ["# Conformance report", "",
-               f"Device `{cfg.get('device')}`, dtype `{cfg.get('dtype')}`, profile `{cfg.get('profile')}`, "
-               f"seed `{cfg.get('seed')}`; exit code **{self.exit_code}**; {self.duration_s:.1f} s.", "",
-               "| target | pass | fail | error | known-deviation | blocked | not-applicable | time (s) "
-               "| in target (s) | harness (s) |",
-               "|---|---|---|---|---|---|---|---|---|---|"]
+        out = [
+            "# Conformance report",
+            "",
+            f"Device `{cfg.get('device')}`, dtype `{cfg.get('dtype')}`, profile `{cfg.get('profile')}`, "
+            f"seed `{cfg.get('seed')}`; exit code **{self.exit_code}**; {self.duration_s:.1f} s.",
+            "",
+            "| target | pass | fail | error | known-deviation | blocked | not-applicable | time (s) "
+            "| in target (s) | harness (s) |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
         for t in self.targets:
             c = t.counts
-            out.append(f"| {t.name}{'' if t.gated else ' (not gated)'} | {c.get(PASS, 0)} | {c.get(FAIL, 0)} "
-                       f"| {c.get(ERROR, 0)} | {c.get(KNOWN_DEVIATION, 0)} | {c.get(BLOCKED, 0)} "
-                       f"| {c.get(NOT_APPLICABLE, 0)} | {t.total_time_s:.2f} | {t.target_time_s:.2f} "
-                       f"| {t.harness_time_s:.2f} |")
+            out.append(
+                f"| {t.name}{'' if t.gated else ' (not gated)'} | {c.get(PASS, 0)} | {c.get(FAIL, 0)} "
+                f"| {c.get(ERROR, 0)} | {c.get(KNOWN_DEVIATION, 0)} | {c.get(BLOCKED, 0)} "
+                f"| {c.get(NOT_APPLICABLE, 0)} | {t.total_time_s:.2f} | {t.target_time_s:.2f} "
+                f"| {t.harness_time_s:.2f} |"
+            )
         claims, targets, cells = self.matrix()
-        out += ["", "## Claims x targets", "", "| claim | " + " | ".join(targets) + " |",
-                "|---|" + "---|" * len(targets)]
+        out += [
+            "",
+            "## Claims x targets",
+            "",
+            "| claim | " + " | ".join(targets) + " |",
+            "|---|" + "---|" * len(targets),
+        ]
         for claim in claims:
             row = [SYMBOLS.get(cells.get((claim, t), ""), "-") for t in targets]
             row = [f"**{s}**" if s in ("FAIL", "ERR") else s for s in row]
@@ -250,15 +288,18 @@ class AuditReport:
                 out += ["```", self.failure_text(r), "```", ""]
         if self.stale:
             out += ["", "## Stale deviation entries", ""]
-            out += [f"- {s['target']}: {s['entry']} ({s['source']} #{s['index']}): {s['why']}"
-                    for s in self.stale]
+            out += [
+                f"- {s['target']}: {s['entry']} ({s['source']} #{s['index']}): {s['why']}" for s in self.stale
+            ]
         devs = [r for r in self.results if r.status == KNOWN_DEVIATION]
         if devs:
             out += ["", "## Known deviations", ""]
             for r in devs:
                 d = r.deviation or {}
-                out.append(f"- {r.target} / `{r.check}` ({d.get('category')}): {d.get('reason')} "
-                           f"Observed: {r.message}")
+                out.append(
+                    f"- {r.target} / `{r.check}` ({d.get('category')}): {d.get('reason')} "
+                    f"Observed: {r.message}"
+                )
         return "\n".join(out) + "\n"
 
     def write_markdown(self, path: Path) -> None:

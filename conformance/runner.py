@@ -75,8 +75,10 @@ class CheckResult:
 
 def repro_command(impl: str, check_id: str, seed: int, device: str, dtype: str, profile: str) -> str:
     """The command line that reruns exactly this check."""
-    return (f"python -m conformance run --impl {impl} --check {check_id} --seed {seed} --device {device} "
-            f"--dtype {dtype} --profile {profile}")
+    return (
+        f"python -m conformance run --impl {impl} --check {check_id} --seed {seed} --device {device} "
+        f"--dtype {dtype} --profile {profile}"
+    )
 
 
 def order_checks(checks: Sequence[CheckSpec]) -> list[CheckSpec]:
@@ -133,8 +135,10 @@ def _run_in_thread(spec: CheckSpec, ctx: CheckContext, limit_s: float) -> _Outco
     worker.start()
     worker.join(limit_s)
     if not outcome.finished:
-        message = (f"check did not finish within the time limit of {limit_s:g} s (the target hung or is "
-                   "far too slow); abandoned, the run goes on")
+        message = (
+            f"check did not finish within the time limit of {limit_s:g} s (the target hung or is "
+            "far too slow); abandoned, the run goes on"
+        )
         return _Outcome(FAIL, CheckFailure(FailureKind.TIMEOUT, message, allowed=limit_s), finished=True)
     return outcome
 
@@ -143,8 +147,14 @@ def _save_inputs(directory: Path, target: str, check_id: str, ctx: CheckContext)
     directory.mkdir(parents=True, exist_ok=True)
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in f"{target}__{check_id}")
     path = directory / f"{safe}.pt"
-    payload = {"target": target, "check": check_id, "seed": ctx.seed, "device": str(ctx.device),
-               "dtype": dtype_name(ctx.dtype), "inputs": dict(ctx.tensors)}
+    payload = {
+        "target": target,
+        "check": check_id,
+        "seed": ctx.seed,
+        "device": str(ctx.device),
+        "dtype": dtype_name(ctx.dtype),
+        "inputs": dict(ctx.tensors),
+    }
     try:
         torch.save(payload, path)
     except Exception:  # unpicklable recorded values: keep the tensors only
@@ -185,8 +195,16 @@ def run_target(
         if on_start is not None:
             on_start(spec)
         result = CheckResult(
-            target=adapter.name, check=spec.id, claims=list(spec.claims), status=ERROR, check_kind=spec.kind,
-            seed=settings.seed, device=str(settings.device), dtype=dt_name, profile=settings.profile.name)
+            target=adapter.name,
+            check=spec.id,
+            claims=list(spec.claims),
+            status=ERROR,
+            check_kind=spec.kind,
+            seed=settings.seed,
+            device=str(settings.device),
+            dtype=dt_name,
+            profile=settings.profile.name,
+        )
         missing = sorted(c.value for c in spec.needs - adapter.capabilities)
         blocking = [d for d in spec.depends_on if d in results and results[d].status != PASS]
         unknown = [d for d in spec.depends_on if known_ids is not None and d not in known_ids]
@@ -197,15 +215,23 @@ def run_target(
             result.message = f"target does not declare capability {', '.join(missing)}"
         elif not dtype_ok:
             result.status = NOT_APPLICABLE
-            result.message = f"target does not declare dtype {dt_name} (declares " \
+            result.message = (
+                f"target does not declare dtype {dt_name} (declares "
                 f"{', '.join(dtype_name(d) for d in adapter.conventions.dtypes)})"
+            )
         elif blocking:
             dep = results[blocking[0]]
             result.status, result.blocked_by = BLOCKED, dep.check
             result.message = f"blocked by {dep.check} ({dep.status})"
         else:
-            ctx = CheckContext(adapter, device=settings.device, dtype=settings.dtype,
-                               profile=settings.profile, seed=settings.seed, check_id=spec.id)
+            ctx = CheckContext(
+                adapter,
+                device=settings.device,
+                dtype=settings.dtype,
+                profile=settings.profile,
+                seed=settings.seed,
+                check_id=spec.id,
+            )
             start = time.perf_counter()
             outcome = _run_in_thread(spec, ctx, settings.time_limit_s)
             result.duration_s = time.perf_counter() - start
@@ -221,8 +247,9 @@ def run_target(
                 result.message = outcome.reason
             result.traceback = outcome.trace
             if result.status in (FAIL, ERROR):
-                result.repro = repro_command(settings.impl, spec.id, settings.seed, dev_name, dt_name,
-                                             settings.profile.name)
+                result.repro = repro_command(
+                    settings.impl, spec.id, settings.seed, dev_name, dt_name, settings.profile.name
+                )
             if result.status == FAIL:
                 match = next((d for d in active if d.matches(spec.id, spec.claims)), None)
                 if match is not None:
@@ -236,8 +263,11 @@ def run_target(
 
 
 def stale_deviations(
-    deviations: Sequence[Deviation], results: Sequence[CheckResult], all_specs: Sequence[CheckSpec],
-    device_type: str, dtype: str,
+    deviations: Sequence[Deviation],
+    results: Sequence[CheckResult],
+    all_specs: Sequence[CheckSpec],
+    device_type: str,
+    dtype: str,
 ) -> list[tuple[Deviation, str]]:
     """Entries that match no failing check: (entry, why). Entries whose checks did not run in this
     run (filtered out, not applicable, blocked) or that are restricted to another dtype/device are
@@ -249,13 +279,20 @@ def stale_deviations(
             continue
         if not dev.applies_to_run(device_type, dtype):
             continue
-        judged = [r for r in results if dev.matches(r.check, r.claims) and r.status in (PASS, FAIL, ERROR,
-                                                                                          KNOWN_DEVIATION)]
+        judged = [
+            r
+            for r in results
+            if dev.matches(r.check, r.claims) and r.status in (PASS, FAIL, ERROR, KNOWN_DEVIATION)
+        ]
         if not judged:
             continue
         key = (dev.source, dev.index)
-        used = any(r.status == KNOWN_DEVIATION and r.deviation is not None
-                   and (r.deviation["source"], r.deviation["index"]) == key for r in judged)
+        used = any(
+            r.status == KNOWN_DEVIATION
+            and r.deviation is not None
+            and (r.deviation["source"], r.deviation["index"]) == key
+            for r in judged
+        )
         if not used:
             checks = ", ".join(sorted({r.check for r in judged}))
             stale.append((dev, f"matches no failing check (checks run: {checks}); remove the entry"))

@@ -227,7 +227,7 @@ def _parse_claim(
         problems.append(f"{where}: bad origin {origin!r} (expected one of {', '.join(ORIGINS)})")
     sources = _parse_sources(entry, where, notes, problems)
     if not sources and origin == "notes":
-        problems.append(f"{where}: no sources; cite the notes or declare origin = \"project\"")
+        problems.append(f'{where}: no sources; cite the notes or declare origin = "project"')
 
     components = _str_list(entry, "components", where, problems)
     for comp in components:

@@ -286,8 +286,10 @@ def scan_check_file(path: Path, rel: str, problems: list[str]) -> list[CheckRef]
                 continue
             decorators.add(id(call))
             where = f"{rel}:{call.lineno} ({node.name})"
-            id_node = call.args[0] if call.args else next(
-                (kw.value for kw in call.keywords if kw.arg == "check_id"), None
+            id_node = (
+                call.args[0]
+                if call.args
+                else next((kw.value for kw in call.keywords if kw.arg == "check_id"), None)
             )
             check_ids = _strings(id_node, consts) if id_node is not None else None
             if not check_ids or len(check_ids) != 1:

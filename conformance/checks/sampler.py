@@ -184,5 +184,3 @@ def sampler_invalid_temperature(ctx: CheckContext) -> None:
     logits = ctx.randn(3, VOCAB)
     for t in (-1.0, -1e-6, float("nan")):
         ctx.expect_error(f"T={t:g}", ctx.adapter.sample, logits, t, _generator(ctx))
-
-

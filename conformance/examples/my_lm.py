@@ -89,7 +89,7 @@ class TinyGPTHandle:
         """Logits of the new chunk: recompute the prefix plus the chunk, keep the chunk's rows."""
         cache.ids = torch.cat([cache.ids, ids_chunk], dim=1)
         out: Tensor = self.model(cache.ids)
-        return out[:, -ids_chunk.shape[1]:]
+        return out[:, -ids_chunk.shape[1] :]
 
 
 class TinyGPTAdapter(Adapter):
@@ -105,8 +105,14 @@ class TinyGPTAdapter(Adapter):
         """Build a fresh seeded model of the configuration's sizes (``state`` is always None here)."""
         with torch.random.fork_rng(devices=[]):  # seeded, without touching the global RNG
             torch.manual_seed(0)
-            model = TinyGPT(config.vocab_size, config.d_model, config.num_heads, config.d_ff,
-                            config.num_layers, config.max_len)
+            model = TinyGPT(
+                config.vocab_size,
+                config.d_model,
+                config.num_heads,
+                config.d_ff,
+                config.num_layers,
+                config.max_len,
+            )
         return TinyGPTHandle(model.to(device=device, dtype=dtype).eval())
 
 

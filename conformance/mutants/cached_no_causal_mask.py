@@ -44,8 +44,9 @@ class CachedNoCausalMaskMutant(ReferenceAdapter):
     name = "mutant.cached-no-causal-mask"
     capabilities = frozenset({Capability.DECODER_LM})
 
-    def build_lm(self, config: Any, state: dict[str, Tensor] | None, device: torch.device,
-                 dtype: torch.dtype) -> Any:
+    def build_lm(
+        self, config: Any, state: dict[str, Tensor] | None, device: torch.device, dtype: torch.dtype
+    ) -> Any:
         """LMHandle over the reference LM with ``NoCausalCachedLayer`` layers."""
         return LMHandle(_build(lambda: _model(config), state, device, dtype))
 

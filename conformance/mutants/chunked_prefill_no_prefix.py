@@ -43,8 +43,9 @@ class ChunkedPrefillNoPrefixMutant(ReferenceAdapter):
     name = "mutant.chunked-prefill-no-prefix"
     capabilities = frozenset({Capability.DECODER_LM})
 
-    def build_lm(self, config: Any, state: dict[str, Tensor] | None, device: torch.device,
-                 dtype: torch.dtype) -> Any:
+    def build_lm(
+        self, config: Any, state: dict[str, Tensor] | None, device: torch.device, dtype: torch.dtype
+    ) -> Any:
         """LMHandle over the reference LM with ``NoPrefixLayer`` layers."""
         return LMHandle(_build(lambda: _model(config), state, device, dtype))
 

@@ -20,8 +20,9 @@ class DropoutInEvalMutant(ReferenceAdapter):
     name = "mutant.dropout-in-eval"
     capabilities = frozenset({Capability.DECODER_LM})
 
-    def build_lm(self, config: Any, state: dict[str, Tensor] | None, device: torch.device,
-                 dtype: torch.dtype) -> Any:
+    def build_lm(
+        self, config: Any, state: dict[str, Tensor] | None, device: torch.device, dtype: torch.dtype
+    ) -> Any:
         """LMHandle over a reference LM switched back to train mode (the bug)."""
         return LMHandle(_build(lambda: DecoderOnlyLM(config), state, device, dtype).train())
 

@@ -29,8 +29,9 @@ class KVCacheOffsetMutant(ReferenceAdapter):
     name = "mutant.kv-cache-offset"
     capabilities = frozenset({Capability.DECODER_LM})
 
-    def build_lm(self, config: Any, state: dict[str, Tensor] | None, device: torch.device,
-                 dtype: torch.dtype) -> Any:
+    def build_lm(
+        self, config: Any, state: dict[str, Tensor] | None, device: torch.device, dtype: torch.dtype
+    ) -> Any:
         """LMHandle over ``OffsetLM``."""
         return LMHandle(_build(lambda: OffsetLM(config), state, device, dtype))
 

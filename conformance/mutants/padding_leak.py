@@ -31,8 +31,9 @@ class PaddingLeakMutant(ReferenceAdapter):
     name = "mutant.padding-leak"
     capabilities = frozenset({Capability.DECODER_LM})
 
-    def build_lm(self, config: Any, state: dict[str, Tensor] | None, device: torch.device,
-                 dtype: torch.dtype) -> Any:
+    def build_lm(
+        self, config: Any, state: dict[str, Tensor] | None, device: torch.device, dtype: torch.dtype
+    ) -> Any:
         """LeakyHandle over the reference LM."""
         return LeakyHandle(_build(lambda: DecoderOnlyLM(config), state, device, dtype))
 

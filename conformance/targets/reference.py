@@ -17,8 +17,12 @@ from conformance.adapter import Adapter, Capability, Conventions
 BUILD_SEED = 0
 
 
-def _build(factory: Callable[[], nn.Module], state: dict[str, Tensor] | None, device: torch.device,
-           dtype: torch.dtype) -> nn.Module:
+def _build(
+    factory: Callable[[], nn.Module],
+    state: dict[str, Tensor] | None,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> nn.Module:
     """Construct (seeded, without touching the global RNG), move, load ``state``, eval."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(BUILD_SEED)
@@ -77,7 +81,11 @@ class ReferenceAdapter(Adapter):
         return out, weights
 
     def build_mha(
-        self, d_model: int, num_heads: int, state: dict[str, Tensor] | None, device: torch.device,
+        self,
+        d_model: int,
+        num_heads: int,
+        state: dict[str, Tensor] | None,
+        device: torch.device,
         dtype: torch.dtype,
     ) -> Callable[..., tuple[Tensor, Tensor | None]]:
         """reference.multihead.MultiHeadAttention; key padding and attention mask are ANDed."""
@@ -86,8 +94,9 @@ class ReferenceAdapter(Adapter):
 
         module = _build(lambda: MultiHeadAttention(d_model, num_heads), state, device, dtype)
 
-        def run(x_q: Tensor, x_kv: Tensor, key_padding: Tensor | None = None,
-                attn_mask: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        def run(
+            x_q: Tensor, x_kv: Tensor, key_padding: Tensor | None = None, attn_mask: Tensor | None = None
+        ) -> tuple[Tensor, Tensor | None]:
             padding = None if key_padding is None else key_padding_to_attention_mask(key_padding)
             out, weights = module(x_q, x_kv, combine_masks(padding, attn_mask))
             return out, weights
@@ -104,7 +113,11 @@ class ReferenceAdapter(Adapter):
         return module
 
     def build_ffn(
-        self, d_model: int, d_ff: int, state: dict[str, Tensor] | None, device: torch.device,
+        self,
+        d_model: int,
+        d_ff: int,
+        state: dict[str, Tensor] | None,
+        device: torch.device,
         dtype: torch.dtype,
     ) -> Callable[[Tensor], Tensor]:
         """reference.ffn.PositionWiseFFN (ReLU)."""

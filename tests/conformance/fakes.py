@@ -132,8 +132,13 @@ def dummy_attention(ctx: CheckContext) -> None:
     ctx.compare("output", out, oracle, same)
 
 
-@REGISTRY.check("dummy.rows", claims=("attention.weights.rows-sum-to-one",), needs=(ATTN,),
-                depends_on=("dummy.attention",), kind="structural")
+@REGISTRY.check(
+    "dummy.rows",
+    claims=("attention.weights.rows-sum-to-one",),
+    needs=(ATTN,),
+    depends_on=("dummy.attention",),
+    kind="structural",
+)
 def dummy_rows(ctx: CheckContext) -> None:
     """Weights rows sum to one."""
     q, k, v = ctx.randn(1, 1, 2, 3), ctx.randn(1, 1, 4, 3), ctx.randn(1, 1, 4, 3)

@@ -52,8 +52,10 @@ def test_raising_target_is_a_raised_failure_and_blocks_dependents():
     r = result(report, "fake-raising", "dummy.attention")
     assert (r.status, r.failure_kind) == ("fail", "raised")
     assert "kernel exploded" in r.message and "RuntimeError" in r.message
-    assert r.repro == ("python -m conformance run --impl fake-raising --check dummy.attention --seed 7 "
-                       "--device cpu --dtype float32 --profile ci")
+    assert r.repro == (
+        "python -m conformance run --impl fake-raising --check dummy.attention --seed 7 "
+        "--device cpu --dtype float32 --profile ci"
+    )
     blocked = result(report, "fake-raising", "dummy.rows")
     assert blocked.status == "blocked" and blocked.blocked_by == "dummy.attention"
     assert "dummy.attention" in blocked.message
@@ -117,8 +119,12 @@ def write_deviation(tmp_path, target, body):
 
 
 def test_known_deviation_turns_failure_into_dev(tmp_path):
-    d = write_deviation(tmp_path, "fake-nan", '[[deviation]]\nclaim = "attention.formula"\n'
-                        'check = "dummy.attention"\ncategory = "bug"\nreason = "NaN everywhere"\n')
+    d = write_deviation(
+        tmp_path,
+        "fake-nan",
+        '[[deviation]]\nclaim = "attention.formula"\n'
+        'check = "dummy.attention"\ncategory = "bug"\nreason = "NaN everywhere"\n',
+    )
     report = audit(fakes.NaNAdapter(), deviations_dir=d)
     r = result(report, "fake-nan", "dummy.attention")
     assert r.status == "known-deviation" and r.deviation["reason"] == "NaN everywhere"
@@ -128,17 +134,22 @@ def test_known_deviation_turns_failure_into_dev(tmp_path):
 
 
 def test_stale_deviation_fails_the_run(tmp_path):
-    d = write_deviation(tmp_path, "fake-good", '[[deviation]]\nclaim = "attention.formula"\n'
-                        'category = "bug"\nreason = "was broken once"\n')
+    d = write_deviation(
+        tmp_path,
+        "fake-good",
+        '[[deviation]]\nclaim = "attention.formula"\ncategory = "bug"\nreason = "was broken once"\n',
+    )
     report = audit(fakes.GoodAdapter(), deviations_dir=d)
     assert len(report.stale) == 1 and "matches no failing check" in report.stale[0]["why"]
     assert report.exit_code == 1
 
 
 def test_deviation_for_unknown_claim_is_stale_and_other_dtype_is_not_judged(tmp_path):
-    body = ('[[deviation]]\nclaim = "no.such.claim"\ncategory = "bug"\nreason = "typo"\n\n'
-            '[[deviation]]\nclaim = "attention.formula"\ncategory = "precision"\n'
-            'reason = "half only"\ndtypes = ["float16"]\n')
+    body = (
+        '[[deviation]]\nclaim = "no.such.claim"\ncategory = "bug"\nreason = "typo"\n\n'
+        '[[deviation]]\nclaim = "attention.formula"\ncategory = "precision"\n'
+        'reason = "half only"\ndtypes = ["float16"]\n'
+    )
     d = write_deviation(tmp_path, "fake-good", body)
     report = audit(fakes.GoodAdapter(), deviations_dir=d)
     assert [s["index"] for s in report.stale] == [1]
@@ -174,8 +185,14 @@ def test_isolated_registry_rejects_duplicates_and_orders_dependencies():
 
 def test_context_inputs_are_reproducible_and_device_independent():
     def make(seed):
-        return CheckContext(fakes.GoodAdapter(), device=torch.device("cpu"), dtype=torch.float32,
-                            profile=PROFILES["ci"], seed=seed, check_id="x")
+        return CheckContext(
+            fakes.GoodAdapter(),
+            device=torch.device("cpu"),
+            dtype=torch.float32,
+            profile=PROFILES["ci"],
+            seed=seed,
+            check_id="x",
+        )
 
     a, b, c = make(1), make(1), make(2)
     assert torch.equal(a.randn(3, 4), b.randn(3, 4))
@@ -189,8 +206,13 @@ def test_context_inputs_are_reproducible_and_device_independent():
 def test_reports_json_junit_markdown_and_partial_stream(tmp_path):
     paths = ReportPaths(json=tmp_path / "r.json", junit=tmp_path / "r.xml", markdown=tmp_path / "r.md")
     progress = io.StringIO()
-    report = audit(fakes.GoodAdapter(), fakes.RaisingAdapter(), report_paths=paths, progress=progress,
-                   save_inputs=tmp_path / "inputs")
+    report = audit(
+        fakes.GoodAdapter(),
+        fakes.RaisingAdapter(),
+        report_paths=paths,
+        progress=progress,
+        save_inputs=tmp_path / "inputs",
+    )
     data = json.loads(paths.json.read_text())
     assert data["exit_code"] == 1
     assert data["matrix"]["attention.formula"] == {"fake-good": "pass", "fake-raising": "fail"}
@@ -201,11 +223,14 @@ def test_reports_json_junit_markdown_and_partial_stream(tmp_path):
     assert sum(e["event"] == "result" for e in stream) == len(report.results) == 6
     suites = ET.parse(paths.junit).getroot().findall("testsuite")
     assert [(s.get("name"), s.get("failures"), s.get("skipped")) for s in suites] == [
-        ("fake-good", "0", "1"), ("fake-raising", "1", "2")]
+        ("fake-good", "0", "1"),
+        ("fake-raising", "1", "2"),
+    ]
     md = paths.markdown.read_text()
     assert "| `attention.formula` | pass | **FAIL** |" in md and "repro: python -m conformance run" in md
     assert progress.getvalue().count("\n") == 6 and "fake-raising :: dummy.attention ... fail [raised]" in (
-        progress.getvalue())
+        progress.getvalue()
+    )
     # the raising target recorded its inputs before failing; they were saved with torch.save
     saved = torch.load(result(report, "fake-raising", "dummy.attention").saved_inputs)
     assert saved["inputs"]["q"].shape == (1, 2, 3, 4) and saved["seed"] == report.config["seed"]

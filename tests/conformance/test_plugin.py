@@ -21,11 +21,14 @@ def test_items_per_check_fail_skip_and_pass(pytester):
     result = pytester.runpytest(*PLUGIN, *NAN, "-rA")
     # dummy.attention fails (NaN), dummy.rows is blocked, dummy.layernorm not applicable, deviations ok
     result.assert_outcomes(failed=1, skipped=2, passed=1)
-    result.stdout.fnmatch_lines([
-        "*conformance?fake-nan::dummy.attention?*",
-        "*FAIL fake-nan :: dummy.attention [[]nonfinite[]]*",
-        "*repro: python -m conformance run --impl tests.conformance.fakes:make_nan --check dummy.attention*",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "*conformance?fake-nan::dummy.attention?*",
+            "*FAIL fake-nan :: dummy.attention [[]nonfinite[]]*",
+            "*repro: python -m conformance run --impl tests.conformance.fakes:make_nan"
+            " --check dummy.attention*",
+        ]
+    )
     result.stdout.fnmatch_lines(["*blocked: blocked by dummy.attention*"])
     result.stdout.fnmatch_lines(["*not-applicable: target does not declare capability layer_norm*"])
 
@@ -33,7 +36,8 @@ def test_items_per_check_fail_skip_and_pass(pytester):
 def test_known_deviation_is_xfail(pytester):
     devs = pytester.mkdir("devs")
     (devs / "fake-nan.toml").write_text(
-        '[[deviation]]\nclaim = "attention.formula"\ncategory = "bug"\nreason = "planted NaN"\n')
+        '[[deviation]]\nclaim = "attention.formula"\ncategory = "bug"\nreason = "planted NaN"\n'
+    )
     result = pytester.runpytest(*PLUGIN, *NAN, "--conformance-deviations", str(devs), "-rA")
     result.assert_outcomes(xfailed=1, skipped=2, passed=1)
     result.stdout.fnmatch_lines(["*known deviation: planted NaN*"])
@@ -42,9 +46,15 @@ def test_known_deviation_is_xfail(pytester):
 def test_stale_deviation_is_a_failing_item(pytester):
     devs = pytester.mkdir("devs")
     (devs / "fake-good.toml").write_text(
-        '[[deviation]]\nclaim = "attention.formula"\ncategory = "bug"\nreason = "fixed since"\n')
-    result = pytester.runpytest(*PLUGIN, "--conformance-impl", "tests.conformance.fakes:make_good",
-                                "--conformance-deviations", str(devs))
+        '[[deviation]]\nclaim = "attention.formula"\ncategory = "bug"\nreason = "fixed since"\n'
+    )
+    result = pytester.runpytest(
+        *PLUGIN,
+        "--conformance-impl",
+        "tests.conformance.fakes:make_good",
+        "--conformance-deviations",
+        str(devs),
+    )
     result.assert_outcomes(failed=1, passed=2, skipped=1)
     result.stdout.fnmatch_lines(["*stale deviation*matches no failing check*"])
 
