@@ -20,7 +20,7 @@ from spec import links as spec_links
 from spec.render import render
 
 ROOT = Path(__file__).resolve().parents[2]
-DRAFT = ROOT / "docs" / "claim-ids-draft.txt"
+PUBLISHED = ROOT / "spec" / "published-ids.txt"
 
 # ----------------------------------------------------------------------------- planted-tree helpers
 
@@ -92,16 +92,20 @@ def assert_reported(problems: list[str], *fragments: str) -> None:
 # ----------------------------------------------------------------------------- the real repository
 
 
-def test_spec_parses_and_defines_every_draft_id():
+def test_published_ids_are_stable():
+    """IDs never change once published: every ID in spec/published-ids.txt is still defined, and
+    every defined ID has been published (so a rename shows up as one missing and one unpublished)."""
     claims = spec.load_claims()
-    draft_ids = [
-        line.split("|")[0].strip()
-        for line in DRAFT.read_text(encoding="utf-8").splitlines()
-        if "|" in line and not line.startswith("#")
+    published = [
+        line.strip()
+        for line in PUBLISHED.read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
     ]
-    assert draft_ids, "the draft list of claim IDs is empty or unreadable"
-    missing = [cid for cid in draft_ids if cid not in claims]
-    assert not missing, f"claim IDs from docs/claim-ids-draft.txt missing from spec/claims.toml: {missing}"
+    assert published, "spec/published-ids.txt is empty or unreadable"
+    missing = [cid for cid in published if cid not in claims]
+    assert not missing, f"published claim IDs missing from spec/claims.toml (IDs never change): {missing}"
+    unpublished = [cid for cid in claims if cid not in set(published)]
+    assert not unpublished, f"claim IDs not yet listed in spec/published-ids.txt: {unpublished}"
 
 
 def test_spec_file_has_no_problem():
