@@ -74,16 +74,11 @@ def masked_softmax(scores: Tensor, keep: Tensor | None) -> Tensor:
     if scores.shape[-1] == 0:  # no keys at all: every row is fully masked
         return torch.zeros_like(scores)
     if keep is None:
-        keep = torch.ones((), dtype=torch.bool, device=scores.device)
-    keep = keep.expand(scores.shape)
-    neg_inf = torch.full((), float("-inf"), dtype=scores.dtype, device=scores.device)
-    visible = torch.where(keep, scores, neg_inf)
-    row_max = visible.amax(dim=-1, keepdim=True)
-    row_max = torch.where(torch.isfinite(row_max), row_max, torch.zeros_like(row_max))
-    exps = torch.where(keep, torch.exp(visible - row_max), torch.zeros_like(visible))
-    total = exps.sum(dim=-1, keepdim=True)
-    safe_total = torch.where(total > 0, total, torch.ones_like(total))
-    return torch.where(total > 0, exps / safe_total, torch.zeros_like(exps))
+        return torch.softmax(scores, dim=-1)  # subtracts the row maximum: large scores never overflow
+    hidden = ~keep.expand(scores.shape)
+    weights = torch.softmax(scores.masked_fill(hidden, float("-inf")), dim=-1)
+    # Masked entries become exactly 0; a fully masked row (softmax of all -inf is NaN) becomes all 0.
+    return weights.masked_fill(hidden, 0.0)
 
 
 def weighted_values(weights: Tensor, values: Tensor, keep: Tensor | None) -> Tensor:
@@ -142,7 +137,7 @@ def scaled_dot_product_attention(
     keep, bias = (None, None) if mask is None else mask_to_keep(mask, target_shape)
 
     work = compute_dtype(q.dtype)
-    scores = (q.to(work) @ k.to(work).transpose(-2, -1)) * scale
+    scores = (q.to(work) * scale) @ k.to(work).transpose(-2, -1)
     if bias is not None:
         assert keep is not None
         scores = scores + torch.where(keep, bias.to(work), torch.zeros((), dtype=work, device=scores.device))
