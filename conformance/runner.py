@@ -206,7 +206,11 @@ def run_target(
             profile=settings.profile.name,
         )
         missing = sorted(c.value for c in spec.needs - adapter.capabilities)
-        blocking = [d for d in spec.depends_on if d in results and results[d].status != PASS]
+        # A dependency blocks unless it passed or is not applicable (the target does not declare that
+        # capability, e.g. a layer without a separate attention function). A known deviation blocks too:
+        # the dependent's result would only restate the accepted deviation.
+        held = (PASS, NOT_APPLICABLE)
+        blocking = [d for d in spec.depends_on if d in results and results[d].status not in held]
         unknown = [d for d in spec.depends_on if known_ids is not None and d not in known_ids]
         if unknown:
             result.message = f"harness error: check {spec.id} depends on unknown check(s) {unknown}"

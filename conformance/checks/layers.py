@@ -202,7 +202,18 @@ def zero_sublayers(module: nn.Module, names: tuple[str, ...]) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-@check("encoder_layer.shape", claims=("encoder.output-per-position",), needs=(ENC,), kind="structural")
+# A layer is built from multi-head attention, LayerNorm and the FFN: a failure of one of those (when the
+# target declares it) blocks the layer checks instead of cascading into them.
+COMPONENT_CHECKS = ("mha.differential", "layernorm.differential", "ffn.differential")
+
+
+@check(
+    "encoder_layer.shape",
+    claims=("encoder.output-per-position",),
+    needs=(ENC,),
+    depends_on=COMPONENT_CHECKS,
+    kind="structural",
+)
 def encoder_layer_shape(ctx: CheckContext) -> None:
     """n input vectors give n finite output vectors of width d_model, with and without a padding mask,
     for length 1 and for a padded batch."""
@@ -387,7 +398,13 @@ def encoder_layer_reference(ctx: CheckContext) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-@check("decoder_layer.shape", claims=("encdec.output-length-independent",), needs=(DEC,), kind="structural")
+@check(
+    "decoder_layer.shape",
+    claims=("encdec.output-length-independent",),
+    needs=(DEC,),
+    depends_on=COMPONENT_CHECKS,
+    kind="structural",
+)
 def decoder_layer_shape(ctx: CheckContext) -> None:
     """Output has the target's shape [b, t, d_model] whatever the memory length (t=1, s=1; t != s),
     with and without padding masks."""

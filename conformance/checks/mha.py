@@ -128,7 +128,14 @@ def inputs(ctx: CheckContext, case: MhaCase) -> tuple[Tensor, Tensor]:
     return ctx.randn(case.b, case.nq, case.d_model), ctx.randn(case.b, case.nk, case.d_model)
 
 
-@check(SHAPES, claims=("mha.shape-preserving", "mha.concat-width"), needs=MHA)
+# Multi-head attention is built on the attention function: when the target also declares that
+# capability and it fails, the MHA checks are reported as blocked rather than as a cascade.
+@check(
+    SHAPES,
+    claims=("mha.shape-preserving", "mha.concat-width"),
+    needs=MHA,
+    depends_on=("attention.differential",),
+)
 def shapes(ctx: CheckContext) -> None:
     """Self- and cross-attention keep [b, num_q, d_model]; weights (if returned) are [b, h, num_q, num_k]."""
     for case in mha_cases(ctx):

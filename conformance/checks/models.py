@@ -312,6 +312,7 @@ def _reference(ctx: CheckContext, kind: Capability) -> None:
     "lm.shape",
     claims=("output.projection",),
     needs=(LM,),
+    depends_on=("mha.differential", "layernorm.differential", "ffn.differential"),
     kind="structural",
 )
 def lm_shape(ctx: CheckContext) -> None:
@@ -431,6 +432,7 @@ def lm_reference(ctx: CheckContext) -> None:
     "encdec.shape",
     claims=("output.projection", "encdec.output-length-independent"),
     needs=(ED,),
+    depends_on=("encoder_layer.reference", "decoder_layer.reference"),
     kind="structural",
 )
 def encdec_shape(ctx: CheckContext) -> None:
