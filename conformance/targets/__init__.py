@@ -34,6 +34,7 @@ BUILTIN_TARGETS: dict[str, str] = {
     "torch-decoder-layer": "conformance.targets.torch_layers:make_decoder_layer",
     "torch-transformer": "conformance.targets.torch_layers:make_transformer",
     "torch-transformer-fastpath": "conformance.targets.torch_layers:make_transformer_fastpath",
+    "hf-gpt2": "conformance.targets.hf_gpt2:make",
     "mutant.kv-cache-offset": "conformance.mutants.kv_cache_offset:make",
     "mutant.chunked-prefill-no-prefix": "conformance.mutants.chunked_prefill_no_prefix:make",
     "mutant.cached-no-causal-mask": "conformance.mutants.cached_no_causal_mask:make",

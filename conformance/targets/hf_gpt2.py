@@ -1,0 +1,254 @@
+"""The ``hf-gpt2`` target: Hugging Face ``transformers``' ``GPT2LMHeadModel``, built offline.
+
+No weights are downloaded: the model is built from a ``GPT2Config`` of the check's sizes (random init,
+seeded), and ``HF_HUB_OFFLINE=1`` is set before ``transformers`` is imported. When the check gives the
+reference's canonical ``state_dict`` it is loaded into GPT-2's own layout, so the differential check
+``lm.reference`` runs too (``loads_weights=True``).
+
+GPT-2 is a pre-LN decoder (``x + attn(ln_1(x))``, ``x + mlp(ln_2(x))``, a final ``ln_f``) with learned
+positions, a bias-free output head and ``Conv1D`` layers that store weights as ``[in, out]``. The
+canonical weights map onto it with:
+
+- ``embed -> wte``, ``lm_head -> lm_head`` (tied or not, as the config says);
+- ``w_q, w_k, w_v -> c_attn.weight = cat(w_q, w_k, w_v).T`` (biases concatenated), ``w_o -> attn.c_proj``
+  transposed, ``ffn.w_1 / w_2 -> mlp.c_fc / mlp.c_proj`` transposed, ``norm_1 / norm_2 -> ln_1 / ln_2``,
+  ``final_norm -> ln_f``;
+- positions: a learned table ``pos_embed -> wpe``; for sinusoidal positions ``wpe`` holds the sinusoidal
+  table of ``max_len`` rows (GPT-2's position embedding is a lookup table, so any fixed table fits).
+
+The activation comes from the config (GPT-2's ``activation_function`` takes ``"relu"`` and exact
+``"gelu"``); embedding scaling and post-LN have no GPT-2 counterpart and raise ``NotImplementedError``.
+Attention runs on ``attn_implementation="sdpa"`` (transformers' default on torch 2.x).
+
+How the handle drives the model, as a careful user would:
+
+- ``logits(ids, pad_mask)``: ``attention_mask = pad_mask`` (1 = real token) and explicit
+  ``position_ids``. Positions are *absolute slots* ``0 .. l-1`` -- the spec's convention (the reference
+  places token ``j`` at position ``j`` whatever the padding), which ``lm.reference`` compares against
+  with left padding. (``transformers``' ``generate()`` instead counts positions from the first real token,
+  ``cumsum(mask) - 1``; that is a different convention, not a bug. The metamorphic checks cannot tell
+  the two apart: they only compare inputs with the same padding layout.)
+- ``new_cache(batch)``: an empty ``DynamicCache``; ``step(chunk, cache)``: ``past_key_values`` with
+  ``position_ids = past + 0 .. c-1`` (``past = cache.get_seq_length()``) and an all-ones attention mask
+  over past + chunk, for single tokens and chunked prefill alike.
+
+The sampler is ``transformers``' own ``TemperatureLogitsWarper`` followed by the step ``generate()``
+uses (``softmax`` then ``torch.multinomial``), with the check's generator. The warper rejects any
+temperature that is not a strictly positive float, 0 included: ``temperature_zero="error"``.
+"""
+
+import importlib.util
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from conformance.adapter import Adapter, Capability, Conventions
+from conformance.targets import TargetError
+
+#: The requirement this target was written and audited against (transformers 5.x's GPT-2 included).
+REQUIREMENT = "transformers>=4.40"
+
+#: Seed for models built without a ``state`` (fresh weights are reproducible).
+BUILD_SEED = 0
+
+
+def _transformers() -> Any:
+    """Import ``transformers`` with the Hub switched off (nothing is ever downloaded)."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    import transformers
+
+    return transformers
+
+
+def gpt2_config(config: Any) -> Any:
+    """A ``GPT2Config`` of the reference config's sizes, activation, dropout, eps and tying.
+
+    Claims: sizes.base (same model family at the check's sizes), residual.pre-ln.
+    """
+    if config.norm_placement != "pre":
+        raise NotImplementedError(f"GPT-2 is pre-LN only: norm_placement={config.norm_placement!r}")
+    if config.scale_embedding:
+        raise NotImplementedError("GPT-2 has no embedding scaling: scale_embedding=True is unsupported")
+    transformers = _transformers()
+    hf = transformers.GPT2Config(
+        vocab_size=config.vocab_size,
+        n_positions=config.max_len,
+        n_embd=config.d_model,
+        n_layer=config.num_layers,
+        n_head=config.num_heads,
+        n_inner=config.d_ff,
+        activation_function=config.activation,
+        resid_pdrop=config.dropout,
+        embd_pdrop=config.dropout,
+        attn_pdrop=config.dropout,
+        layer_norm_epsilon=config.eps,
+        tie_word_embeddings=config.tie_embeddings,
+        bos_token_id=config.bos_id,
+        eos_token_id=config.eos_id,
+    )
+    hf._attn_implementation = "sdpa"
+    return hf
+
+
+def _position_table(config: Any, state: dict[str, Tensor]) -> Tensor:
+    """GPT-2's ``wpe`` rows: the learned table, or the sinusoidal table of ``max_len`` positions."""
+    if config.positional == "learned":
+        return state["pos_embed.weight"]
+    from reference.positional import sinusoidal_encoding
+
+    like = state["embed.weight"]
+    table: Tensor = sinusoidal_encoding(
+        config.max_len, config.d_model, layout=config.layout, dtype=like.dtype, device=like.device
+    )
+    return table
+
+
+#: reference linear -> GPT-2 Conv1D (weights transposed: Conv1D stores [in, out]).
+_LINEARS = (("self_attn.w_o", "attn.c_proj"), ("ffn.w_1", "mlp.c_fc"), ("ffn.w_2", "mlp.c_proj"))
+
+
+def gpt2_state(config: Any, state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """GPT-2 parameter names and layouts from a canonical ``DecoderOnlyLM`` state (see module doc).
+
+    Claims: mha.fused-equals-per-head (``c_attn`` is the three projections stacked),
+    embedding.plus-positional.
+    """
+    out = {
+        "transformer.wte.weight": state["embed.weight"],
+        "transformer.wpe.weight": _position_table(config, state),
+        "transformer.ln_f.weight": state["decoder.final_norm.weight"],
+        "transformer.ln_f.bias": state["decoder.final_norm.bias"],
+        "lm_head.weight": state["lm_head.weight"],
+    }
+    for i in range(config.num_layers):
+        ref, hf = f"decoder.layers.{i}.", f"transformer.h.{i}."
+        qkv = [state[f"{ref}self_attn.w_{x}.weight"] for x in "qkv"]
+        out[f"{hf}attn.c_attn.weight"] = torch.cat(qkv, dim=0).T
+        out[f"{hf}attn.c_attn.bias"] = torch.cat([state[f"{ref}self_attn.w_{x}.bias"] for x in "qkv"])
+        for src, dst in _LINEARS:
+            out[f"{hf}{dst}.weight"] = state[f"{ref}{src}.weight"].T
+            out[f"{hf}{dst}.bias"] = state[f"{ref}{src}.bias"]
+        for src, dst in (("norm_1", "ln_1"), ("norm_2", "ln_2")):
+            for kind in ("weight", "bias"):
+                out[f"{hf}{dst}.{kind}"] = state[f"{ref}{src}.{kind}"]
+    return {k: v.contiguous() for k, v in out.items()}
+
+
+def build_gpt2(
+    config: Any, state: dict[str, Tensor] | None, device: torch.device, dtype: torch.dtype
+) -> nn.Module:
+    """``GPT2LMHeadModel`` (seeded random init, or ``state`` mapped in), on device/dtype, in eval mode."""
+    transformers = _transformers()
+    hf_config = gpt2_config(config)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(BUILD_SEED)
+        model: nn.Module = transformers.GPT2LMHeadModel(hf_config)
+    model = model.to(device=device, dtype=dtype)
+    if state is not None:
+        mapped = gpt2_state(config, state)
+        missing, unexpected = model.load_state_dict(mapped, strict=False)
+        tied = {"lm_head.weight"} if config.tie_embeddings else set()
+        if set(missing) - tied or unexpected:
+            raise RuntimeError(f"GPT-2 weight mapping: missing {missing}, unexpected {unexpected}")
+    return model.eval()
+
+
+@dataclass
+class GPT2Cache:
+    """transformers' ``DynamicCache`` for one batch."""
+
+    kv: Any
+    batch: int
+
+
+class GPT2Handle:
+    """``logits`` / ``new_cache`` / ``step`` over a ``GPT2LMHeadModel`` (see module doc for positions)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+
+    def _run(self, ids: Tensor, **kwargs: Any) -> Tensor:
+        with torch.no_grad():
+            out = self.model(input_ids=ids, **kwargs)
+        logits: Tensor = out.logits
+        return logits
+
+    def positions(self, ids: Tensor, offset: int) -> Tensor:
+        """``position_ids`` [b, l]: absolute slots ``offset .. offset + l - 1`` for every sample."""
+        slots = torch.arange(offset, offset + ids.shape[1], device=ids.device)
+        return slots.unsqueeze(0).expand(ids.shape[0], -1)
+
+    def logits(self, ids: Tensor, pad_mask: Tensor | None = None) -> Tensor:
+        """Teacher-forced logits [b, l, vocab]; ``pad_mask`` (True = real token) is the attention mask.
+
+        Claims: mask.padding.invariance, mask.causal.future-blind, output.projection.
+        """
+        mask = None if pad_mask is None else pad_mask.to(torch.long)
+        return self._run(ids, attention_mask=mask, position_ids=self.positions(ids, 0), use_cache=False)
+
+    def new_cache(self, batch: int) -> GPT2Cache:
+        """An empty ``DynamicCache``."""
+        transformers = _transformers()
+        config = getattr(self.model, "config", None)
+        return GPT2Cache(transformers.DynamicCache(config=config), batch)
+
+    def step(self, ids_chunk: Tensor, cache: GPT2Cache, pad_mask_chunk: Tensor | None = None) -> Tensor:
+        """Logits of ``c >= 1`` new tokens on ``cache`` (``past_key_values``, updated in place).
+
+        Claims: kvcache.equals-recompute, kvcache.chunked-prefill, decoding.autoregressive.
+        """
+        if pad_mask_chunk is not None:
+            raise NotImplementedError("hf-gpt2 step(): padded chunks are not supported")
+        past = int(cache.kv.get_seq_length())
+        b, c = ids_chunk.shape
+        mask = torch.ones(b, past + c, dtype=torch.long, device=ids_chunk.device)
+        return self._run(
+            ids_chunk,
+            past_key_values=cache.kv,
+            attention_mask=mask,
+            position_ids=self.positions(ids_chunk, past),
+            use_cache=True,
+        )
+
+
+class HFGPT2Adapter(Adapter):
+    """``transformers.GPT2LMHeadModel`` as a decoder-only LM, and transformers' temperature sampler."""
+
+    name = "hf-gpt2"
+    capabilities = frozenset({Capability.DECODER_LM, Capability.SAMPLER})
+    conventions = Conventions(
+        norm_placement="pre",
+        loads_weights=True,
+        temperature_zero="error",
+        dtypes=(torch.float32, torch.float64),
+    )
+    handle_class: type[GPT2Handle] = GPT2Handle
+
+    def build_lm(
+        self, config: Any, state: dict[str, Tensor] | None, device: torch.device, dtype: torch.dtype
+    ) -> GPT2Handle:
+        """``GPT2LMHeadModel`` of the config's sizes behind ``GPT2Handle`` (canonical weights mapped in)."""
+        return self.handle_class(build_gpt2(config, state, device, dtype))
+
+    def sample(self, logits: Tensor, temperature: float, generator: torch.Generator | None) -> Tensor:
+        """``TemperatureLogitsWarper``, then softmax and ``torch.multinomial`` as in ``generate()``.
+
+        Claims: sampling.temperature-frequencies, sampling.invalid-temperature.
+        """
+        transformers = _transformers()
+        warper = transformers.TemperatureLogitsWarper(float(temperature))
+        no_ids = torch.zeros(logits.shape[0], 0, dtype=torch.long, device=logits.device)
+        scores: Tensor = warper(no_ids, logits)
+        probs = torch.softmax(scores, dim=-1)
+        return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(1)
+
+
+def make() -> HFGPT2Adapter:
+    """Factory for ``--impl hf-gpt2``; a clear usage error when ``transformers`` is not installed."""
+    if importlib.util.find_spec("transformers") is None:
+        raise TargetError(f"target 'hf-gpt2' needs {REQUIREMENT!r}: pip install '{REQUIREMENT}'")
+    return HFGPT2Adapter()

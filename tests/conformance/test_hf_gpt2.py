@@ -1,0 +1,122 @@
+"""The ``hf-gpt2`` target: transformers' GPT-2 passes its audit, and planted real-world adapter bugs
+(cache positions not offset, attention mask dropped, positions counted from the first real token) are
+rejected by the claim they break."""
+
+from typing import Any
+
+import pytest
+import torch
+from torch import Tensor
+
+pytest.importorskip("transformers")
+
+from conformance.api import run_audit
+from conformance.targets.hf_gpt2 import GPT2Handle, HFGPT2Adapter
+
+LM_CHECKS = [
+    "lm.shape",
+    "lm.padding-invariance",
+    "lm.causality",
+    "lm.cache-equals-recompute",
+    "lm.chunked-prefill",
+    "lm.reference",
+]
+
+
+def _audit(target: Any, device: torch.device, **kwargs: Any) -> Any:
+    return run_audit([target], device=device, profile="ci", progress=False, **kwargs)
+
+
+def _failed(report: Any) -> dict[str, list[str]]:
+    """check id -> claims of every failing result."""
+    return {r.check: r.claims for r in report.results if r.status == "fail"}
+
+
+@pytest.mark.claim(
+    "mask.padding.invariance",
+    "mask.causal.future-blind",
+    "kvcache.equals-recompute",
+    "kvcache.chunked-prefill",
+    "training.parallel-equals-sequential",
+    "output.projection",
+    "sampling.temperature-frequencies",
+    "sampling.invalid-temperature",
+)
+def test_hf_gpt2_passes_its_audit(device: torch.device) -> None:
+    report = _audit("hf-gpt2", device)
+    assert report.exit_code == 0, report.summary_text()
+    statuses = {r.check: r.status for r in report.results}
+    # No known deviations are declared: every applicable LM and sampler check passes outright,
+    # including the differential one (canonical weights mapped into GPT-2's layout).
+    for check_id in (*LM_CHECKS, "lm.teacher-forcing", "lm.batch-independence", "sampler.frequencies"):
+        assert statuses[check_id] == "pass", (check_id, statuses[check_id])
+    assert not any(r.status == "known-deviation" for r in report.results)
+
+
+class StepPositionsNotOffset(GPT2Handle):
+    """Planted bug: step() restarts position_ids at 0 instead of at the cache length."""
+
+    def step(self, ids_chunk: Tensor, cache: Any, pad_mask_chunk: Tensor | None = None) -> Tensor:
+        b, c = ids_chunk.shape
+        past = int(cache.kv.get_seq_length())
+        mask = torch.ones(b, past + c, dtype=torch.long, device=ids_chunk.device)
+        return self._run(
+            ids_chunk,
+            past_key_values=cache.kv,
+            attention_mask=mask,
+            position_ids=self.positions(ids_chunk, 0),
+            use_cache=True,
+        )
+
+
+class AttentionMaskDropped(GPT2Handle):
+    """Planted bug: logits() forgets to pass the attention mask (padding keys stay visible)."""
+
+    def logits(self, ids: Tensor, pad_mask: Tensor | None = None) -> Tensor:
+        return self._run(ids, position_ids=self.positions(ids, 0), use_cache=False)
+
+
+class PositionsFromFirstRealToken(GPT2Handle):
+    """generate()'s convention, cumsum(mask) - 1: left-padded tokens sit at other positions than the
+    spec's absolute slots, which only the differential check can see."""
+
+    def logits(self, ids: Tensor, pad_mask: Tensor | None = None) -> Tensor:
+        if pad_mask is None:
+            return super().logits(ids, pad_mask)
+        positions = (pad_mask.long().cumsum(-1) - 1).clamp(min=0)
+        return self._run(ids, attention_mask=pad_mask.long(), position_ids=positions, use_cache=False)
+
+
+def _with_handle(handle: type[GPT2Handle]) -> HFGPT2Adapter:
+    adapter = HFGPT2Adapter()
+    adapter.name = f"hf-gpt2+{handle.__name__}"
+    adapter.handle_class = handle
+    return adapter
+
+
+@pytest.mark.claim("kvcache.equals-recompute", "kvcache.chunked-prefill")
+def test_step_positions_not_offset_is_rejected(device: torch.device) -> None:
+    report = _audit(_with_handle(StepPositionsNotOffset), device, check=LM_CHECKS)
+    assert report.exit_code == 1
+    failed = _failed(report)
+    assert "kvcache.equals-recompute" in failed["lm.cache-equals-recompute"], failed
+    assert "lm.padding-invariance" not in failed and "lm.reference" not in failed, failed
+
+
+@pytest.mark.claim("mask.padding.invariance")
+def test_attention_mask_dropped_is_rejected(device: torch.device) -> None:
+    report = _audit(_with_handle(AttentionMaskDropped), device, check=LM_CHECKS)
+    assert report.exit_code == 1
+    failed = _failed(report)
+    assert "mask.padding.invariance" in failed["lm.padding-invariance"], failed
+    assert "lm.cache-equals-recompute" not in failed, failed
+
+
+@pytest.mark.claim("embedding.plus-positional")
+def test_positions_from_first_real_token_differ_from_the_spec(device: torch.device) -> None:
+    report = _audit(_with_handle(PositionsFromFirstRealToken), device, check=LM_CHECKS)
+    failed = _failed(report)
+    assert set(failed) == {"lm.reference"}, failed
+    assert "embedding.plus-positional" in failed["lm.reference"]
+    message = next(r.message for r in report.results if r.check == "lm.reference")
+    assert "left-padded" in message, message
