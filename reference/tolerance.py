@@ -16,6 +16,7 @@ Changelog:
 - 1: initial table. float32 floors ~ a few ulps at unit scale; half types from their epsilon.
 """
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -88,6 +89,13 @@ def differential(
     """Rule 1: the target's error against a fixed multiple of the reference's own error in that dtype."""
     tol = tolerance_for(actual.dtype)
     baseline = max_abs_error(reference_same_dtype, oracle64)
+    if not math.isfinite(baseline):
+        # The reference itself overflowed in this dtype: no finite error budget can be derived from it,
+        # so the target is judged by the direct rule instead of being allowed an infinite error.
+        fallback = direct(actual, oracle64)
+        return Comparison(
+            fallback.measured, fallback.allowed, f"{fallback.rule} (reference non-finite in {actual.dtype})"
+        )
     allowed = tol.multiple * baseline + tol.floor
     return Comparison(
         max_abs_error(actual, oracle64), allowed, f"differential {tol.multiple}x ref + {tol.floor:g}"
