@@ -128,3 +128,14 @@ def assert_close(actual: torch.Tensor, oracle64: torch.Tensor, what: str = "valu
     result = direct(actual, oracle64)
     if not result.ok:
         raise AssertionError(f"{what}: {result.describe()}")
+
+
+def assert_differs(actual: torch.Tensor, other: torch.Tensor, what: str = "value") -> None:
+    """Test helper: raise unless the two differ somewhere by more than the direct rule allows.
+
+    The counterpart of ``assert_close`` for properties that must break (a mutant, a refuted claim):
+    a difference within rounding does not count as a difference.
+    """
+    result = direct(actual, other.to(torch.float64))
+    if result.ok:
+        raise AssertionError(f"{what}: expected a difference beyond tolerance, got {result.describe()}")

@@ -457,14 +457,19 @@ def decoder_layer_batch(ctx: CheckContext) -> None:
 
 @check(
     "decoder_layer.causality",
-    claims=("mask.causal.future-blind", "mask.causal.diagonal-visible"),
+    claims=("mask.causal.future-blind",),
     needs=(DEC,),
     depends_on=("decoder_layer.shape",),
     kind="metamorphic",
 )
 def decoder_layer_causality(ctx: CheckContext) -> None:
-    """Changing target positions >= c leaves outputs at positions < c unchanged (c = 1 .. t-1); changing
-    position c itself changes output c (the diagonal is visible)."""
+    """Changing target positions >= c leaves outputs at positions < c unchanged (c = 1 .. t-1).
+
+    The diagonal (mask.causal.diagonal-visible) is not judged here: the layer input at position c
+    reaches output c through the residual whatever the mask does, so no perturbation of the layer
+    input can show that c attends to itself. A hidden diagonal is caught by ``decoder_layer.reference``
+    (differential) and, at the attention level, by ``mask.causal.diagonal-visible``.
+    """
     cfg = layer_config(ctx)
     layer, _ = build_decoder(ctx, cfg)
     b, t, s = 2, 6, 3
@@ -481,10 +486,6 @@ def decoder_layer_causality(ctx: CheckContext) -> None:
             base[:, :cut],
             None,
         )
-        if bool(torch.equal(y[:, cut], base[:, cut])):
-            ctx.fail(
-                FailureKind.PROPERTY, f"output at position {cut} ignores its own input (diagonal hidden)"
-            )
 
 
 @check(

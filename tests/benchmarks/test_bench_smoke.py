@@ -98,7 +98,11 @@ def test_growth_exponents_from_closed_forms() -> None:
 
 def test_interleaved_rotates_order_and_drops_warmup() -> None:
     calls: list[str] = []
-    times = interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
-                        torch.device("cpu"), rounds=3, warmup=1)
+    times = interleaved(
+        {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
+        torch.device("cpu"),
+        rounds=3,
+        warmup=1,
+    )
     assert calls == ["a", "b", "b", "a", "a", "b", "b", "a"]
     assert [len(v) for v in times.values()] == [3, 3]

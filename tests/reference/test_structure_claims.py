@@ -25,7 +25,7 @@ from reference.layernorm import LayerNorm
 from reference.masks import padding_mask_from_lengths
 from reference.multihead import MultiHeadAttention
 from reference.positional import sinusoidal_encoding
-from reference.tolerance import assert_close, direct
+from reference.tolerance import assert_close, assert_differs, direct
 from tests.reference import mutants_structure as mut
 
 DT = torch.float64
@@ -55,13 +55,6 @@ def rand(seed: int, shape: tuple[int, ...], device: torch.device | str) -> Tenso
 def torch_norm(norm: LayerNorm, h: Tensor) -> Tensor:
     """The LayerNorm module's parameters applied through torch's own layer_norm."""
     return F.layer_norm(h, (norm.d,), norm.weight, norm.bias, norm.eps)
-
-
-def assert_differs(actual: Tensor, other: Tensor, what: str) -> None:
-    """Fail when ``actual`` equals ``other`` under the direct tolerance rule."""
-    result = direct(actual, other)
-    if result.ok:
-        raise AssertionError(f"{what}: unchanged ({result.describe()})")
 
 
 def residual(h: Tensor, f: Callable[[Tensor], Tensor], norm: LayerNorm, placement: str) -> Tensor:

@@ -6,7 +6,15 @@ These tests use hand-computed cases, not outputs of the code under test.
 import pytest
 import torch
 
-from reference.tolerance import TABLE, assert_close, differential, direct, max_abs_error, tolerance_for
+from reference.tolerance import (
+    TABLE,
+    assert_close,
+    assert_differs,
+    differential,
+    direct,
+    max_abs_error,
+    tolerance_for,
+)
 
 F64 = torch.float64
 
@@ -74,3 +82,10 @@ def test_assert_close_reports_the_comparison() -> None:
     with pytest.raises(AssertionError, match="exceeds allowed"):
         assert_close(torch.tensor([1.0]), torch.tensor([2.0], dtype=F64), "value")
     assert_close(torch.tensor([1.0]), torch.tensor([1.0], dtype=F64))
+
+
+def test_assert_differs_ignores_rounding_but_sees_a_real_change() -> None:
+    base = torch.tensor([1.0, 2.0], dtype=F64)
+    with pytest.raises(AssertionError, match="expected a difference"):
+        assert_differs(base + 1e-14, base, "rounding")
+    assert_differs(base + 1e-3, base, "a real change")
