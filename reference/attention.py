@@ -130,7 +130,7 @@ def scaled_dot_product_attention(
     require_same_device(q=q, k=k, v=v, mask=mask)
     if scale is None:
         scale = 1.0 / math.sqrt(q.shape[-1])
-    require(math.isfinite(scale), "scale", "a finite number", scale)
+    require(math.isfinite(scale) and scale > 0, "scale", "a finite positive number", scale)
 
     batch = tuple(q.shape[:-2])
     target_shape = (*batch, q.shape[-2], k.shape[-2])

@@ -41,12 +41,17 @@ class DecoderKVCache(KVCache):
     """
 
     key_padding: Tensor | None = None
+    batch: int | None = None
 
 
-def new_decoder_cache(num_layers: int) -> DecoderKVCache:
-    """An empty cache for ``num_layers`` layers at position 0. Claims: kvcache.only-kv."""
+def new_decoder_cache(num_layers: int, batch: int | None = None) -> DecoderKVCache:
+    """An empty cache for ``num_layers`` layers at position 0 (for ``batch`` sequences, when given).
+
+    Claims: kvcache.only-kv.
+    """
     cache = DecoderKVCache.empty(num_layers)
     assert isinstance(cache, DecoderKVCache)
+    cache.batch = batch
     return cache
 
 
@@ -94,10 +99,9 @@ def require_cache_consistent(cache: KVCache, num_layers: int, batch: int) -> Non
         f"cached length equal to cache.position = {cache.position}",
         first.length,
     )
-    if first.k is not None:
-        require(
-            first.k.shape[0] == batch, "cache", f"a cache for batch size {batch}", f"batch {first.k.shape[0]}"
-        )
+    cached_batch = first.k.shape[0] if first.k is not None else getattr(cache, "batch", None)
+    if cached_batch is not None:
+        require(cached_batch == batch, "cache", f"a cache for batch size {batch}", f"batch {cached_batch}")
 
 
 def positions(
@@ -212,7 +216,7 @@ class EncoderDecoder(nn.Module):
         Claims: kvcache.only-kv, kvcache.cross-computed-once.
         """
         require(batch > 0, "batch", "a positive integer", batch)
-        return new_decoder_cache(self.config.num_layers)
+        return new_decoder_cache(self.config.num_layers, batch)
 
     @checked
     def step(
@@ -288,7 +292,7 @@ class DecoderOnlyLM(nn.Module):
     def new_cache(self, batch: int) -> DecoderKVCache:
         """An empty self-attention cache for every layer. Claims: kvcache.only-kv."""
         require(batch > 0, "batch", "a positive integer", batch)
-        return new_decoder_cache(self.config.num_layers)
+        return new_decoder_cache(self.config.num_layers, batch)
 
     @checked
     def step(

@@ -82,6 +82,14 @@ class MultiHeadAttention(nn.Module):
         projected: Tensor = layer(x)
         return split_heads(projected, self.num_heads)
 
+    def require_inputs(self, x_q: Tensor, x_kv: Tensor) -> None:
+        """Inputs share the parameters' dtype and device (a clear error instead of a matmul failure)."""
+        weight = self.w_q.weight
+        for name, x in (("x_q", x_q), ("x_kv", x_kv)):
+            expected_dtype, expected_device = f"dtype {weight.dtype}", f"device {weight.device}"
+            require(x.dtype == weight.dtype, name, f"{expected_dtype} (the module's parameters)", x.dtype)
+            require(x.device == weight.device, name, f"{expected_device} (the module's parameters)", x.device)
+
     @checked
     def forward(
         self,
@@ -103,6 +111,7 @@ class MultiHeadAttention(nn.Module):
         attention.self.same-input, attention.cross.sources, attention.cross.no-causal-mask,
         kvcache.equals-recompute, kvcache.only-kv.
         """
+        self.require_inputs(x_q, x_kv)
         q = self.project_heads(self.w_q, x_q)
         k = self.project_heads(self.w_k, x_kv)
         v = self.project_heads(self.w_v, x_kv)
