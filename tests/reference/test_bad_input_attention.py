@@ -77,6 +77,23 @@ def scale_nan(device, impl=sdpa):
     impl(*qkv(device), scale=float("nan"))
 
 
+def scale_negative(device, impl=sdpa):
+    impl(*qkv(device), scale=-1.0)
+
+
+def mha_mixed_dtypes(device):
+    mha = MultiHeadAttention(8, 2).to(device)
+    mha(torch.randn(1, 3, 8, device=device), torch.randn(1, 3, 8, device=device, dtype=torch.float64))
+
+
+def cache_batch_mismatch(device):
+    from reference.config import TransformerConfig
+    from reference.model import DecoderOnlyLM
+
+    lm = DecoderOnlyLM(TransformerConfig.tiny()).to(device).eval()
+    lm.step(torch.zeros(2, 1, dtype=torch.long, device=device), lm.new_cache(1))
+
+
 def bad_alignment(device):
     causal_mask(2, 3, alignment="bottom-left", device=device)  # type: ignore[arg-type]
 
@@ -139,6 +156,9 @@ CASES = [
     (integer_query, ["'q'"], False),
     (mixed_dtypes, ["k: torch.float64"], False),
     (scale_nan, ["'scale'", "nan"], False),
+    (scale_negative, ["'scale'", "-1.0"], False),
+    (mha_mixed_dtypes, ["'x_kv'", "torch.float32", "torch.float64"], False),
+    (cache_batch_mismatch, ["'cache'", "batch size 2", "batch 1"], False),
     (bad_alignment, ["'alignment'", "bottom-left"], False),
     (negative_num_q, ["'num_q'", "-1"], False),
     (lengths_too_long, ["'lengths'", "[0, 5]", "[2, 7]"], False),
