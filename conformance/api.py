@@ -18,8 +18,8 @@ import torch
 
 from conformance.adapter import Adapter
 from conformance.context import CI_SEED, PROFILES
-from conformance.deviations import DeviationFileError, load_for_target
-from conformance.registry import CheckSpec, Registry, load_builtin_checks
+from conformance.deviations import DEFAULT_DIR, DeviationFileError, load_for_target
+from conformance.registry import DEFAULT_REGISTRY, CheckSpec, Registry, load_builtin_checks
 from conformance.report import AuditReport, TargetSummary, claim_statements
 from conformance.runner import CheckResult, RunSettings, dtype_name, run_target, stale_deviations
 from conformance.targets import TargetError, import_object, resolve_target
@@ -125,6 +125,43 @@ def load_registry(spec: str) -> Registry:
     return obj
 
 
+def registry_spec(registry: Registry) -> str | None:
+    """The ``package.module:attribute`` naming ``registry`` among the imported modules, if any
+    (so a repro command can carry ``--checks-from``); None for the built-in registry."""
+    if registry is DEFAULT_REGISTRY:  # (compared without importing the built-in checks)
+        return None
+    for mod_name, module in list(sys.modules.items()):
+        if mod_name == "__main__" or module is None:
+            continue
+        for attr, value in list(getattr(module, "__dict__", {}).items()):
+            if value is registry and not attr.startswith("_"):
+                return f"{mod_name}:{attr}"
+    return None
+
+
+def cli_path(path: Path) -> str:
+    """A path as a command line should show it: relative to the cwd when inside it."""
+    absolute = path.resolve()
+    try:
+        return str(absolute.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(absolute)
+
+
+def repro_options(
+    checks_from: str | None, deviations_dir: Path | None, timeout: float | None
+) -> tuple[str, ...]:
+    """The options besides impl/check/seed/device/dtype/profile that change what a rerun does."""
+    extra: list[str] = []
+    if checks_from:
+        extra += ["--checks-from", checks_from]
+    if deviations_dir is not None and deviations_dir.resolve() != DEFAULT_DIR.resolve():
+        extra += ["--deviations", cli_path(deviations_dir)]
+    if timeout is not None:
+        extra += ["--timeout", f"{timeout:g}"]
+    return tuple(extra)
+
+
 def _progress_stream(progress: bool | TextIO | None) -> TextIO | None:
     if progress is None:
         return sys.stderr if sys.stderr.isatty() else None
@@ -151,8 +188,13 @@ def run_audit(
     registry: Registry | None = None,
     deviations_dir: str | Path | None = None,
     progress: bool | TextIO | None = None,
+    checks_from: str | None = None,
 ) -> AuditReport:
     """Audit ``targets`` (built-in names, ``package.module:factory`` strings or ``Adapter``s).
+
+    ``registry`` (a ``Registry``) or ``checks_from`` (``package.module:attribute`` naming one)
+    REPLACES the built-in checks; neither given: the built-in checks. Failures carry a repro
+    command naming this interpreter and every option that changes what runs.
 
     Claims: every claim realised by a selected check. Returns the report; its ``exit_code`` is 0
     when every gated target passed all applicable checks and no deviation entry is stale.
@@ -192,7 +234,13 @@ def run_audit(
     if unknown_gate:
         raise UsageError(f"--gate: {sorted(unknown_gate)} not among the audited targets {names}")
 
-    reg = registry if registry is not None else load_builtin_checks()
+    if registry is not None:
+        reg = registry
+        checks_from = checks_from or registry_spec(registry)
+    elif checks_from:
+        reg = load_registry(checks_from)
+    else:
+        reg = load_builtin_checks()
     specs = select_checks(reg, claims, check)
     all_specs = reg.all()
     deviation_dir = Path(deviations_dir) if deviations_dir is not None else None
@@ -210,6 +258,7 @@ def run_audit(
         "timeout_s": limit,
         "claims": claims,
         "check": check,
+        "checks_from": checks_from,
         "targets": [impl for impl, _ in adapters],
         "tolerance_version": TOLERANCE_VERSION,
         "torch": torch.__version__,
@@ -255,6 +304,7 @@ def run_audit(
                 time_limit_s=limit,
                 impl=impl,
                 save_inputs=Path(save_inputs) if save_inputs else None,
+                repro_options=repro_options(checks_from, deviation_dir, timeout),
             )
             summaries.append(
                 TargetSummary(
@@ -296,6 +346,7 @@ def run_audit(
             results=results,
             stale=stale,
             statements=claim_statements(),
+            claim_filter=_split(claims),
             duration_s=time.perf_counter() - started,
         )
         report.summarise()

@@ -15,6 +15,12 @@ from conformance.registry import Registry, load_builtin_checks
 from conformance.report import claim_statements
 from conformance.targets import BUILTIN_TARGETS
 
+CHECKS_FROM_HELP = (
+    "package.module:attribute naming a conformance.registry.Registry; its checks REPLACE the "
+    "built-in ones (only its checks run). To add to the built-in checks, build that Registry "
+    "from load_builtin_checks().all() plus yours (see conformance/README.md)"
+)
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (``run`` and ``list``)."""
@@ -61,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="directory of <target>.toml known-deviation files (default: the built-in one)",
     )
-    run.add_argument("--checks-from", default=None, help="package.module:registry, a custom check registry")
+    run.add_argument("--checks-from", default=None, metavar="MODULE:REGISTRY", help=CHECKS_FROM_HELP)
     run.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
@@ -70,9 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("-q", "--quiet", action="store_true", help="print only the final line")
     listing = sub.add_parser("list", help="show targets, claims and checks")
-    listing.add_argument(
-        "--checks-from", default=None, help="package.module:registry, a custom check registry"
-    )
+    listing.add_argument("--checks-from", default=None, metavar="MODULE:REGISTRY", help=CHECKS_FROM_HELP)
     return parser
 
 
@@ -88,8 +92,9 @@ def cmd_list(args: argparse.Namespace, registry: Registry | None) -> int:
     checks = reg.all()
     statements = claim_statements()
     print("Targets:")
+    width = max((len(name) for name in BUILTIN_TARGETS), default=0)
     for name, factory in BUILTIN_TARGETS.items():
-        print(f"  {name:<28} {factory}")
+        print(f"  {name:<{width}}  {factory}")
     print("\nClaims:")
     by_claim: dict[str, list[str]] = {}
     for spec in checks:
@@ -109,7 +114,6 @@ def cmd_list(args: argparse.Namespace, registry: Registry | None) -> int:
 
 def cmd_run(args: argparse.Namespace, registry: Registry | None) -> int:
     """Run the audit, print failures, the matrix and totals; return the exit code."""
-    reg = _registry(args.checks_from, registry)
     report = run_audit(
         args.impl,
         device=args.device,
@@ -122,7 +126,8 @@ def cmd_run(args: argparse.Namespace, registry: Registry | None) -> int:
         report_paths=ReportPaths(json=args.json, junit=args.junit, markdown=args.markdown, jsonl=args.jsonl),
         gate=args.gate,
         save_inputs=args.save_inputs,
-        registry=reg,
+        registry=registry,
+        checks_from=args.checks_from,
         deviations_dir=args.deviations,
         progress=args.progress,
     )

@@ -1,11 +1,18 @@
 """pytest plugin (entry point ``transformer_conformance``): ``pytest --conformance-impl TARGET``.
 
-With the option, one test item per (target, check) is added: it fails with the failure text,
-is skipped for not-applicable / blocked results and xfails for known deviations; a stale
-deviation entry adds a failing ``deviations`` item. Without the option the plugin adds nothing.
-The audit runs once, lazily, when the first conformance item runs, for the selected items only.
+With the option, one test item per (target, check) is collected (node IDs
+``conformance::TARGET::CHECK``, so ``-k`` and ``--collect-only`` see them): it fails with the
+failure text, is skipped for not-applicable / blocked results and xfails for known deviations; a
+stale deviation entry adds a failing ``TARGET::deviations`` item. Without the option the plugin
+adds nothing. The audit runs once, lazily, when the first conformance item runs, for the
+selected items only.
+
+Installed, the entry point loads the plugin: use the bare option. ``-p conformance.pytest_plugin``
+(needed only when the package is not installed) is harmless when it is: the entry point is then
+skipped instead of registering the same module twice.
 """
 
+from collections.abc import Generator, Iterator
 from typing import Any
 
 import pytest
@@ -17,10 +24,16 @@ from conformance.runner import BLOCKED, ERROR, FAIL, KNOWN_DEVIATION, NOT_APPLIC
 from conformance.targets import TargetError, resolve_target
 
 _STATE = pytest.StashKey["_AuditState"]()
+ENTRY_POINT = "transformer_conformance"
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
-    """Register the ``--conformance-*`` options."""
+def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager) -> None:
+    """Register the ``--conformance-*`` options.
+
+    Loaded by ``-p conformance.pytest_plugin`` (not by the entry point): block the entry point,
+    which would otherwise try to register this module a second time and abort pytest."""
+    if pluginmanager.get_plugin(ENTRY_POINT) is None:
+        pluginmanager.set_blocked(ENTRY_POINT)
     group = parser.getgroup("conformance", "Transformer conformance audit")
     group.addoption(
         "--conformance-impl",
@@ -48,10 +61,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 class _AuditState:
-    def __init__(self, config: pytest.Config, impls: list[str], registry: Registry) -> None:
+    def __init__(self, config: pytest.Config, impls: list[str], registry: Registry, names: list[str]) -> None:
         self.config = config
         self.impls = impls
         self.registry = registry
+        self.names = names
         self.report: AuditReport | None = None
 
     def ensure_run(self, session: pytest.Session) -> AuditReport:
@@ -126,10 +140,31 @@ class ConformanceItem(pytest.Item):
         return "conformance", None, self.name
 
 
-def pytest_collection_modifyitems(
-    session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
-) -> None:
-    """Add one item per (target, check) when ``--conformance-impl`` is given."""
+class ConformanceCollector(pytest.Collector):
+    """The ``conformance`` node: one item per (target, check) and one deviations item per target."""
+
+    def __init__(self, *, targets: list[str], registry: Registry, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.targets = targets
+        self.registry = registry
+
+    def collect(self) -> Iterator[pytest.Item]:
+        """Items named ``TARGET::CHECK`` and ``TARGET::deviations``."""
+        for name in self.targets:
+            for spec in self.registry.all():
+                yield ConformanceItem.from_parent(
+                    self, name=f"{name}::{spec.id}", target=name, check_id=spec.id
+                )
+            yield ConformanceItem.from_parent(self, name=f"{name}::deviations", target=name, check_id=None)
+
+    def reportinfo(self) -> tuple[str, int | None, str]:
+        """Location shown by pytest."""
+        return "conformance", None, self.name
+
+
+def pytest_collection(session: pytest.Session) -> None:
+    """Resolve ``--conformance-*`` options before collecting (bad ones are usage errors)."""
+    config = session.config
     impl = config.getoption("conformance_impl")
     if not impl:
         return
@@ -141,16 +176,25 @@ def pytest_collection_modifyitems(
         names = [resolve_target(i).name for i in impls]
     except (UsageError, TargetError) as exc:
         raise pytest.UsageError(f"conformance: {exc}") from exc
-    config.stash[_STATE] = _AuditState(config, impls, registry)
-    for name in names:
-        for spec in registry.all():
-            items.append(
-                ConformanceItem.from_parent(
-                    session, name=f"conformance[{name}::{spec.id}]", target=name, check_id=spec.id
-                )
-            )
-        items.append(
-            ConformanceItem.from_parent(
-                session, name=f"conformance[{name}::deviations]", target=name, check_id=None
+    config.stash[_STATE] = _AuditState(config, impls, registry, names)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(
+    collector: pytest.Collector,
+) -> Generator[None, pytest.CollectReport, pytest.CollectReport]:
+    """Add the ``conformance`` collector under the session, so its items are collected (and
+    counted, selected by ``-k``, listed by ``--collect-only``) like any other test."""
+    report = yield
+    state = collector.config.stash.get(_STATE, None)
+    if isinstance(collector, pytest.Session) and state is not None and report.passed:
+        report.result.append(
+            ConformanceCollector.from_parent(
+                collector,
+                name="conformance",
+                nodeid="conformance",
+                targets=state.names,
+                registry=state.registry,
             )
         )
+    return report

@@ -4,6 +4,7 @@ The same ``AuditReport`` feeds every format; the JSON form also carries the per-
 time spent inside the target (``ctx.call``) versus in the harness.
 """
 
+import fnmatch
 import importlib
 import json
 import xml.etree.ElementTree as ET
@@ -30,8 +31,19 @@ SYMBOLS = {
     NOT_APPLICABLE: "n-a",
     BLOCKED: "blocked",
 }
-# Aggregation order for a claim with several checks: the first status present wins.
+# Aggregation order for a claim with several checks on one target: the first status present wins.
+# FAIL if any check failed (ERR: a harness error), else dev if any was a known deviation, else
+# blocked if any was blocked, else pass (every check that applied passed; not-applicable ones do
+# not count), else n-a (none applied). A pass never hides a check that failed or could not run.
 PRECEDENCE = (FAIL, ERROR, KNOWN_DEVIATION, BLOCKED, PASS, NOT_APPLICABLE)
+#: Width the plain-text matrix is laid out for (columns are split into blocks beyond it).
+TEXT_WIDTH = 120
+
+
+def aggregate(statuses: set[str] | list[str]) -> str:
+    """The matrix cell for a claim whose checks on one target ended with ``statuses``."""
+    present = set(statuses)
+    return next(s for s in PRECEDENCE if s in present)
 
 
 def claim_statements() -> dict[str, str]:
@@ -86,6 +98,7 @@ class AuditReport:
     stale: list[dict[str, Any]] = field(default_factory=list)
     statements: dict[str, str] = field(default_factory=dict)
     duration_s: float = 0.0
+    claim_filter: list[str] = field(default_factory=list)  # --claims patterns: matrix rows shown
 
     def summarise(self) -> None:
         """Fill per-target counts and times from the results."""
@@ -112,30 +125,50 @@ class AuditReport:
 
     # -- matrix --------------------------------------------------------------------------------
     def matrix(self) -> tuple[list[str], list[str], dict[tuple[str, str], str]]:
-        """(claims, targets, cell status) aggregated over the checks of each claim."""
+        """(claims, targets, cell status) aggregated over the checks of each claim (see
+        ``PRECEDENCE``). With ``claim_filter`` (``--claims``), only the matching claims are rows,
+        not the other claims the selected checks also credit."""
         targets = [t.name for t in self.targets]
         claims: list[str] = []
         per_cell: dict[tuple[str, str], set[str]] = {}
         for r in self.results:
             for claim in r.claims:
+                if self.claim_filter and not any(fnmatch.fnmatchcase(claim, p) for p in self.claim_filter):
+                    continue
                 if claim not in claims:
                     claims.append(claim)
                 per_cell.setdefault((claim, r.target), set()).add(r.status)
         claims.sort()
-        cells = {key: next(s for s in PRECEDENCE if s in statuses) for key, statuses in per_cell.items()}
+        cells = {key: aggregate(statuses) for key, statuses in per_cell.items()}
         return claims, targets, cells
 
-    def matrix_text(self) -> str:
-        """The claims x targets matrix as aligned plain text."""
+    def matrix_text(self, width: int = TEXT_WIDTH) -> str:
+        """The claims x targets matrix as plain text that fits ``width`` columns: targets are
+        headed T1..Tn (a legend names them), cells are fixed-width, and when the columns do not
+        fit beside the claim IDs they are split into several blocks."""
         claims, targets, cells = self.matrix()
         if not claims:
             return "(no checks ran)"
-        width = max(len(c) for c in claims)
-        cols = [max(len(t), 7) for t in targets]
-        lines = [" " * width + "  " + "  ".join(t.ljust(w) for t, w in zip(targets, cols))]
-        for claim in claims:
-            row = [SYMBOLS.get(cells.get((claim, t), ""), "-").ljust(w) for t, w in zip(targets, cols)]
-            lines.append(claim.ljust(width) + "  " + "  ".join(row))
+        labels = [f"T{i}" for i in range(1, len(targets) + 1)]
+        cell = max(max(len(s) for s in SYMBOLS.values()), max(len(label) for label in labels))
+        claim_w = max(len(c) for c in claims)
+        per_block = max(1, (width - claim_w - 1) // (cell + 1))
+        lines = [""]
+        for label, target in zip(labels, targets):  # the legend, wrapped between entries
+            entry = f"{label} = {target}"
+            if lines[-1] and len(lines[-1]) + 2 + len(entry) > width:
+                lines[-1] += ","
+                lines.append("")
+            lines[-1] += (", " if lines[-1] else "") + entry
+        for start in range(0, len(targets), per_block):
+            block = range(start, min(start + per_block, len(targets)))
+            lines.append("")
+            lines.append(" " * claim_w + "".join(" " + labels[i].ljust(cell) for i in block).rstrip())
+            for claim in claims:
+                row = "".join(
+                    " " + SYMBOLS.get(cells.get((claim, targets[i]), ""), "-").ljust(cell) for i in block
+                )
+                lines.append((claim.ljust(claim_w) + row).rstrip())
         return "\n".join(lines)
 
     # -- text ----------------------------------------------------------------------------------
@@ -146,8 +179,14 @@ class AuditReport:
             statement = self.statements.get(claim, "")
             lines.append(f"  claim {claim}" + (f": {statement}" if statement else ""))
         lines.append(f"  {r.message}")
-        if r.measured is not None or r.allowed is not None:
+        if r.failure_kind == "timeout" and r.allowed is not None:
+            lines.append(f"  timed out after {float(r.allowed)} s")
+        elif r.measured is not None and r.allowed is not None:
             lines.append(f"  measured {r.measured!r}, allowed {r.allowed!r}")
+        elif r.measured is not None:
+            lines.append(f"  measured {r.measured!r}")
+        elif r.allowed is not None:
+            lines.append(f"  allowed {r.allowed!r}")
         inputs = json.dumps(r.inputs, sort_keys=True, default=str)
         lines.append(f"  inputs: {inputs} (seed {r.seed}, {r.device}, {r.dtype})")
         if r.saved_inputs:

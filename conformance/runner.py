@@ -5,6 +5,9 @@ as a TIMEOUT failure and the run goes on (the stuck thread is abandoned). Each r
 to ``on_result`` as soon as it is known (the API streams it to a JSONL file).
 """
 
+import os
+import shlex
+import sys
 import threading
 import time
 import traceback
@@ -73,12 +76,56 @@ class CheckResult:
         return data
 
 
-def repro_command(impl: str, check_id: str, seed: int, device: str, dtype: str, profile: str) -> str:
-    """The command line that reruns exactly this check."""
-    return (
-        f"python -m conformance run --impl {impl} --check {check_id} --seed {seed} --device {device} "
-        f"--dtype {dtype} --profile {profile}"
-    )
+def python_command(cwd: Path | None = None) -> str:
+    """The interpreter running this audit (``sys.executable``), relative to ``cwd`` when inside it.
+
+    A fresh clone's bare ``python`` may lack torch; the printed command must use the same
+    interpreter (e.g. ``.venv/bin/python``). Symlinks are kept: a venv's python is one."""
+    exe = Path(sys.executable or "python")
+    base = Path.cwd() if cwd is None else cwd
+    try:
+        rel = exe.relative_to(base) if exe.is_absolute() else exe
+    except ValueError:
+        return shlex.quote(str(exe))
+    text = str(rel)
+    if os.sep not in text and "/" not in text:  # bare name in the cwd: make it a path
+        text = f".{os.sep}{text}"
+    return shlex.quote(text)
+
+
+def repro_command(
+    impl: str,
+    check_id: str,
+    seed: int,
+    device: str,
+    dtype: str,
+    profile: str,
+    extra: Sequence[str] = (),
+    python: str | None = None,
+) -> str:
+    """The command line that reruns exactly this check.
+
+    ``extra`` carries the other options that change what runs (``--checks-from``,
+    ``--deviations``, ``--timeout``); ``python`` defaults to :func:`python_command`."""
+    args = [
+        "-m",
+        "conformance",
+        "run",
+        "--impl",
+        impl,
+        "--check",
+        check_id,
+        "--seed",
+        str(seed),
+        "--device",
+        device,
+        "--dtype",
+        dtype,
+        "--profile",
+        profile,
+        *extra,
+    ]
+    return " ".join([python or python_command(), *(shlex.quote(a) for a in args)])
 
 
 def order_checks(checks: Sequence[CheckSpec]) -> list[CheckSpec]:
@@ -174,6 +221,7 @@ class RunSettings:
     time_limit_s: float
     impl: str
     save_inputs: Path | None = None
+    repro_options: tuple[str, ...] = ()  # extra CLI options a repro command must carry
 
 
 def run_target(
@@ -252,7 +300,13 @@ def run_target(
             result.traceback = outcome.trace
             if result.status in (FAIL, ERROR):
                 result.repro = repro_command(
-                    settings.impl, spec.id, settings.seed, dev_name, dt_name, settings.profile.name
+                    settings.impl,
+                    spec.id,
+                    settings.seed,
+                    str(settings.device),
+                    dt_name,
+                    settings.profile.name,
+                    settings.repro_options,
                 )
             if result.status == FAIL:
                 match = next((d for d in active if d.matches(spec.id, spec.claims)), None)

@@ -6,6 +6,8 @@ differential rule, in the target's dtype. Rows whose query sees no key follow th
 ``fully_masked_row`` convention and are judged only by ``attention.fully-masked-row``.
 """
 
+from typing import NamedTuple
+
 import torch
 from torch import Tensor
 
@@ -17,10 +19,12 @@ from conformance.checks.inputs import (
     half_dtypes,
     qkv,
     random_keep,
+    require_zero_policy,
 )
 from conformance.context import CheckContext, FailureKind, NotApplicable
 from conformance.registry import check
 from reference.attention import scaled_dot_product_attention
+from reference.masks import additive_mask
 
 ATTN = (Capability.ATTENTION,)
 SHAPES = "attention.shapes"
@@ -91,7 +95,7 @@ def masks_for(ctx: CheckContext, case: AttnCase) -> list[Tensor | None]:
 
 
 # -- structural --------------------------------------------------------------------------------
-@check(SHAPES, claims=("attention.shapes", "attention.pattern-quadratic"), needs=ATTN)
+@check(SHAPES, claims=("attention.shapes",), needs=ATTN)
 def shapes(ctx: CheckContext) -> None:
     """Output is [b, h, num_q, d_v] in the input dtype, weights (if returned) [b, h, num_q, num_k],
     for num_q != num_k both ways, length 1 and odd head widths."""
@@ -99,6 +103,33 @@ def shapes(ctx: CheckContext) -> None:
         q, k, v = qkv(ctx, case)
         for keep in (None, random_keep(ctx, case, fully_masked_row=False)):
             run_attention(ctx, case, q, k, v, keep)
+
+
+@check(
+    "attention.weights.shape",
+    claims=("attention.pattern-quadratic",),
+    needs=ATTN,
+    depends_on=(SHAPES,),
+)
+def weights_shape(ctx: CheckContext) -> None:
+    """The returned pattern holds exactly num_q * num_k weights per head and sample ([b, h, num_q,
+    num_k]; L * L for self-attention over L positions). Not applicable to a target that declares it
+    returns no weights: the pattern is then not observable."""
+    if not ctx.adapter.conventions.returns_weights:
+        raise NotApplicable(f"target {ctx.adapter.name!r} declares returns_weights=False")
+    cases = attention_cases(ctx)
+    cases += [AttnCase(c.b, c.h, c.nk, c.nk, c.d, c.dv) for c in cases]  # self-attention: L x L
+    for case in cases:
+        q, k, v = qkv(ctx, case)
+        _, weights = run_attention(ctx, case, q, k, v, None)
+        w = need_weights(ctx, weights)
+        per_head = w.numel() // (case.b * case.h)
+        if per_head != case.nq * case.nk:
+            ctx.fail(
+                FailureKind.SHAPE,
+                f"pattern holds {per_head} weights per head, expected {case.nq} * {case.nk} "
+                f"[{case.describe()}]",
+            )
 
 
 @check("attention.shapes.value-width", claims=("attention.shapes",), needs=ATTN, depends_on=(SHAPES,))
@@ -177,52 +208,106 @@ def check_in_hull(ctx: CheckContext, case: AttnCase, out: Tensor, v: Tensor, kee
     )
 
 
+class MaskedRowRun(NamedTuple):
+    """One attention call whose mask leaves a query row without any visible key."""
+
+    q: Tensor
+    k: Tensor
+    v: Tensor
+    keep: Tensor
+    out: Tensor
+    weights: Tensor | None
+    rows: Tensor  # [b, h, nq] True where the query sees a key
+    w64: Tensor
+    wsame: Tensor
+
+
+def _masked_row_case(ctx: CheckContext, case: AttnCase) -> MaskedRowRun:
+    """Run one case with a fully masked query row; rows with a visible key must match the oracle."""
+    q, k, v = qkv(ctx, case)
+    keep = random_keep(ctx, case, fully_masked_row=True)
+    out, weights = run_attention(ctx, case, q, k, v, keep)
+    rows = live_rows(keep, case, out.device)
+    out64, w64, same, wsame = oracle(q, k, v, keep)
+    ctx.expect_finite("output rows with a visible key", out[rows])
+    compare_rows(ctx, "output rows with a visible key", out, out64, same, rows)
+    return MaskedRowRun(q, k, v, keep, out, weights, rows, w64, wsame)
+
+
 @check("attention.fully-masked-row", claims=("attention.fully-masked-row",), needs=ATTN, depends_on=(SHAPES,))
 def fully_masked_row(ctx: CheckContext) -> None:
-    """A query that sees no key follows the declared convention (zero: weights and output exactly 0;
-    nan: NaN output; uniform: mean of all values); the other rows stay finite and correct."""
-    convention = ctx.adapter.conventions.fully_masked_row
+    """Project policy: a query that sees no key gets weights and an output row of exactly 0 (no NaN),
+    with a boolean mask and, where the target takes one (``attention_additive``), a 0/-inf additive
+    mask; the other rows stay finite and correct. Not applicable to a target declaring another
+    convention (``attention.fully-masked-row.declared`` judges that one)."""
+    require_zero_policy(ctx)
+    additive = getattr(ctx.adapter, "attention_additive", None)
     for case in attention_cases(ctx):
-        q, k, v = qkv(ctx, case)
-        keep = random_keep(ctx, case, fully_masked_row=True)
-        out, weights = run_attention(ctx, case, q, k, v, keep)
-        rows = live_rows(keep, case, out.device)
-        dead = ~rows
-        out64, w64, same, wsame = oracle(q, k, v, keep)
-        ctx.expect_finite("output rows with a visible key", out[rows])
-        compare_rows(ctx, "output rows with a visible key", out, out64, same, rows)
-        dead_out = out[dead]
-        if convention == "zero":
+        r = _masked_row_case(ctx, case)
+        dead = ~r.rows
+        results: list[tuple[str, Tensor, Tensor | None]] = [("boolean mask", r.out, r.weights)]
+        if additive is not None:
+            bias = additive_mask(r.keep, dtype=r.q.dtype)
+            ctx.record(bias=bias)
+            out_a, weights_a = ctx.call(additive, r.q, r.k, r.v, bias=bias)
+            ctx.expect_shape(f"output, additive mask [{case.describe()}]", out_a, r.out.shape)
+            results.append(("additive -inf mask", out_a, weights_a))
+        for how, o, w in results:
+            dead_out = o[dead]
             if not bool((dead_out == 0).all()):
                 ctx.fail(
                     FailureKind.PROPERTY,
-                    f"fully masked row: declared 'zero', output row holds "
-                    f"{dead_out[dead_out != 0][:4].tolist()} [{case.describe()}]",
+                    f"fully masked row ({how}): output row holds "
+                    f"{dead_out[dead_out != 0][:4].tolist()}, the policy is exactly 0 [{case.describe()}]",
                 )
-        elif convention == "nan":
-            if not bool(torch.isnan(dead_out).all()):
+            if w is not None and not bool((w[dead] == 0).all()):
+                ctx.fail(FailureKind.PROPERTY, f"fully masked row ({how}): weights are not all exactly 0")
+        if r.weights is not None:
+            compare_rows(ctx, "weights rows with a visible key", r.weights, r.w64, r.wsame, r.rows)
+
+
+@check(
+    "attention.fully-masked-row.declared",
+    claims=("attention.weights.rows-sum-to-one",),
+    needs=ATTN,
+    depends_on=(SHAPES,),
+)
+def fully_masked_row_declared(ctx: CheckContext) -> None:
+    """A target declaring a convention other than the project's zero policy (nan: NaN row; uniform: the
+    mean of all values, weights 1/num_k) follows it, while every row with a visible key still sums
+    to 1 and matches the oracle. Credits only the row-sum claim: such a target does not meet the
+    policy ``attention.fully-masked-row``. Not applicable under 'zero' (judged by the policy check) or
+    without returned weights."""
+    convention = ctx.adapter.conventions.fully_masked_row
+    if convention == "zero":
+        raise NotApplicable("target declares the project policy 'zero' (see attention.fully-masked-row)")
+    if not ctx.adapter.conventions.returns_weights:
+        raise NotApplicable(f"target {ctx.adapter.name!r} declares returns_weights=False")
+    for case in attention_cases(ctx):
+        r = _masked_row_case(ctx, case)
+        w = need_weights(ctx, r.weights)
+        dead = ~r.rows
+        dead_out, dead_w = r.out[dead], w[dead]
+        if convention == "nan":
+            if not bool(torch.isnan(dead_out).all()) or not bool(torch.isnan(dead_w).all()):
                 ctx.fail(
                     FailureKind.PROPERTY,
-                    f"fully masked row: declared 'nan', output row holds "
-                    f"{dead_out[:4].tolist()} [{case.describe()}]",
+                    f"fully masked row: declared 'nan', output row holds {dead_out[:4].tolist()} "
+                    f"[{case.describe()}]",
                 )
         else:
-            mean = v.double().mean(dim=-2, keepdim=True).expand(case.b, case.h, case.nq, case.dv)
+            mean = r.v.double().mean(dim=-2, keepdim=True).expand(case.b, case.h, case.nq, case.dv)
             ctx.compare_direct(
                 "fully masked row: declared 'uniform' (mean of the values)", dead_out, mean[dead]
             )
-        if weights is None:
-            continue
-        dead_w = weights[dead]
-        if convention == "zero" and not bool((dead_w == 0).all()):
-            ctx.fail(FailureKind.PROPERTY, "fully masked row: declared 'zero', weights are not all exactly 0")
-        if convention == "nan" and not bool(torch.isnan(dead_w).all()):
-            ctx.fail(FailureKind.PROPERTY, "fully masked row: declared 'nan', weights are not all NaN")
-        if convention == "uniform":
             ctx.compare_direct(
                 "fully masked row weights: 1/num_k", dead_w, torch.full_like(dead_w.double(), 1 / case.nk)
             )
-        compare_rows(ctx, "weights rows with a visible key", weights, w64, wsame, rows)
+        sums = w.double().sum(dim=-1)[r.rows]
+        ctx.compare_direct(
+            f"row sums with a visible key [{case.describe()}]", sums.to(w.dtype), torch.ones_like(sums)
+        )
+        compare_rows(ctx, "weights rows with a visible key", w, r.w64, r.wsame, r.rows)
 
 
 # -- differential ------------------------------------------------------------------------------

@@ -139,3 +139,13 @@ def permutation(ctx: CheckContext, n: int) -> Tensor:
     if n > 1 and bool((perm == torch.arange(n)).all()):
         perm = torch.roll(perm, 1)
     return perm.to(ctx.device)
+
+
+def require_zero_policy(ctx: CheckContext) -> None:
+    """NotApplicable unless the target declares the project policy for fully masked rows ("zero")."""
+    declared = ctx.adapter.conventions.fully_masked_row
+    if declared != "zero":
+        raise NotApplicable(
+            f"target {ctx.adapter.name!r} declares fully_masked_row={declared!r}, not the project "
+            "policy 'zero' (its declared behaviour is judged by the '.declared' checks)"
+        )

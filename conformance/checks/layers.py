@@ -20,7 +20,8 @@ import torch
 from torch import Tensor, nn
 
 from conformance.adapter import Capability
-from conformance.context import CheckContext, FailureKind, NotApplicable
+from conformance.checks.inputs import require_zero_policy
+from conformance.context import CheckContext, NotApplicable
 from conformance.registry import check
 from reference.config import TransformerConfig
 from reference.decoder import DecoderLayer
@@ -311,15 +312,15 @@ def encoder_layer_batch(ctx: CheckContext) -> None:
 
 
 @check(
-    "encoder_layer.fully-padded-sample",
-    claims=("attention.fully-masked-row", "batch.independence"),
+    "encoder_layer.fully-padded-neighbour",
+    claims=("batch.independence",),
     needs=(ENC,),
     depends_on=("encoder_layer.shape",),
-    kind="structural",
+    kind="metamorphic",
 )
-def encoder_layer_fully_padded(ctx: CheckContext) -> None:
-    """A sample with no real token beside a normal one: the normal one is unaffected and (unless the
-    target declares fully_masked_row='nan') the empty sample's output stays finite."""
+def encoder_layer_fully_padded_neighbour(ctx: CheckContext) -> None:
+    """A sample with no real token beside a normal one: the normal one equals its output alone (whatever
+    the target's declared convention for the empty sample)."""
     cfg = layer_config(ctx)
     layer, _ = build_encoder(ctx, cfg)
     n = 4
@@ -328,8 +329,33 @@ def encoder_layer_fully_padded(ctx: CheckContext) -> None:
     y = enc_call(ctx, layer, x, keep)
     alone = enc_call(ctx, layer, x[:1], keep[:1])
     same_rows(ctx, "sample beside a fully padded one", y[0], alone[0], keep[0])
-    if ctx.adapter.conventions.fully_masked_row != "nan":
-        ctx.expect_finite("output of a fully padded sample", y[1])
+
+
+@check(
+    "encoder_layer.fully-padded-sample",
+    claims=("attention.fully-masked-row",),
+    needs=(ENC,),
+    depends_on=("encoder_layer.shape",),
+    kind="structural",
+)
+def encoder_layer_fully_padded(ctx: CheckContext) -> None:
+    """Project policy (declared fully_masked_row='zero'): a sample with no real token gets finite outputs
+    and, with canonical weights, the reference's outputs (its attention rows are exactly 0). Targets
+    declaring another convention are not-applicable: they do not claim the policy."""
+    require_zero_policy(ctx)
+    cfg = layer_config(ctx)
+    layer, module = build_encoder(ctx, cfg)
+    n = 4
+    keep = keep_from_lengths(ctx, [3, 0], n, "right")
+    x = ctx.randn(2, n, cfg.d_model)
+    y = enc_call(ctx, layer, x, keep)
+    ctx.expect_finite("output of a fully padded sample", y[1])
+    if not ctx.adapter.conventions.loads_weights:
+        return
+    oracle, same = oracle_copies(ctx, module)
+    want = run_oracle(oracle, x.to(torch.float64), keep)
+    base = run_oracle(same, x, keep)
+    ctx.compare("fully padded sample vs reference (attention rows 0)", y[1], want[1], base[1])
 
 
 def _residual(ctx: CheckContext, enc: bool) -> None:

@@ -211,7 +211,7 @@ def causal_diagonal_visible(ctx: CheckContext) -> None:
 
 @check(
     "mask.causal.differential",
-    claims=("mask.causal.alignment", "mask.causal.boolean-lower-triangular", "mask.causal.additive-form"),
+    claims=("mask.causal.alignment", "mask.causal.boolean-lower-triangular"),
     needs=ATTN,
     depends_on=(SHAPES,),
     kind="differential",
@@ -233,6 +233,38 @@ def causal_differential(ctx: CheckContext) -> None:
             compare_rows(ctx, f"{path} output [{case.describe()}]", out, out64, same, rows)
             if weights is not None:
                 compare_rows(ctx, f"{path} weights [{case.describe()}]", weights, w64, wsame, rows)
+
+
+@check(
+    "mask.causal.additive",
+    claims=("mask.causal.additive-form",),
+    needs=ATTN,
+    depends_on=(SHAPES,),
+    kind="differential",
+)
+def causal_additive(ctx: CheckContext) -> None:
+    """The additive causal bias (0 where j <= i's position, -inf above, either alignment) passed to the
+    target's additive-mask entry point (optional adapter method ``attention_additive``) gives the
+    oracle's causal attention. Not applicable without that entry point."""
+    additive = getattr(ctx.adapter, "attention_additive", None)
+    if additive is None:
+        raise NotApplicable(
+            f"target {ctx.adapter.name!r} has no additive-mask entry point (attention_additive)"
+        )
+    for case in attention_cases(ctx):
+        q, k, v = qkv(ctx, case)
+        for alignment in ALIGNMENTS:
+            keep = aligned_causal_keep(ctx, case.nq, case.nk, alignment)
+            bias = additive_mask(keep, dtype=q.dtype)
+            ctx.record(case=case.describe(), q=q, k=k, v=v, bias=bias)
+            out, weights = ctx.call(additive, q, k, v, bias=bias)
+            ctx.expect_shape(f"output [{case.describe()}]", out, (case.b, case.h, case.nq, case.dv))
+            out64, w64, same, wsame = oracle(q, k, v, keep)
+            rows = keep.any(dim=-1).expand(case.b, case.h, case.nq)
+            what = f"additive {alignment} causal bias"
+            compare_rows(ctx, f"{what}: output [{case.describe()}]", out, out64, same, rows)
+            if weights is not None:
+                compare_rows(ctx, f"{what}: weights [{case.describe()}]", weights, w64, wsame, rows)
 
 
 @check(

@@ -16,7 +16,13 @@ import torch
 from torch import Tensor
 
 from conformance.adapter import Capability
-from conformance.checks.inputs import fill_where, huge_value, padding_keep, permutation
+from conformance.checks.inputs import (
+    fill_where,
+    huge_value,
+    padding_keep,
+    permutation,
+    require_zero_policy,
+)
 from conformance.context import CheckContext, FailureKind, NotApplicable
 from conformance.registry import check
 from reference.masks import causal_mask, combine_masks, key_padding_to_attention_mask
@@ -303,31 +309,71 @@ def causal(ctx: CheckContext) -> None:
             )
 
 
+def _fully_masked_sample(ctx: CheckContext, case: MhaCase) -> tuple[Tensor, Tensor | None, Tensor, Tensor]:
+    """Sample 0 has only padding keys, sample 1 none; sample 1 must match the oracle.
+    Returns (out, weights, oracle out64, oracle out in the working dtype)."""
+    layer = build(ctx, case)
+    x_q, x_kv = inputs(ctx, case)
+    real = torch.ones(case.b, case.nk, dtype=torch.bool, device=ctx.device)
+    real[0] = False
+    out, weights = run(ctx, layer, case, x_q, x_kv, real)
+    out64, _, same, _ = oracle(layer, x_q, x_kv, real, None)
+    ctx.compare(f"sample with visible keys [{case.describe()}]", out[1:], out64[1:], same[1:])
+    return out, weights, out64, same
+
+
 @check("mha.fully-masked-row", claims=("attention.fully-masked-row",), needs=MHA, depends_on=(SHAPES,))
 def fully_masked_row(ctx: CheckContext) -> None:
-    """A sample whose keys are all padding follows the declared convention (zero: output rows equal
-    the output bias, since the attention rows are 0; nan: NaN; uniform: finite); other samples stay
-    finite and correct."""
-    convention = ctx.adapter.conventions.fully_masked_row
+    """Project policy: a sample whose keys are all padding gets attention rows of exactly 0, so its
+    output rows equal the output bias (the reference's result); weights, if returned, are exactly 0.
+    Not applicable to a target declaring another convention (``mha.fully-masked-row.declared``)."""
+    require_zero_policy(ctx)
     for case in mha_cases(ctx):
         case = MhaCase(case.d_model, case.h, 2, case.nq, case.nk)
-        layer = build(ctx, case)
-        x_q, x_kv = inputs(ctx, case)
-        real = torch.ones(case.b, case.nk, dtype=torch.bool, device=ctx.device)
-        real[0] = False
-        out, _ = run(ctx, layer, case, x_q, x_kv, real)
-        out64, _, same, _ = oracle(layer, x_q, x_kv, real, None)
-        ctx.compare(f"sample with visible keys [{case.describe()}]", out[1:], out64[1:], same[1:])
+        out, weights, out64, same = _fully_masked_sample(ctx, case)
+        ctx.compare(f"fully masked sample (policy 'zero') [{case.describe()}]", out[0], out64[0], same[0])
+        if weights is not None and not bool((weights[0] == 0).all()):
+            ctx.fail(
+                FailureKind.PROPERTY, f"fully masked sample: weights not all exactly 0 [{case.describe()}]"
+            )
+
+
+@check(
+    "mha.fully-masked-row.declared",
+    claims=("attention.weights.rows-sum-to-one",),
+    needs=MHA,
+    depends_on=(SHAPES,),
+)
+def fully_masked_row_declared(ctx: CheckContext) -> None:
+    """A target declaring a convention other than the zero policy (nan: NaN rows; uniform: finite rows)
+    follows it for a sample whose keys are all padding, while the other sample matches the oracle and
+    its weight rows sum to 1. Credits only the row-sum claim (the target does not meet the policy).
+    Not applicable under 'zero' or without returned weights."""
+    convention = ctx.adapter.conventions.fully_masked_row
+    if convention == "zero":
+        raise NotApplicable("target declares the project policy 'zero' (see mha.fully-masked-row)")
+    if not ctx.adapter.conventions.returns_weights:
+        raise NotApplicable(f"target {ctx.adapter.name!r} declares returns_weights=False")
+    for case in mha_cases(ctx):
+        case = MhaCase(case.d_model, case.h, 2, case.nq, case.nk)
+        out, weights, _, _ = _fully_masked_sample(ctx, case)
+        if weights is None:
+            raise NotApplicable(f"target {ctx.adapter.name!r} declares returns_weights=False")
+        w = weights
         dead = out[0]
-        if convention == "zero":
-            ctx.compare(f"fully masked sample (declared 'zero') [{case.describe()}]", dead, out64[0], same[0])
-        elif convention == "nan" and not bool(torch.isnan(dead).all()):
+        if convention == "nan" and not bool(torch.isnan(dead).all()):
             ctx.fail(
                 FailureKind.PROPERTY,
                 f"fully masked sample: declared 'nan', got finite values [{case.describe()}]",
             )
-        elif convention == "uniform":
+        if convention == "uniform":
             ctx.expect_finite("fully masked sample (declared 'uniform')", dead)
+        sums = w[1:].double().sum(dim=-1)
+        ctx.compare_direct(
+            f"weight row sums of the sample with visible keys [{case.describe()}]",
+            sums.to(w.dtype),
+            torch.ones_like(sums),
+        )
 
 
 @check(

@@ -7,10 +7,12 @@ src_pad)``. Pad masks are canonical (True = real token) and reach the target thr
 ``ctx.to_target_mask``. Inputs are adversarial: lengths 1..n in one batch, left and right padding,
 pad ids replaced by random ids, chunks of several tokens on a warm cache.
 
-Cached checks compare three ways of getting the same logits: the whole sequence at once (teacher
-forcing), token-by-token steps on a cache, and chunks of several tokens on a warm cache.
+Teacher forcing is compared with fresh, uncached passes on every prefix (so a cache bug cannot fail
+it); the cache checks compare token-by-token steps, chunks on a warm cache and padded prompts
+(``step(ids_chunk, cache, pad_mask_chunk)``) with the uncached forward.
 """
 
+import inspect
 from typing import Any
 
 import torch
@@ -30,7 +32,7 @@ from conformance.checks.layers import (
     same_rows,
     state_of,
 )
-from conformance.context import CheckContext
+from conformance.context import CheckContext, CheckFailure, NotApplicable
 from conformance.registry import check
 from reference.config import TransformerConfig
 from reference.model import DecoderOnlyLM, EncoderDecoder
@@ -259,12 +261,70 @@ def _cache_vs_recompute(ctx: CheckContext, kind: Capability) -> None:
 
 
 def _teacher_forcing(ctx: CheckContext, kind: Capability) -> None:
+    """One parallel pass vs the last position of a fresh, uncached pass on every prefix: no cache is
+    involved, so a KV-cache bug cannot fail this check (the ``*.cache-*`` checks catch those)."""
     p = _Pipeline(ctx, kind)
     ids = _ids(ctx, p.cfg, p.b, SEQ)
     full = p.full(ids)
-    cache = p.new_cache()
-    steps = torch.cat([p.step(ids[:, t : t + 1], cache) for t in range(SEQ)], dim=1)
-    same_rows(ctx, "teacher-forced logits vs token-by-token logits", steps, full, None)
+    for t in range(SEQ):
+        prefix = p.full(ids[:, : t + 1])[:, t : t + 1]
+        same_rows(
+            ctx,
+            f"teacher-forced logits at position {t} vs the prefix ids[:, :{t + 1}] alone",
+            full[:, t : t + 1],
+            prefix,
+            None,
+        )
+
+
+def _padded_step(ctx: CheckContext, handle: Any, chunk: Tensor, cache: Any, pad: Tensor | None) -> Any:
+    """``handle.step(chunk, cache, pad)``; a NotImplementedError is the target saying that it does not
+    support padded chunks (NotApplicable, naming its message), any other error a RAISED failure."""
+    try:
+        return ctx.call(handle.step, chunk, cache, pad)
+    except CheckFailure as failure:
+        if isinstance(failure.__cause__, NotImplementedError):
+            raise NotApplicable(
+                f"target {ctx.adapter.name!r} declares padded chunks unsupported in step() "
+                f"(NotImplementedError: {failure.__cause__})"
+            ) from failure
+        raise
+
+
+def _cache_with_padding(ctx: CheckContext) -> None:
+    """Padded prompts decoded on the cache: the prompt as one chunk with its pad mask, then single
+    tokens with an all-True mask; real positions must equal the full forward on the same padded ids."""
+    p = _Pipeline(ctx, LM)
+    params = inspect.signature(p.handle.step).parameters
+    if "pad_mask_chunk" not in params:
+        raise NotApplicable(
+            f"target {ctx.adapter.name!r}: its LM handle's step() takes no pad_mask_chunk, so padded "
+            "prompts cannot be decoded on its cache"
+        )
+    b, prompt, generated = 3, 5, 3
+    n = prompt + generated
+    for side in SIDES:
+        prompt_keep = keep_from_lengths(ctx, mixed_lengths(ctx, b, prompt), prompt, side)
+        keep = torch.cat([prompt_keep, torch.ones(b, generated, dtype=torch.bool, device=ctx.device)], 1)
+        ids = _with_pads(ctx, p.cfg, _ids(ctx, p.cfg, b, n), keep, random=True)
+        full = p.full(ids, keep)
+        cache = ctx.call(p.handle.new_cache, b)
+        chunks = [(0, prompt)] + [(t, t + 1) for t in range(prompt, n)]
+        for start, stop in chunks:
+            chunk_keep = keep[:, start:stop]
+            ctx.record(ids=ids, pad_mask=keep, chunk=[start, stop])
+            y = _padded_step(ctx, p.handle, ids[:, start:stop], cache, ctx.to_target_mask(chunk_keep))
+            y = expect_tensor(
+                ctx, f"LM step logits (chunk of {stop - start})", y, (b, stop - start, p.cfg.vocab_size)
+            )
+            same_rows(
+                ctx,
+                f"{side}-padded prompt: cached step at positions {start}..{stop - 1} vs the full forward "
+                "(real positions)",
+                y,
+                full[:, start:stop],
+                chunk_keep,
+            )
 
 
 def _chunked(ctx: CheckContext, kind: Capability) -> None:
@@ -378,7 +438,7 @@ def lm_determinism(ctx: CheckContext) -> None:
 
 @check(
     "lm.cache-equals-recompute",
-    claims=("kvcache.equals-recompute", "decoding.autoregressive"),
+    claims=("kvcache.equals-recompute",),
     needs=(LM,),
     depends_on=("lm.shape",),
     kind="metamorphic",
@@ -389,6 +449,22 @@ def lm_cache_equals_recompute(ctx: CheckContext) -> None:
 
 
 @check(
+    "lm.cache-with-padding",
+    claims=("kvcache.equals-recompute", "mask.padding.invariance"),
+    needs=(LM,),
+    depends_on=("lm.shape", "lm.cache-equals-recompute"),
+    kind="metamorphic",
+)
+def lm_cache_with_padding(ctx: CheckContext) -> None:
+    """decoder-only LM: left- and right-padded prompts (lengths 1..n, random pad ids) prefilled with
+    step(ids_chunk, cache, pad_mask_chunk), then decoded token by token: the logits at real positions
+    equal the full forward on the same padded ids. Not applicable when the handle's step() takes no
+    pad_mask_chunk or raises NotImplementedError for one.
+    """
+    _cache_with_padding(ctx)
+
+
+@check(
     "lm.teacher-forcing",
     claims=("training.parallel-equals-sequential",),
     needs=(LM,),
@@ -396,7 +472,8 @@ def lm_cache_equals_recompute(ctx: CheckContext) -> None:
     kind="metamorphic",
 )
 def lm_teacher_forcing(ctx: CheckContext) -> None:
-    """decoder-only LM: one teacher-forced pass equals the logits of token-by-token steps."""
+    """decoder-only LM: one teacher-forced pass equals, at every position t, the last logits of the model
+    run alone on the prefix ids[:, :t+1] (no cache)."""
     _teacher_forcing(ctx, LM)
 
 
@@ -498,7 +575,7 @@ def encdec_determinism(ctx: CheckContext) -> None:
 
 @check(
     "encdec.cache-equals-recompute",
-    claims=("kvcache.equals-recompute", "decoding.autoregressive"),
+    claims=("kvcache.equals-recompute",),
     needs=(ED,),
     depends_on=("encdec.shape",),
     kind="metamorphic",
@@ -516,7 +593,8 @@ def encdec_cache_equals_recompute(ctx: CheckContext) -> None:
     kind="metamorphic",
 )
 def encdec_teacher_forcing(ctx: CheckContext) -> None:
-    """encoder-decoder: one teacher-forced pass equals the logits of token-by-token steps."""
+    """encoder-decoder: one teacher-forced pass equals, at every position t, the last logits of decoding
+    the prefix tgt[:, :t+1] alone (no cache)."""
     _teacher_forcing(ctx, ED)
 
 

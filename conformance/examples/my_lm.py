@@ -64,10 +64,11 @@ class TinyGPT(nn.Module):
 
 
 class RecomputeCache:
-    """The "cache" of a model without one: the ids seen so far."""
+    """The "cache" of a model without one: the ids seen so far and which of them are real tokens."""
 
     def __init__(self, batch: int, device: torch.device) -> None:
         self.ids = torch.zeros(batch, 0, dtype=torch.long, device=device)
+        self.real = torch.zeros(batch, 0, dtype=torch.bool, device=device)
 
 
 class TinyGPTHandle:
@@ -86,9 +87,15 @@ class TinyGPTHandle:
         return RecomputeCache(batch, next(self.model.parameters()).device)
 
     def step(self, ids_chunk: Tensor, cache: RecomputeCache, pad_mask_chunk: Tensor | None = None) -> Tensor:
-        """Logits of the new chunk: recompute the prefix plus the chunk, keep the chunk's rows."""
+        """Logits of the new chunk: recompute the prefix plus the chunk, keep the chunk's rows.
+
+        ``pad_mask_chunk`` [b, chunk] (True = real token; None = all real) is remembered with the ids,
+        so padding of an earlier chunk (e.g. a padded prompt) stays hidden in every later step."""
+        if pad_mask_chunk is None:
+            pad_mask_chunk = torch.ones_like(ids_chunk, dtype=torch.bool)
         cache.ids = torch.cat([cache.ids, ids_chunk], dim=1)
-        out: Tensor = self.model(cache.ids)
+        cache.real = torch.cat([cache.real, pad_mask_chunk.to(torch.bool)], dim=1)
+        out: Tensor = self.model(cache.ids, None if bool(cache.real.all()) else cache.real)
         return out[:, -ids_chunk.shape[1] :]
 
 

@@ -38,6 +38,7 @@ BUILTIN_TARGETS: dict[str, str] = {
     "mutant.kv-cache-offset": "conformance.mutants.kv_cache_offset:make",
     "mutant.chunked-prefill-no-prefix": "conformance.mutants.chunked_prefill_no_prefix:make",
     "mutant.cached-no-causal-mask": "conformance.mutants.cached_no_causal_mask:make",
+    "mutant.cached-padding-ignored": "conformance.mutants.cached_padding_ignored:make",
     "mutant.padding-leak": "conformance.mutants.padding_leak:make",
     "mutant.dropout-in-eval": "conformance.mutants.dropout_in_eval:make",
     "mutant.temperature-zero-division": "conformance.mutants.temperature_zero_division:make",

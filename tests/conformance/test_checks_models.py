@@ -67,6 +67,10 @@ def test_torch_modules_pass_up_to_recorded_deviations() -> None:
         assert status[(target, "encoder_layer.padding-invariance")] == "pass"
     assert status[("torch-transformer", "encdec.chunked-prefill")] == "pass"
     assert status[("torch-transformer", "encdec.reference")] == "pass"
+    # a fully padded neighbour leaves the other sample alone on both paths
+    for target in ("torch-encoder-layer", "torch-encoder-layer-fastpath"):
+        assert status[(target, "encoder_layer.fully-padded-neighbour")] == "pass"
+    assert status[("torch-encoder-layer", "encoder_layer.fully-padded-sample")] == "pass"
 
 
 @pytest.mark.claim("mask.padding.invariance")

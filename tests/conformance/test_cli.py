@@ -1,13 +1,18 @@
 """The command line: exit codes 0 / 1 / 2, report files, and a report that survives a crash."""
 
 import json
+import shlex
+import subprocess
 
 import pytest
 import torch
 
 from conformance.cli import main
+from conformance.runner import python_command
+from conformance.targets import BUILTIN_TARGETS
 
 from . import fakes
+from .conftest import ROOT
 
 pytestmark = pytest.mark.claim("attention.formula")
 
@@ -41,8 +46,9 @@ def test_exit_1_on_failure_with_repro_and_gate(capsys):
     assert main(argv, registry=fakes.REGISTRY) == 1
     out = capsys.readouterr().out
     assert (
-        "repro: python -m conformance run --impl tests.conformance.fakes:make_nan "
-        "--check dummy.attention --seed 5 --device cpu --dtype float32"
+        f"repro: {python_command()} -m conformance run --impl tests.conformance.fakes:make_nan "
+        "--check dummy.attention --seed 5 --device cpu --dtype float32 --profile ci "
+        "--checks-from tests.conformance.fakes:REGISTRY"
     ) in out
     argv = [
         "run",
@@ -95,6 +101,75 @@ def test_list_shows_targets_claims_and_checks(capsys):
     out = capsys.readouterr().out
     assert "reference" in out and "dummy.rows [structural] needs=attention depends_on=dummy.attention" in out
     assert "attention.weights.rows-sum-to-one" in out
+    # the targets' second column starts at the same offset for every name, however long
+    lines = out.split("Targets:\n")[1].split("\n\n")[0].splitlines()
+    assert len(lines) == len(BUILTIN_TARGETS)
+    offsets = {
+        line.index(str(factory), len(name) + 2)
+        for (name, factory), line in zip(BUILTIN_TARGETS.items(), lines)
+    }
+    assert len(offsets) == 1 and offsets.pop() > 2 + max(map(len, BUILTIN_TARGETS))
+
+
+def test_checks_from_replaces_the_builtin_checks_and_says_so(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    assert "REPLACE the built-in ones" in " ".join(capsys.readouterr().out.split())
+    argv = ["run", "--impl", "reference", "--checks-from", "tests.conformance.fakes:REGISTRY"]
+    argv += ["--json", str(tmp_path / "r.json")]
+    assert main(argv) == 0
+    ran = {r["check"] for r in json.loads((tmp_path / "r.json").read_text())["results"]}
+    assert ran == {"dummy.attention", "dummy.rows", "dummy.layernorm"}
+
+
+class ScaledAdapter(fakes.GoodAdapter):
+    """Output off by 1 %: a NUMERIC failure whose measured error depends on the drawn inputs."""
+
+    name = "fake-scaled"
+
+    def attention(self, q, k, v, *, mask, is_causal):
+        out, weights = fakes.softmax_attention(q, k, v)
+        return out * 1.01, weights
+
+
+def make_scaled():
+    return ScaledAdapter()
+
+
+def test_printed_repro_command_reruns_exactly_that_failing_case(tmp_path, run_python):
+    devs = tmp_path / "devs"
+    devs.mkdir()
+    first = tmp_path / "first.json"
+    proc = run_python(
+        "-m", "conformance", "run", "--impl", "tests.conformance.test_cli:make_scaled",
+        "--checks-from", "tests.conformance.fakes:REGISTRY", "--seed", "11", "--profile", "quick",
+        "--timeout", "30", "--deviations", str(devs), "--json", str(first),
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    failing = [r for r in json.loads(first.read_text())["results"] if r["status"] == "fail"]
+    assert [r["check"] for r in failing] == ["dummy.attention"]
+    case = failing[0]
+    assert case["failure_kind"] == "numeric" and case["measured"] > case["allowed"]
+    repro = case["repro"]
+    assert f"repro: {repro}" in proc.stdout
+    for option in ("--checks-from tests.conformance.fakes:REGISTRY", "--seed 11", "--profile quick",
+                   "--timeout 30", f"--deviations {devs}"):  # fmt: skip
+        assert option in repro
+    argv = shlex.split(repro)
+    assert argv[0] == python_command(ROOT) and argv[0] != "python"
+    again = tmp_path / "again.json"
+    # executed as printed, from the project root (``-m`` puts the cwd on sys.path)
+    rerun = subprocess.run(
+        [*argv, "--json", str(again)], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    assert rerun.returncode == 1, rerun.stderr
+    (same,) = json.loads(again.read_text())["results"]
+    assert (same["check"], same["status"], same["measured"]) == ("dummy.attention", "fail", case["measured"])
+    # the seed matters: another seed measures another error, so the match above is not by chance
+    other = tmp_path / "other.json"
+    seed_at = argv.index("--seed") + 1
+    run_python(*argv[1:seed_at], "12", *argv[seed_at + 1 :], "--json", str(other))
+    assert json.loads(other.read_text())["results"][0]["measured"] != case["measured"]
 
 
 def test_partial_report_survives_a_crash_mid_run(tmp_path, run_python):

@@ -6,8 +6,12 @@ import torch
 
 from conformance.api import run_audit
 from conformance.examples import my_attention, my_lm
+from reference.config import TransformerConfig
+from reference.tolerance import assert_close, assert_differs
 
-pytestmark = pytest.mark.claim("attention.formula", "mask.causal.future-blind", "kvcache.equals-recompute")
+pytestmark = pytest.mark.claim(
+    "attention.formula", "mask.causal.future-blind", "kvcache.equals-recompute", "mask.padding.invariance"
+)
 
 
 def test_my_attention_passes_its_applicable_checks():
@@ -20,6 +24,26 @@ def test_my_lm_passes_its_applicable_checks():
     report = run_audit([my_lm.make()], profile="quick", seed=1, progress=False)
     assert report.exit_code == 0, report.summary_text()
     assert sum(r.status == "pass" for r in report.results) >= 3
+    assert {r.check: r.status for r in report.results}["lm.cache-with-padding"] == "pass"
+
+
+def test_my_lm_step_honours_the_pad_mask_of_earlier_chunks():
+    """A padded prompt decoded on the recompute "cache" equals the full forward at real positions."""
+    handle = my_lm.make().build_lm(_tiny(), None, torch.device("cpu"), torch.float32)
+    ids = torch.tensor([[5, 6, 0, 0, 7, 8]])
+    real = torch.tensor([[True, True, False, False, True, True]])
+    full = handle.logits(ids, real)
+    cache = handle.new_cache(1)
+    prompt = handle.step(ids[:, :4], cache, real[:, :4])
+    later = [handle.step(ids[:, t : t + 1], cache, real[:, t : t + 1]) for t in (4, 5)]
+    got = torch.cat([prompt, *later], dim=1)
+    assert_close(got[real], full[real].double(), "cached steps after a padded prompt")
+    # and the padding really matters: without the mask the real positions after it move
+    assert_differs(handle.logits(ids)[:, 4:], full[:, 4:], "logits with the padding unmasked")
+
+
+def _tiny():
+    return TransformerConfig.tiny()
 
 
 def test_planted_bug_in_my_attention_is_caught(monkeypatch):

@@ -14,7 +14,8 @@ import torch
 from conformance.api import ReportPaths, UsageError, run_audit, select_checks
 from conformance.context import PROFILES, CheckContext, CheckFailure, FailureKind, derive_seed
 from conformance.registry import Registry
-from conformance.runner import order_checks
+from conformance.report import AuditReport, TargetSummary, aggregate
+from conformance.runner import CheckResult, order_checks, python_command
 
 from . import fakes
 
@@ -53,9 +54,10 @@ def test_raising_target_is_a_raised_failure_and_blocks_dependents():
     assert (r.status, r.failure_kind) == ("fail", "raised")
     assert "kernel exploded" in r.message and "RuntimeError" in r.message
     assert r.repro == (
-        "python -m conformance run --impl fake-raising --check dummy.attention --seed 7 "
-        "--device cpu --dtype float32 --profile ci"
+        f"{python_command()} -m conformance run --impl fake-raising --check dummy.attention --seed 7 "
+        "--device cpu --dtype float32 --profile ci --checks-from tests.conformance.fakes:REGISTRY"
     )
+    assert python_command() != "python"  # the interpreter running the audit, not a bare name
     blocked = result(report, "fake-raising", "dummy.rows")
     assert blocked.status == "blocked" and blocked.blocked_by == "dummy.attention"
     assert "dummy.attention" in blocked.message
@@ -66,8 +68,11 @@ def test_hanging_target_times_out_and_the_run_goes_on():
     report = audit(fakes.HangingAdapter(), fakes.GoodAdapter(), timeout=0.3)
     r = result(report, "fake-hanging", "dummy.attention")
     assert (r.status, r.failure_kind) == ("fail", "timeout")
-    assert r.allowed == pytest.approx(0.3)
+    assert r.allowed == pytest.approx(0.3) and r.measured is None
     assert r.duration_s < 5
+    text = report.failure_text(r)
+    assert "timed out after 0.3 s" in text and "None" not in text
+    assert r.repro.endswith("--timeout 0.3")
     # the run went on: the next target was audited normally
     assert result(report, "fake-good", "dummy.attention").status == "pass"
 
@@ -227,7 +232,10 @@ def test_reports_json_junit_markdown_and_partial_stream(tmp_path):
         ("fake-raising", "1", "2"),
     ]
     md = paths.markdown.read_text()
-    assert "| `attention.formula` | pass | **FAIL** |" in md and "repro: python -m conformance run" in md
+    assert (
+        "| `attention.formula` | pass | **FAIL** |" in md
+        and f"repro: {python_command()} -m conformance run" in md
+    )
     assert progress.getvalue().count("\n") == 6 and "fake-raising :: dummy.attention ... fail [raised]" in (
         progress.getvalue()
     )
@@ -256,3 +264,69 @@ def test_usage_errors():
     if not torch.cuda.is_available():
         with pytest.raises(UsageError, match="CUDA is not available"):
             audit(fakes.GoodAdapter(), device="cuda")
+
+
+def fake_result(target, check, claims, status):
+    return CheckResult(target=target, check=check, claims=list(claims), status=status)
+
+
+def fake_report(results, targets=("t",), claim_filter=()):
+    summaries = [TargetSummary(name=t, impl=t, capabilities=[], conventions={}, gated=True) for t in targets]
+    return AuditReport(config={}, targets=summaries, results=results, claim_filter=list(claim_filter))
+
+
+@pytest.mark.parametrize(
+    ("statuses", "cell"),
+    [
+        (["pass", "pass"], "pass"),
+        (["pass", "not-applicable"], "pass"),  # n-a checks do not count against a claim
+        (["not-applicable", "not-applicable"], "not-applicable"),
+        (["pass", "blocked"], "blocked"),  # a check that could not run: never "pass"
+        (["pass", "known-deviation"], "known-deviation"),
+        (["pass", "blocked", "known-deviation"], "known-deviation"),
+        (["pass", "known-deviation", "fail", "blocked"], "fail"),
+        (["not-applicable", "fail"], "fail"),
+        (["pass", "error"], "error"),
+    ],
+)
+def test_matrix_cell_is_pass_only_when_every_applicable_check_passed(statuses, cell):
+    results = [fake_result("t", f"c{i}", ["attention.formula"], s) for i, s in enumerate(statuses)]
+    assert aggregate(statuses) == cell
+    # a passing check listed first or last must not hide the others
+    for ordered in (results, results[::-1]):
+        claims, targets, cells = fake_report(ordered).matrix()
+        assert (claims, targets, cells) == (["attention.formula"], ["t"], {("attention.formula", "t"): cell})
+
+
+def test_matrix_text_fits_120_columns_with_many_long_target_names():
+    targets = [f"torch-sdpa-backend-with-a-long-name-{i}" for i in range(13)]
+    claims = ["mask.causal.future-blind", "kvcache.chunked-prefill-equals-token-by-token"]
+    results = [fake_result(t, "c", claims, "pass" if i % 2 else "fail") for i, t in enumerate(targets)]
+    report = fake_report(results, targets)
+    text = report.matrix_text()
+    assert max(len(line) for line in text.splitlines()) <= 120
+    assert "T1 = torch-sdpa-backend-with-a-long-name-0" in text and f"T13 = {targets[12]}" in text
+    # every (claim, target) cell appears exactly once across the blocks of columns
+    rows = [line.split() for line in text.splitlines() if line.startswith(tuple(claims))]
+    assert sum(len(r) - 1 for r in rows) == len(claims) * len(targets)
+    assert sum(r.count("FAIL") for r in rows) == 2 * 7
+    # the Markdown report keeps the full target names (its tables scroll)
+    assert "| claim | " + " | ".join(targets) + " |" in report.markdown()
+
+
+def test_claims_pattern_limits_the_matrix_to_matching_claims():
+    reg = Registry()
+    reg.check("both", claims=("attention.weights.rows-sum-to-one", "attention.formula"), needs=(fakes.ATTN,))(
+        fakes.dummy_rows
+    )
+    reg.check("formula-only", claims=("attention.formula",), needs=(fakes.ATTN,))(fakes.dummy_attention)
+    report = audit(fakes.GoodAdapter(), registry=reg, claims="attention.weights.*")
+    assert [r.check for r in report.results] == ["both"]
+    assert report.matrix()[0] == ["attention.weights.rows-sum-to-one"]
+    assert list(report.to_json()["matrix"]) == ["attention.weights.rows-sum-to-one"]
+    assert "attention.formula" not in report.matrix_text()
+    # without --claims, every claim the checks credit is a row
+    assert audit(fakes.GoodAdapter(), registry=reg).matrix()[0] == [
+        "attention.formula",
+        "attention.weights.rows-sum-to-one",
+    ]

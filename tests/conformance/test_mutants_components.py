@@ -213,3 +213,57 @@ def test_nan_rows_under_zero_declaration_is_rejected_but_nan_declared_passes(dev
         progress=False,
     )
     assert {r.check: r.status for r in report.results}["attention.fully-masked-row"] == "fail"
+    # declared honestly, the same behaviour is not credited with the zero policy, only verified
+    honest = run_audit(
+        [NanRowsReference()],
+        check=["attention.shapes", "attention.fully-masked-row", "attention.fully-masked-row.declared"],
+        device=device,
+        profile="ci",
+        progress=False,
+    )
+    got = {r.check: r.status for r in honest.results}
+    assert got["attention.fully-masked-row"] == "not-applicable"
+    assert got["attention.fully-masked-row.declared"] == "pass"
+
+
+class UniformRowsDeclaredNan(NanRowsReference):
+    """Declares 'nan' but returns the reference's zero rows: the declared check must notice."""
+
+    name = "zero-rows-declared-nan"
+
+    def attention(
+        self, q: Tensor, k: Tensor, v: Tensor, *, mask: Tensor | None, is_causal: bool
+    ) -> tuple[Tensor, Tensor | None]:
+        return ReferenceAdapter.attention(self, q, k, v, mask=mask, is_causal=is_causal)
+
+
+class AdditiveBiasIgnored(ReferenceAdapter):
+    """Planted bug: the additive-mask entry point drops the bias (sees the future)."""
+
+    name = "additive-bias-ignored"
+    capabilities = frozenset({Capability.ATTENTION})
+
+    def attention_additive(self, q: Tensor, k: Tensor, v: Tensor, *, bias: Tensor) -> tuple[Tensor, Tensor]:
+        return super().attention_additive(q, k, v, bias=torch.zeros_like(bias))
+
+
+@pytest.mark.claim("attention.weights.rows-sum-to-one", "mask.causal.additive-form")
+def test_declared_row_convention_and_additive_causal_bias_have_teeth(device: torch.device) -> None:
+    wrong = run_audit(
+        [UniformRowsDeclaredNan()],
+        check=["attention.shapes", "attention.fully-masked-row.declared"],
+        device=device,
+        profile="ci",
+        progress=False,
+    )
+    assert {r.check: r.status for r in wrong.results}["attention.fully-masked-row.declared"] == "fail"
+    ignored = run_audit(
+        [AdditiveBiasIgnored()],
+        check=["attention.shapes", "mask.causal.additive", "mask.causal.differential"],
+        device=device,
+        profile="ci",
+        progress=False,
+    )
+    got = {r.check: r.status for r in ignored.results}
+    assert got["mask.causal.additive"] == "fail"
+    assert got["mask.causal.differential"] == "pass"  # the boolean path is fine: only the bias is lost

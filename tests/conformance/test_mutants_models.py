@@ -6,11 +6,14 @@ from typing import Any
 
 import pytest
 import torch
+from torch import Tensor
 
 from conformance.adapter import Capability, Conventions
 from conformance.api import run_audit
 from conformance.registry import all_checks
-from conformance.targets.reference import ReferenceAdapter
+from conformance.targets.reference import ReferenceAdapter, _build
+from reference.decoder import DecoderLayer
+from reference.masks import causal_mask, combine_masks, key_padding_to_attention_mask
 
 AREAS = ("encoder_layer", "decoder_layer", "lm", "encdec", "sampler", "loss")
 MY_CHECKS = [c.id for c in all_checks() if c.id.split(".")[0] in AREAS]
@@ -19,6 +22,7 @@ MUTANTS = [
     ("mutant.kv-cache-offset", "kvcache.equals-recompute", "lm.cache-equals-recompute"),
     ("mutant.chunked-prefill-no-prefix", "kvcache.chunked-prefill", "lm.chunked-prefill"),
     ("mutant.cached-no-causal-mask", "kvcache.chunked-prefill", "lm.chunked-prefill"),
+    ("mutant.cached-padding-ignored", "kvcache.equals-recompute", "lm.cache-with-padding"),
     ("mutant.padding-leak", "batch.independence", "lm.batch-independence"),
     ("mutant.dropout-in-eval", "determinism.eval", "lm.determinism"),
     ("mutant.temperature-zero-division", "sampling.invalid-temperature", "sampler.temperature-zero"),
@@ -36,6 +40,7 @@ def _audit(target: Any, device: torch.device, checks: list[str] = MY_CHECKS) -> 
     "kvcache.chunked-prefill",
     "batch.independence",
     "determinism.eval",
+    "mask.padding.invariance",
     "sampling.invalid-temperature",
     "loss.ignores-padding",
     "loss.shifted-cross-entropy",
@@ -108,3 +113,64 @@ def test_mislabelled_residual_placement_is_rejected(device: torch.device) -> Non
     status = {r.check: r.status for r in report.results}
     assert status["encoder_layer.residual-placement"] == "fail"
     assert status["decoder_layer.residual-placement"] == "fail"
+
+
+@pytest.mark.claim("kvcache.equals-recompute", "training.parallel-equals-sequential")
+def test_cache_bug_fails_only_the_cache_checks(device: torch.device) -> None:
+    """Teacher forcing is compared with uncached prefixes, so a KV-cache bug is blamed on the cache."""
+    report = _audit("mutant.kv-cache-offset", device)
+    status = {r.check: r.status for r in report.results}
+    assert status["lm.teacher-forcing"] == "pass"
+    assert status["lm.cache-equals-recompute"] == "fail"
+    failing = {r.check for r in report.results if r.status == "fail"}
+    assert failing and all(
+        "kvcache.equals-recompute" in r.claims or "kvcache.chunked-prefill" in r.claims
+        for r in report.results
+        if r.check in failing
+    )
+    lm_checks = {c.id: c for c in all_checks() if c.id.startswith(("lm.", "encdec."))}
+    for check_id in ("lm.cache-equals-recompute", "encdec.cache-equals-recompute"):
+        assert "decoding.autoregressive" not in lm_checks[check_id].claims
+
+
+@pytest.mark.claim("kvcache.equals-recompute", "mask.padding.invariance")
+def test_padding_ignored_by_the_cached_step_is_caught_only_with_padding(device: torch.device) -> None:
+    """The pad-blind step passes every unpadded cache check: only lm.cache-with-padding sees it."""
+    report = _audit("mutant.cached-padding-ignored", device)
+    failing = {r.check for r in report.results if r.status == "fail"}
+    assert failing == {"lm.cache-with-padding"}
+    spec = {c.id: c for c in all_checks()}["lm.cache-with-padding"]
+    assert set(spec.claims) == {"kvcache.equals-recompute", "mask.padding.invariance"}
+
+
+class StrictlyCausalDecoderLayer(DecoderLayer):
+    """Planted bug: the self-attention hides the diagonal (each position sees only earlier ones)."""
+
+    def causal_self_attention(self, h: Tensor, tgt_pad: Tensor | None, cache: Any) -> Tensor:
+        t = h.shape[1]
+        strict = causal_mask(t, t, device=h.device) & ~torch.eye(t, dtype=torch.bool, device=h.device)
+        pad = None if tgt_pad is None else key_padding_to_attention_mask(tgt_pad)
+        out: Tensor = self.self_attn(h, h, combine_masks(strict, pad))[0]
+        return out
+
+
+class DiagonalHiddenLayer(ReferenceAdapter):
+    name = "decoder-layer-diagonal-hidden"
+    capabilities = frozenset({Capability.DECODER_LAYER})
+
+    def build_decoder_layer(self, config: Any, state: Any, device: torch.device, dtype: torch.dtype) -> Any:
+        module = _build(lambda: StrictlyCausalDecoderLayer(config), state, device, dtype)
+        return lambda x, memory, tgt_pad=None, mem_pad=None: module(x, memory, tgt_pad, mem_pad)
+
+
+@pytest.mark.claim("mask.causal.diagonal-visible", "mask.causal.future-blind")
+def test_hidden_diagonal_in_a_decoder_layer_is_caught_by_the_differential_check(device: torch.device) -> None:
+    """Perturbing a layer input always moves its own output (the residual), so the causality check
+    cannot see the diagonal and no longer claims it; the differential check rejects the bug."""
+    checks = ["decoder_layer.shape", "decoder_layer.causality", "decoder_layer.reference"]
+    report = _audit(DiagonalHiddenLayer(), device, checks)
+    status = {r.check: r.status for r in report.results}
+    assert status["decoder_layer.causality"] == "pass"  # still future-blind
+    assert status["decoder_layer.reference"] == "fail"
+    causality = {c.id: c for c in all_checks()}["decoder_layer.causality"]
+    assert "mask.causal.diagonal-visible" not in causality.claims

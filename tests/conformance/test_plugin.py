@@ -1,7 +1,7 @@
 """The pytest plugin: one item per (target, check), mapped to pass / fail / skip / xfail.
 
-Runs pytest in-process (pytester) with the plugin given by ``-p``, since the package is not
-installed in the development environment; checks come from the tests' isolated registry.
+Runs pytest in-process (pytester); the plugin comes from the entry point when the package is
+installed, else from ``-p``. Checks come from the tests' isolated registry.
 """
 
 from importlib.metadata import entry_points
@@ -23,9 +23,9 @@ def test_items_per_check_fail_skip_and_pass(pytester):
     result.assert_outcomes(failed=1, skipped=2, passed=1)
     result.stdout.fnmatch_lines(
         [
-            "*conformance?fake-nan::dummy.attention?*",
+            "*fake-nan::dummy.attention*",
             "*FAIL fake-nan :: dummy.attention [[]nonfinite[]]*",
-            "*repro: python -m conformance run --impl tests.conformance.fakes:make_nan"
+            "*repro: *python -m conformance run --impl tests.conformance.fakes:make_nan"
             " --check dummy.attention*",
         ]
     )
@@ -69,3 +69,20 @@ def test_unknown_target_is_a_usage_error(pytester):
     result = pytester.runpytest(*PLUGIN, "--conformance-impl", "no-such-target")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*unknown target 'no-such-target'*"])
+
+
+def test_collect_only_counts_the_items_and_k_selects_them(pytester):
+    result = pytester.runpytest(*PLUGIN, *NAN, "--collect-only")
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(["collected 4 items", "*<ConformanceItem fake-nan::deviations>*"])
+    result.stdout.fnmatch_lines(["*4 tests collected*"])
+    result.stdout.no_fnmatch_line("*no tests collected*")
+    # -k applies to conformance items like any other test; only the selected check runs
+    result = pytester.runpytest(*PLUGIN, *NAN, "-k", "rows")
+    result.assert_outcomes(passed=1, deselected=3)
+
+
+def test_naming_the_plugin_with_dash_p_is_harmless(pytester):
+    # with the package installed this used to abort: the entry point registered the module twice
+    result = pytester.runpytest("-p", "conformance.pytest_plugin", *PLUGIN, *NAN)
+    result.assert_outcomes(failed=1, skipped=2, passed=1)
