@@ -184,37 +184,31 @@ class TorchLayersAdapter(Adapter):
             model.decoder.norm = None
         return model
 
+    @staticmethod
+    def _layer_args(config: Any, device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
+        """The keyword arguments shared by nn.TransformerEncoderLayer and nn.TransformerDecoderLayer."""
+        return {
+            "d_model": config.d_model,
+            "nhead": config.num_heads,
+            "dim_feedforward": config.d_ff,
+            "dropout": config.dropout,
+            "activation": config.activation,
+            "layer_norm_eps": config.eps,
+            "batch_first": True,
+            "norm_first": config.norm_placement == "pre",
+            "device": device,
+            "dtype": dtype,
+        }
+
     def _encoder_layer(
         self, config: Any, device: torch.device, dtype: torch.dtype
     ) -> nn.TransformerEncoderLayer:
-        return nn.TransformerEncoderLayer(
-            config.d_model,
-            config.num_heads,
-            config.d_ff,
-            config.dropout,
-            activation=config.activation,
-            layer_norm_eps=config.eps,
-            batch_first=True,
-            norm_first=config.norm_placement == "pre",
-            device=device,
-            dtype=dtype,
-        )
+        return nn.TransformerEncoderLayer(**self._layer_args(config, device, dtype))
 
     def _decoder_layer(
         self, config: Any, device: torch.device, dtype: torch.dtype
     ) -> nn.TransformerDecoderLayer:
-        return nn.TransformerDecoderLayer(
-            config.d_model,
-            config.num_heads,
-            config.d_ff,
-            config.dropout,
-            activation=config.activation,
-            layer_norm_eps=config.eps,
-            batch_first=True,
-            norm_first=config.norm_placement == "pre",
-            device=device,
-            dtype=dtype,
-        )
+        return nn.TransformerDecoderLayer(**self._layer_args(config, device, dtype))
 
     def build_encoder_layer(
         self, config: Any, state: dict[str, Tensor] | None, device: torch.device, dtype: torch.dtype
