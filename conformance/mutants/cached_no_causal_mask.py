@@ -18,6 +18,9 @@ from reference.decoder import DecoderOnlyLayer
 from reference.masks import key_padding_to_attention_mask
 from reference.model import DecoderOnlyLM
 
+# The checks that must fail on this mutant (tests/conformance/test_teeth.py).
+REJECTED_BY = ("lm.chunked-prefill",)
+
 
 class NoCausalCachedLayer(DecoderOnlyLayer):
     """A decoder-only layer that masks only padding when it runs on a cache."""

@@ -15,6 +15,9 @@ from conformance.adapter import Capability
 from conformance.targets.reference import LMHandle, ReferenceAdapter, _build
 from reference.model import DecoderOnlyLM
 
+# The checks that must fail on this mutant (tests/conformance/test_teeth.py).
+REJECTED_BY = ("lm.cache-with-padding",)
+
 
 class PadBlindStepHandle(LMHandle):
     """The reference LM handle whose ``step`` drops ``pad_mask_chunk`` (the bug)."""

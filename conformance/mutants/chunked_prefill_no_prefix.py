@@ -16,6 +16,9 @@ from reference.cache import LayerKVCache
 from reference.decoder import DecoderOnlyLayer, self_attention_mask
 from reference.model import DecoderOnlyLM
 
+# The checks that must fail on this mutant (tests/conformance/test_teeth.py).
+REJECTED_BY = ("lm.chunked-prefill",)
+
 
 class NoPrefixLayer(DecoderOnlyLayer):
     """A decoder-only layer whose multi-token cached path ignores the cached prefix."""

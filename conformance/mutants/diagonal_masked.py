@@ -12,6 +12,9 @@ from conformance.targets.reference import ReferenceAdapter
 from reference.attention import scaled_dot_product_attention
 from reference.masks import combine_masks
 
+# The checks that must fail on this mutant (tests/conformance/test_teeth.py).
+REJECTED_BY = ("mask.causal.diagonal-visible",)
+
 
 class DiagonalMaskedMutant(ReferenceAdapter):
     """Reference attention with a strictly lower-triangular causal mask."""

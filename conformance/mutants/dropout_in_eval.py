@@ -13,6 +13,9 @@ from conformance.adapter import Capability
 from conformance.targets.reference import LMHandle, ReferenceAdapter, _build
 from reference.model import DecoderOnlyLM
 
+# The checks that must fail on this mutant (tests/conformance/test_teeth.py).
+REJECTED_BY = ("lm.determinism",)
+
 
 class DropoutInEvalMutant(ReferenceAdapter):
     """The reference LM served in train mode."""

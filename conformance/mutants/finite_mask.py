@@ -16,6 +16,10 @@ from reference.masks import causal_mask, combine_masks
 BIAS = -1e4
 
 
+# The checks that must fail on this mutant (tests/conformance/test_teeth.py).
+REJECTED_BY = ("mask.padding.invariance",)
+
+
 class FiniteMaskMutant(ReferenceAdapter):
     """Reference attention with the keep-mask turned into a finite additive bias."""
 

@@ -16,6 +16,9 @@ from reference.attention import scaled_dot_product_attention
 from reference.masks import combine_masks, key_padding_to_attention_mask
 from reference.multihead import MultiHeadAttention, merge_heads
 
+# The checks that must fail on this mutant (tests/conformance/test_teeth.py).
+REJECTED_BY = ("mha.differential",)
+
 
 def strided_split(x: Tensor, num_heads: int) -> Tensor:
     """The bug: ``[b, l, h*d] -> [b, l, d, h] -> [b, h, l, d]``."""

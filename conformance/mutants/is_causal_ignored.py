@@ -9,6 +9,9 @@ from torch import Tensor
 from conformance.adapter import Capability
 from conformance.targets.reference import ReferenceAdapter
 
+# The checks that must fail on this mutant (tests/conformance/test_teeth.py).
+REJECTED_BY = ("mask.causal.is-causal",)
+
 
 class IsCausalIgnoredMutant(ReferenceAdapter):
     """Reference attention that forgets ``is_causal``."""

@@ -14,6 +14,9 @@ from conformance.adapter import Capability
 from conformance.targets.reference import LMHandle, ReferenceAdapter, _build
 from reference.model import DecoderOnlyLM
 
+# The checks that must fail on this mutant (tests/conformance/test_teeth.py).
+REJECTED_BY = ("lm.cache-equals-recompute",)
+
 
 class OffsetLM(DecoderOnlyLM):
     """DecoderOnlyLM whose positional offset is off by one on a warm cache."""

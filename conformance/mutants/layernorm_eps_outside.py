@@ -12,6 +12,9 @@ from torch import Tensor
 from conformance.adapter import Capability
 from conformance.targets.reference import ReferenceAdapter
 
+# The checks that must fail on this mutant (tests/conformance/test_teeth.py).
+REJECTED_BY = ("layernorm.differential",)
+
 
 class LayerNormEpsOutsideMutant(ReferenceAdapter):
     """LayerNorm with ``sqrt(var) + eps``."""

@@ -11,6 +11,9 @@ from torch import Tensor
 from conformance.adapter import Capability
 from conformance.targets.reference import ReferenceAdapter
 
+# The checks that must fail on this mutant (tests/conformance/test_teeth.py).
+REJECTED_BY = ("loss.ignores-padding",)
+
 
 class LossCountsPaddingMutant(ReferenceAdapter):
     """Shifted cross-entropy that forgets to ignore pad targets."""

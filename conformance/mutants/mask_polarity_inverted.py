@@ -10,6 +10,9 @@ from torch import Tensor
 from conformance.adapter import Capability
 from conformance.targets.reference import ReferenceAdapter
 
+# The checks that must fail on this mutant (tests/conformance/test_teeth.py).
+REJECTED_BY = ("mask.masked-weights-zero",)
+
 
 class MaskPolarityInvertedMutant(ReferenceAdapter):
     """Reference attention fed the inverted mask."""

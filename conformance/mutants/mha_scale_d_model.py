@@ -16,6 +16,9 @@ from reference.attention import scaled_dot_product_attention
 from reference.masks import combine_masks, key_padding_to_attention_mask
 from reference.multihead import MultiHeadAttention, merge_heads
 
+# The checks that must fail on this mutant (tests/conformance/test_teeth.py).
+REJECTED_BY = ("mha.differential",)
+
 
 class MhaScaleDModelMutant(ReferenceAdapter):
     """The reference MHA weights with the wrong score scale."""

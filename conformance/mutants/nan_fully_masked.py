@@ -10,6 +10,9 @@ from torch import Tensor
 from conformance.adapter import Capability
 from conformance.targets.reference import ReferenceAdapter
 
+# The checks that must fail on this mutant (tests/conformance/test_teeth.py).
+REJECTED_BY = ("attention.fully-masked-row",)
+
 
 class NanFullyMaskedMutant(ReferenceAdapter):
     """Reference attention with NaN written into rows that see no key."""

@@ -13,6 +13,9 @@ from conformance.adapter import Capability
 from conformance.targets.reference import ReferenceAdapter
 from reference.positional import sinusoidal_encoding
 
+# The checks that must fail on this mutant (tests/conformance/test_teeth.py).
+REJECTED_BY = ("positional.sinusoidal.formula",)
+
 
 class SinusoidalSwappedMutant(ReferenceAdapter):
     """Interleaved table with each (sin, cos) pair swapped."""

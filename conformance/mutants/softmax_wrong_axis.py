@@ -12,6 +12,9 @@ from torch import Tensor
 from conformance.adapter import Capability
 from conformance.targets.reference import ReferenceAdapter
 
+# The checks that must fail on this mutant (tests/conformance/test_teeth.py).
+REJECTED_BY = ("attention.weights.rows-sum-to-one",)
+
 
 class SoftmaxWrongAxisMutant(ReferenceAdapter):
     """Masked attention whose softmax runs over the wrong axis."""

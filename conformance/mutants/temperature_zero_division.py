@@ -13,6 +13,9 @@ from torch import Tensor
 from conformance.adapter import Capability
 from conformance.targets.reference import ReferenceAdapter
 
+# The checks that must fail on this mutant (tests/conformance/test_teeth.py).
+REJECTED_BY = ("sampler.temperature-zero",)
+
 
 class TemperatureZeroDivisionMutant(ReferenceAdapter):
     """A sampler without the T = 0 special case."""

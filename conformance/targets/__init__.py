@@ -1,13 +1,16 @@
 """Built-in targets: a name -> "module:factory" table, and the resolver for ``--impl``.
 
-Add a built-in target (or a planted-bug mutant, named ``mutant.<name>``) with one line in
-``BUILTIN_TARGETS``. Anything else given to ``--impl`` must be ``package.module:factory``,
+Add a built-in target with one line in ``BUILTIN_TARGETS``. Planted-bug mutants need no line: every
+module of ``conformance.mutants`` with a ``make()`` factory is registered as ``mutant.<module name>``
+(underscores become dashes). Anything else given to ``--impl`` must be ``package.module:factory``,
 where ``factory()`` returns an ``Adapter``.
 """
 
 import importlib
+import pkgutil
 from collections.abc import Callable
 
+import conformance.mutants
 from conformance.adapter import Adapter
 
 BUILTIN_TARGETS: dict[str, str] = {
@@ -18,33 +21,26 @@ BUILTIN_TARGETS: dict[str, str] = {
     "torch-sdpa-cudnn": "conformance.targets.torch_sdpa:make_cudnn",
     "torch-mha": "conformance.targets.torch_mha:make",
     "torch-layernorm": "conformance.targets.torch_layernorm:make",
-    "mutant.mask-polarity-inverted": "conformance.mutants.mask_polarity_inverted:make",
-    "mutant.is-causal-ignored": "conformance.mutants.is_causal_ignored:make",
-    "mutant.diagonal-masked": "conformance.mutants.diagonal_masked:make",
-    "mutant.softmax-wrong-axis": "conformance.mutants.softmax_wrong_axis:make",
-    "mutant.finite-mask": "conformance.mutants.finite_mask:make",
-    "mutant.nan-fully-masked": "conformance.mutants.nan_fully_masked:make",
-    "mutant.mha-scale-d-model": "conformance.mutants.mha_scale_d_model:make",
-    "mutant.heads-mixed": "conformance.mutants.heads_mixed:make",
-    "mutant.layernorm-unbiased": "conformance.mutants.layernorm_unbiased:make",
-    "mutant.layernorm-eps-outside": "conformance.mutants.layernorm_eps_outside:make",
-    "mutant.sinusoidal-swapped": "conformance.mutants.sinusoidal_swapped:make",
     "torch-encoder-layer": "conformance.targets.torch_layers:make_encoder_layer",
     "torch-encoder-layer-fastpath": "conformance.targets.torch_layers:make_encoder_layer_fastpath",
     "torch-decoder-layer": "conformance.targets.torch_layers:make_decoder_layer",
     "torch-transformer": "conformance.targets.torch_layers:make_transformer",
     "torch-transformer-fastpath": "conformance.targets.torch_layers:make_transformer_fastpath",
     "hf-gpt2": "conformance.targets.hf_gpt2:make",
-    "mutant.kv-cache-offset": "conformance.mutants.kv_cache_offset:make",
-    "mutant.chunked-prefill-no-prefix": "conformance.mutants.chunked_prefill_no_prefix:make",
-    "mutant.cached-no-causal-mask": "conformance.mutants.cached_no_causal_mask:make",
-    "mutant.cached-padding-ignored": "conformance.mutants.cached_padding_ignored:make",
-    "mutant.padding-leak": "conformance.mutants.padding_leak:make",
-    "mutant.dropout-in-eval": "conformance.mutants.dropout_in_eval:make",
-    "mutant.temperature-zero-division": "conformance.mutants.temperature_zero_division:make",
-    "mutant.loss-counts-padding": "conformance.mutants.loss_counts_padding:make",
-    "mutant.loss-no-shift": "conformance.mutants.loss_no_shift:make",
 }
+
+
+def _mutant_targets() -> dict[str, str]:
+    """``mutant.<name>`` for every module of ``conformance.mutants`` (found without importing them)."""
+    found = pkgutil.iter_modules(conformance.mutants.__path__)
+    return {
+        f"mutant.{info.name.replace('_', '-')}": f"conformance.mutants.{info.name}:make"
+        for info in sorted(found, key=lambda m: m.name)
+        if not info.name.startswith("_")
+    }
+
+
+BUILTIN_TARGETS.update(_mutant_targets())
 
 
 class TargetError(ValueError):
