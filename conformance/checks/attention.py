@@ -28,6 +28,9 @@ from reference.masks import additive_mask
 
 ATTN = (Capability.ATTENTION,)
 SHAPES = "attention.shapes"
+#: Sequence length of the long self-attention case of ``attention.weights.shape`` (the pattern must
+#: keep growing as L * L past the small cases).
+LONG = 40
 
 
 # -- helpers shared with masks.py --------------------------------------------------------------
@@ -113,12 +116,15 @@ def shapes(ctx: CheckContext) -> None:
 )
 def weights_shape(ctx: CheckContext) -> None:
     """The returned pattern holds exactly num_q * num_k weights per head and sample ([b, h, num_q,
-    num_k]; L * L for self-attention over L positions). Not applicable to a target that declares it
-    returns no weights: the pattern is then not observable."""
+    num_k]; L * L for self-attention over L positions), also for a sequence longer than the small
+    cases (``LONG`` positions: a blockwise kernel that returns one key block of weights is caught).
+    Not applicable to a target that declares it returns no weights: the pattern is then not
+    observable."""
     if not ctx.adapter.conventions.returns_weights:
         raise NotApplicable(f"target {ctx.adapter.name!r} declares returns_weights=False")
     cases = attention_cases(ctx)
     cases += [AttnCase(c.b, c.h, c.nk, c.nk, c.d, c.dv) for c in cases]  # self-attention: L x L
+    cases.append(AttnCase(1, 2, LONG, LONG, 8, 8))
     for case in cases:
         q, k, v = qkv(ctx, case)
         _, weights = run_attention(ctx, case, q, k, v, None)

@@ -19,7 +19,7 @@ from reference.masks import key_padding_to_attention_mask
 from reference.model import DecoderOnlyLM
 
 # The checks that must fail on this mutant (tests/conformance/test_teeth.py).
-REJECTED_BY = ("lm.chunked-prefill",)
+REJECTED_BY = ("lm.chunked-prefill", "lm.cache-with-padding")
 
 
 class NoCausalCachedLayer(DecoderOnlyLayer):

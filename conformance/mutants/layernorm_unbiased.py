@@ -12,7 +12,7 @@ from conformance.adapter import Capability
 from conformance.targets.reference import ReferenceAdapter
 
 # The checks that must fail on this mutant (tests/conformance/test_teeth.py).
-REJECTED_BY = ("layernorm.differential",)
+REJECTED_BY = ("layernorm.differential", "layernorm.zero-mean-unit-var")
 
 
 class LayerNormUnbiasedMutant(ReferenceAdapter):

@@ -15,7 +15,7 @@ from conformance.targets.reference import LMHandle, ReferenceAdapter, _build
 from reference.model import DecoderOnlyLM
 
 # The checks that must fail on this mutant (tests/conformance/test_teeth.py).
-REJECTED_BY = ("lm.batch-independence",)
+REJECTED_BY = ("lm.batch-independence", "lm.cache-with-padding", "lm.reference")
 
 
 class LeakyHandle(LMHandle):

@@ -1,0 +1,37 @@
+"""Planted bug: scores are divided by d_k instead of sqrt(d_k).
+
+Shapes, masks, row sums and the convex hull are all still right; only the values differ (the
+softmax is sqrt(d_k) times too flat), and not at all for d_k = 1.
+Rejected by: attention.scale.sqrt-dk (check ``attention.differential``).
+"""
+
+from torch import Tensor
+
+from conformance.adapter import Capability
+from conformance.targets.reference import ReferenceAdapter
+from reference.attention import scaled_dot_product_attention
+from reference.masks import causal_mask, combine_masks
+
+# The checks that must fail on this mutant (tests/conformance/test_teeth.py).
+REJECTED_BY = ("attention.differential",)
+
+
+class AttentionScaleByDkMutant(ReferenceAdapter):
+    """Reference attention with ``scale = 1 / d_k``."""
+
+    name = "mutant.attention-scale-by-dk"
+    capabilities = frozenset({Capability.ATTENTION})
+
+    def attention(
+        self, q: Tensor, k: Tensor, v: Tensor, *, mask: Tensor | None, is_causal: bool
+    ) -> tuple[Tensor, Tensor | None]:
+        """The bug: ``scale=1 / d_k``."""
+        if is_causal:
+            mask = combine_masks(mask, causal_mask(q.shape[-2], k.shape[-2], device=q.device))
+        out, weights = scaled_dot_product_attention(q, k, v, mask, scale=1.0 / q.shape[-1])
+        return out, weights
+
+
+def make() -> AttentionScaleByDkMutant:
+    """Factory for ``--impl mutant.attention-scale-by-dk``."""
+    return AttentionScaleByDkMutant()
