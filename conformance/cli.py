@@ -9,6 +9,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
+
 from conformance.api import ReportPaths, UsageError, load_registry, run_audit
 from conformance.context import PROFILES
 from conformance.registry import Registry, load_builtin_checks
@@ -74,6 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="one line per check on stderr (default: when stderr is a terminal)",
     )
+    run.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads on the CPU (default 1: the checks use small tensors, where more threads "
+        "mostly add contention; 0 keeps torch's own default)",
+    )
     run.add_argument("-q", "--quiet", action="store_true", help="print only the final line")
     listing = sub.add_parser("list", help="show targets, claims and checks")
     listing.add_argument("--checks-from", default=None, metavar="MODULE:REGISTRY", help=CHECKS_FROM_HELP)
@@ -114,6 +123,10 @@ def cmd_list(args: argparse.Namespace, registry: Registry | None) -> int:
 
 def cmd_run(args: argparse.Namespace, registry: Registry | None) -> int:
     """Run the audit, print failures, the matrix and totals; return the exit code."""
+    if args.threads < 0:
+        raise UsageError(f"--threads: expected 0 or a positive number, got {args.threads}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     report = run_audit(
         args.impl,
         device=args.device,

@@ -191,3 +191,15 @@ def test_partial_report_survives_a_crash_mid_run(tmp_path, run_python):
     assert [e["event"] for e in lines] == ["start", "result", "result"]
     assert [e["check"] for e in lines[1:]] == ["dummy.crash-0", "dummy.crash-1"]
     assert all(e["status"] == "pass" for e in lines[1:])
+
+
+def test_threads_option_sets_torch_threads_and_rejects_negative(capsys):
+    cli_main = main
+    before = torch.get_num_threads()
+    try:
+        code = cli_main(["run", "--impl", "reference", "--check", "attention.shapes", "--threads", "1", "-q"])
+        assert code == 0 and torch.get_num_threads() == 1
+        assert cli_main(["run", "--impl", "reference", "--threads", "-1"]) == 2
+        assert "--threads" in capsys.readouterr().err
+    finally:
+        torch.set_num_threads(before)
