@@ -65,7 +65,8 @@ def test_raising_target_is_a_raised_failure_and_blocks_dependents():
 
 
 def test_hanging_target_times_out_and_the_run_goes_on():
-    report = audit(fakes.HangingAdapter(), fakes.GoodAdapter(), timeout=1.0)  # long enough for the good target on a loaded machine
+    # 1 s: short for the hang, long enough for the good target on a loaded machine
+    report = audit(fakes.HangingAdapter(), fakes.GoodAdapter(), timeout=1.0)
     r = result(report, "fake-hanging", "dummy.attention")
     assert (r.status, r.failure_kind) == ("fail", "timeout")
     assert r.allowed == pytest.approx(1.0) and r.measured is None
