@@ -86,8 +86,12 @@ def max_abs_error(actual: torch.Tensor, oracle: torch.Tensor) -> float:
 def differential(
     actual: torch.Tensor, oracle64: torch.Tensor, reference_same_dtype: torch.Tensor
 ) -> Comparison:
-    """Rule 1: the target's error against a fixed multiple of the reference's own error in that dtype."""
-    tol = tolerance_for(actual.dtype)
+    """Rule 1: the target's error against a fixed multiple of the reference's own error in that dtype.
+
+    The dtype is the one the reference ran in (the dtype the target was asked to compute in), so a target
+    that returns a lower precision than asked is not judged by that precision's looser constants.
+    """
+    tol = tolerance_for(reference_same_dtype.dtype)
     baseline = max_abs_error(reference_same_dtype, oracle64)
     if not math.isfinite(baseline):
         # The reference itself overflowed in this dtype: no finite error budget can be derived from it,

@@ -22,6 +22,9 @@ def target_loss(ctx: CheckContext, logits: Tensor, ids: Tensor, pad_id: int | No
     if isinstance(value, Tensor) and value.numel() == 1:
         value = value.reshape(())
     ctx.expect_shape("loss", value, ())
+    # in the logits' dtype: a loss silently computed in lower precision would otherwise be judged
+    # by that precision's looser tolerance
+    ctx.expect_dtype("loss", value, logits.dtype)
     tensor: Tensor = value
     return tensor.detach()
 

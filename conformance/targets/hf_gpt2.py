@@ -28,9 +28,16 @@ How the handle drives the model, as a careful user would:
   with left padding. (``transformers``' ``generate()`` instead counts positions from the first real token,
   ``cumsum(mask) - 1``; that is a different convention, not a bug. The metamorphic checks cannot tell
   the two apart: they only compare inputs with the same padding layout.)
-- ``new_cache(batch)``: an empty ``DynamicCache``; ``step(chunk, cache)``: ``past_key_values`` with
-  ``position_ids = past + 0 .. c-1`` (``past = cache.get_seq_length()``) and an all-ones attention mask
-  over past + chunk, for single tokens and chunked prefill alike.
+- ``new_cache(batch)``: an empty ``DynamicCache`` plus the attention mask of its slots;
+  ``step(chunk, cache, pad_mask_chunk)``: ``past_key_values`` with ``position_ids = past + 0 .. c-1``
+  (``past = cache.get_seq_length()``, absolute slots again) and ``attention_mask`` = the remembered mask
+  over past slots + the chunk's mask (all ones when None), for single tokens, chunked prefill and padded
+  prompts alike. ``DynamicCache`` keeps no mask, so the handle must: transformers does not reject a mask
+  shorter than past + chunk, it right-pads it with zeros, silently hiding the newest keys.
+
+The loss is ``LOSS_MAPPING["ForCausalLM"]`` (``GPT2LMHeadModel.loss_function``, what ``labels=`` runs)
+on ``labels = ids`` with ``pad_id`` replaced by ``-100``: transformers does the shift and the ignoring.
+It upcasts with ``logits.float()``, so float64 logits give a float32 loss (returned as is).
 
 The sampler is ``transformers``' own ``TemperatureLogitsWarper`` followed by the step ``generate()``
 uses (``softmax`` then ``torch.multinomial``), with the check's generator. The warper rejects any
@@ -159,10 +166,21 @@ def build_gpt2(
 
 @dataclass
 class GPT2Cache:
-    """transformers' ``DynamicCache`` for one batch."""
+    """transformers' ``DynamicCache`` for one batch, and the attention mask [b, past] of its slots.
+
+    ``DynamicCache`` stores keys and values only; which cached slots were padding is the caller's to
+    remember (``generate()`` keeps ``model_kwargs["attention_mask"]`` for the same reason).
+    """
 
     kv: Any
     batch: int
+    mask: Tensor | None = None
+
+    def extend_mask(self, chunk_mask: Tensor) -> Tensor:
+        """The mask over past + chunk (1 = real token), remembered for the next step."""
+        past = self.mask if self.mask is not None else chunk_mask[:, :0]
+        self.mask = torch.cat([past, chunk_mask], dim=1)
+        return self.mask
 
 
 class GPT2Handle:
@@ -199,13 +217,20 @@ class GPT2Handle:
     def step(self, ids_chunk: Tensor, cache: GPT2Cache, pad_mask_chunk: Tensor | None = None) -> Tensor:
         """Logits of ``c >= 1`` new tokens on ``cache`` (``past_key_values``, updated in place).
 
-        Claims: kvcache.equals-recompute, kvcache.chunked-prefill, decoding.autoregressive.
+        ``pad_mask_chunk`` (True = real token; None = all real) is appended to the mask the cache
+        remembers, and the whole ``attention_mask`` [b, past + c] is passed, as ``generate()`` does;
+        positions stay absolute slots ``past .. past + c - 1``.
+        Claims: kvcache.equals-recompute, kvcache.chunked-prefill, decoding.autoregressive,
+        mask.padding.invariance.
         """
-        if pad_mask_chunk is not None:
-            raise NotImplementedError("hf-gpt2 step(): padded chunks are not supported")
         past = int(cache.kv.get_seq_length())
         b, c = ids_chunk.shape
-        mask = torch.ones(b, past + c, dtype=torch.long, device=ids_chunk.device)
+        chunk_mask = (
+            torch.ones(b, c, dtype=torch.long, device=ids_chunk.device)
+            if pad_mask_chunk is None
+            else pad_mask_chunk.to(torch.long)
+        )
+        mask = cache.extend_mask(chunk_mask)
         return self._run(
             ids_chunk,
             past_key_values=cache.kv,
@@ -219,7 +244,7 @@ class HFGPT2Adapter(Adapter):
     """``transformers.GPT2LMHeadModel`` as a decoder-only LM, and transformers' temperature sampler."""
 
     name = "hf-gpt2"
-    capabilities = frozenset({Capability.DECODER_LM, Capability.SAMPLER})
+    capabilities = frozenset({Capability.DECODER_LM, Capability.SAMPLER, Capability.LOSS})
     conventions = Conventions(
         norm_placement="pre",
         loads_weights=True,
@@ -245,6 +270,30 @@ class HFGPT2Adapter(Adapter):
         scores: Tensor = warper(no_ids, logits)
         probs = torch.softmax(scores, dim=-1)
         return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(1)
+
+    def next_token_loss(self, logits: Tensor, ids: Tensor, pad_id: int | None) -> Tensor:
+        """transformers' causal-LM loss (``ForCausalLMLoss``, what ``GPT2LMHeadModel(labels=...)`` runs).
+
+        ``labels = ids`` with every ``pad_id`` replaced by ``-100`` (its ``ignore_index``), as the
+        documentation asks; the shift and the ignoring are transformers' own.
+        Claims: loss.shifted-cross-entropy, loss.ignores-padding.
+        """
+        labels = ids if pad_id is None else ids.masked_fill(ids == pad_id, IGNORE_INDEX)
+        return causal_lm_loss(logits, labels)
+
+
+#: transformers' (and ``cross_entropy``'s) default label to ignore.
+IGNORE_INDEX = -100
+
+
+def causal_lm_loss(logits: Tensor, labels: Tensor) -> Tensor:
+    """``LOSS_MAPPING["ForCausalLM"]`` -- the ``loss_function`` of ``GPT2LMHeadModel`` -- on labels [b, l]."""
+    from transformers.loss.loss_utils import LOSS_MAPPING
+
+    _transformers()
+    loss_function: Any = LOSS_MAPPING["ForCausalLM"]
+    loss: Tensor = loss_function(logits, labels, vocab_size=logits.shape[-1])
+    return loss
 
 
 def make() -> HFGPT2Adapter:

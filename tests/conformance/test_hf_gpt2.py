@@ -1,6 +1,7 @@
-"""The ``hf-gpt2`` target: transformers' GPT-2 passes its audit, and planted real-world adapter bugs
-(cache positions not offset, attention mask dropped, positions counted from the first real token) are
-rejected by the claim they break."""
+"""The ``hf-gpt2`` target: transformers' GPT-2 passes its audit (padded cached decoding and the causal-LM
+loss included), and planted real-world adapter bugs (cache positions not offset, attention mask dropped,
+positions counted from the first real token, a step mask that covers only the new chunk) are rejected by
+the claim they break."""
 
 from typing import Any
 
@@ -21,6 +22,7 @@ LM_CHECKS = [
     "lm.chunked-prefill",
     "lm.reference",
 ]
+LM_PADDED_CACHE_CHECKS = [*LM_CHECKS, "lm.cache-with-padding"]
 
 
 def _audit(target: Any, device: torch.device, **kwargs: Any) -> Any:
@@ -41,14 +43,25 @@ def _failed(report: Any) -> dict[str, list[str]]:
     "output.projection",
     "sampling.temperature-frequencies",
     "sampling.invalid-temperature",
+    "loss.shifted-cross-entropy",
+    "loss.ignores-padding",
 )
 def test_hf_gpt2_passes_its_audit(device: torch.device) -> None:
     report = _audit("hf-gpt2", device)
     assert report.exit_code == 0, report.summary_text()
     statuses = {r.check: r.status for r in report.results}
     # No known deviations are declared: every applicable LM and sampler check passes outright,
-    # including the differential one (canonical weights mapped into GPT-2's layout).
-    for check_id in (*LM_CHECKS, "lm.teacher-forcing", "lm.batch-independence", "sampler.frequencies"):
+    # including the differential one (canonical weights mapped into GPT-2's layout), padded prompts
+    # decoded on the DynamicCache, and transformers' own ForCausalLMLoss with pads labelled -100.
+    passing = (
+        *LM_PADDED_CACHE_CHECKS,
+        "lm.teacher-forcing",
+        "lm.batch-independence",
+        "sampler.frequencies",
+        "loss.value",
+        "loss.ignores-padding",
+    )
+    for check_id in passing:
         assert statuses[check_id] == "pass", (check_id, statuses[check_id])
     assert not any(r.status == "known-deviation" for r in report.results)
 
@@ -87,6 +100,25 @@ class PositionsFromFirstRealToken(GPT2Handle):
         return self._run(ids, attention_mask=pad_mask.long(), position_ids=positions, use_cache=False)
 
 
+class StepMaskOfChunkOnly(GPT2Handle):
+    """Planted bug: step() passes attention_mask for the new chunk only, not past + chunk. transformers
+    does not reject the short mask: it right-pads it with zeros (masking_utils.prepare_padding_mask), so
+    on a warm cache the newest keys -- the token's own included -- are hidden, silently."""
+
+    def step(self, ids_chunk: Tensor, cache: Any, pad_mask_chunk: Tensor | None = None) -> Tensor:
+        b, c = ids_chunk.shape
+        past = int(cache.kv.get_seq_length())
+        ones = torch.ones(b, c, dtype=torch.long, device=ids_chunk.device)
+        mask = ones if pad_mask_chunk is None else pad_mask_chunk.to(torch.long)
+        return self._run(
+            ids_chunk,
+            past_key_values=cache.kv,
+            attention_mask=mask,
+            position_ids=self.positions(ids_chunk, past),
+            use_cache=True,
+        )
+
+
 def _with_handle(handle: type[GPT2Handle]) -> HFGPT2Adapter:
     adapter = HFGPT2Adapter()
     adapter.name = f"hf-gpt2+{handle.__name__}"
@@ -120,3 +152,13 @@ def test_positions_from_first_real_token_differ_from_the_spec(device: torch.devi
     assert "embedding.plus-positional" in failed["lm.reference"]
     message = next(r.message for r in report.results if r.check == "lm.reference")
     assert "left-padded" in message, message
+
+
+@pytest.mark.claim("kvcache.equals-recompute")
+def test_step_mask_of_chunk_only_is_rejected_even_without_padding(device: torch.device) -> None:
+    report = _audit(_with_handle(StepMaskOfChunkOnly), device, check=LM_PADDED_CACHE_CHECKS)
+    assert report.exit_code == 1
+    failed = _failed(report)
+    # The prefill (empty cache) is right; every later step is wrong, padded or not.
+    assert "kvcache.equals-recompute" in failed["lm.cache-equals-recompute"], failed
+    assert "lm.padding-invariance" not in failed and "lm.reference" not in failed, failed
