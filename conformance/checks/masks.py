@@ -6,6 +6,8 @@ the target's declared ``causal_alignment``; the explicit-mask path is tested wit
 (the mask is built by the check, so any alignment must work).
 """
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -36,6 +38,34 @@ from reference.masks import additive_mask
 
 ATTN = (Capability.ATTENTION,)
 ALIGNMENTS = ("bottom-right", "top-left")
+
+
+def require_additive_entry_point(ctx: CheckContext) -> Any:
+    """The target's optional additive-mask entry point; not applicable to a target without one."""
+    additive = getattr(ctx.adapter, "attention_additive", None)
+    if additive is None:
+        raise NotApplicable(
+            f"target {ctx.adapter.name!r} has no additive-mask entry point (attention_additive)"
+        )
+    return additive
+
+
+def compare_with_oracle(
+    ctx: CheckContext,
+    what: str,
+    case: AttnCase,
+    qkv_inputs: tuple[Tensor, Tensor, Tensor],
+    keep: Tensor,
+    out: Tensor,
+    weights: Tensor | None,
+) -> None:
+    """Output (and weights, if returned) against the float64 oracle under ``keep``, on rows with a
+    visible key."""
+    out64, w64, same, wsame = oracle(*qkv_inputs, keep)
+    rows = keep.any(dim=-1).expand(case.b, case.h, case.nq)
+    compare_rows(ctx, f"{what}: output [{case.describe()}]", out, out64, same, rows)
+    if weights is not None:
+        compare_rows(ctx, f"{what}: weights [{case.describe()}]", weights, w64, wsame, rows)
 
 
 @check(
@@ -227,12 +257,8 @@ def causal_differential(ctx: CheckContext) -> None:
             out, weights = run_attention(
                 ctx, case, q, k, v, keep if explicit else None, is_causal=not explicit
             )
-            out64, w64, same, wsame = oracle(q, k, v, keep)
-            rows = keep.any(dim=-1).expand(case.b, case.h, case.nq)
             path = f"explicit {alignment} mask" if explicit else f"is_causal (declared {alignment})"
-            compare_rows(ctx, f"{path} output [{case.describe()}]", out, out64, same, rows)
-            if weights is not None:
-                compare_rows(ctx, f"{path} weights [{case.describe()}]", weights, w64, wsame, rows)
+            compare_with_oracle(ctx, path, case, (q, k, v), keep, out, weights)
 
 
 @check(
@@ -246,11 +272,7 @@ def causal_additive(ctx: CheckContext) -> None:
     """The additive causal bias (0 where j <= i's position, -inf above, either alignment) passed to the
     target's additive-mask entry point (optional adapter method ``attention_additive``) gives the
     oracle's causal attention. Not applicable without that entry point."""
-    additive = getattr(ctx.adapter, "attention_additive", None)
-    if additive is None:
-        raise NotApplicable(
-            f"target {ctx.adapter.name!r} has no additive-mask entry point (attention_additive)"
-        )
+    additive = require_additive_entry_point(ctx)
     for case in attention_cases(ctx):
         q, k, v = qkv(ctx, case)
         for alignment in ALIGNMENTS:
@@ -259,12 +281,7 @@ def causal_additive(ctx: CheckContext) -> None:
             ctx.record(case=case.describe(), q=q, k=k, v=v, bias=bias)
             out, weights = ctx.call(additive, q, k, v, bias=bias)
             ctx.expect_shape(f"output [{case.describe()}]", out, (case.b, case.h, case.nq, case.dv))
-            out64, w64, same, wsame = oracle(q, k, v, keep)
-            rows = keep.any(dim=-1).expand(case.b, case.h, case.nq)
-            what = f"additive {alignment} causal bias"
-            compare_rows(ctx, f"{what}: output [{case.describe()}]", out, out64, same, rows)
-            if weights is not None:
-                compare_rows(ctx, f"{what}: weights [{case.describe()}]", weights, w64, wsame, rows)
+            compare_with_oracle(ctx, f"additive {alignment} causal bias", case, (q, k, v), keep, out, weights)
 
 
 @check(
@@ -277,11 +294,7 @@ def causal_additive(ctx: CheckContext) -> None:
 def boolean_equals_additive(ctx: CheckContext) -> None:
     """Where the target takes an additive float mask (optional adapter method ``attention_additive``),
     the 0/-inf bias gives the same output and weights as the boolean mask."""
-    additive = getattr(ctx.adapter, "attention_additive", None)
-    if additive is None:
-        raise NotApplicable(
-            f"target {ctx.adapter.name!r} has no additive-mask entry point (attention_additive)"
-        )
+    additive = require_additive_entry_point(ctx)
     for case in attention_cases(ctx):
         q, k, v = qkv(ctx, case)
         keep = random_keep(ctx, case, fully_masked_row=False, per_head=True)
