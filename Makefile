@@ -26,8 +26,14 @@ $(STAMP): pyproject.toml
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
+# mypy cannot follow the package-dir mapping of pyproject.toml (an editable install resolves it with an
+# import hook), so it checks a tree of links laid out as the installed package is: build/typecheck.
+TYPECHECK_TREE := build/typecheck/transformer_conformance
 typecheck: $(STAMP)
-	$(BIN)/mypy --strict spec reference conformance
+	rm -rf build/typecheck && mkdir -p $(TYPECHECK_TREE)
+	for p in conformance/*; do ln -s "$(CURDIR)/$$p" $(TYPECHECK_TREE)/; done
+	ln -s "$(CURDIR)/reference" "$(CURDIR)/spec" $(TYPECHECK_TREE)/
+	cd build/typecheck && $(CURDIR)/$(BIN)/mypy --strict --config-file $(CURDIR)/pyproject.toml -p transformer_conformance
 
 pytest: $(STAMP)
 	$(PY) -m pytest -n 2 --dist loadgroup
@@ -35,13 +41,13 @@ pytest: $(STAMP)
 test: lint typecheck pytest
 
 conformance: $(STAMP)
-	$(PY) -m conformance run --impl $(TARGETS) --device $(DEVICE) --profile $(PROFILE) --gate reference --markdown reports/conformance.md --json reports/conformance.json --junit reports/conformance.xml
+	$(PY) -m transformer_conformance run --impl $(TARGETS) --device $(DEVICE) --profile $(PROFILE) --gate reference --markdown reports/conformance.md --json reports/conformance.json --junit reports/conformance.xml
 
 spec: $(STAMP)
-	$(PY) -m spec.render > spec/SPEC.md
+	$(PY) -m transformer_conformance.spec.render > spec/SPEC.md
 
 bench: $(STAMP)
 	$(PY) -m benchmarks --json reports/bench.json
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .hypothesis reports
+	rm -rf $(VENV) .mypy_cache .ruff_cache .hypothesis reports build

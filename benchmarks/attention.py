@@ -42,7 +42,7 @@ def _torch_math() -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.
 
 def run(settings: Settings) -> list[Row]:
     """Time ratio and peak memory per L, then the reference's memory growth between successive L."""
-    from reference.attention import scaled_dot_product_attention
+    from transformer_conformance.reference.attention import scaled_dot_product_attention
 
     batch, heads, d = settings.pick((4, 8, 64), (4, 8, 64), (1, 2, 16))
     lengths: tuple[int, ...] = settings.pick((128, 512, 2048), (128, 512, 1024), (8, 16, 32))

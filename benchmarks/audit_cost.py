@@ -21,7 +21,7 @@ SHARE_TARGET = 0.5
 
 def run(settings: Settings) -> list[Row]:
     """One audit per profile; wall time, target share of check time and of wall time, result counts."""
-    from conformance.api import run_audit
+    from transformer_conformance.api import run_audit
 
     if settings.mode == "tiny":
         profiles: tuple[str, ...] = ("quick",)

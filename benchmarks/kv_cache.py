@@ -66,8 +66,8 @@ def _window_median(values: list[float], position: int, half: int = 8) -> float:
 
 def run(settings: Settings) -> list[Row]:
     """Speedup of cached decoding at each length; per-step time against position for both sides."""
-    from reference.config import TransformerConfig
-    from reference.model import DecoderOnlyLM
+    from transformer_conformance.reference.config import TransformerConfig
+    from transformer_conformance.reference.model import DecoderOnlyLM
 
     lengths: tuple[int, ...] = settings.pick((256, 1024), (128, 256), (8, 16))
     n_max = max(lengths)

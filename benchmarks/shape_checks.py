@@ -43,7 +43,7 @@ def checks(enabled: bool) -> Iterator[None]:
 
 def verify_switch() -> None:
     """Fail loudly unless the config flag switches the checks of ``@checked`` on and off at call time."""
-    from reference.checking import checked
+    from transformer_conformance.reference.checking import checked
 
     @checked
     def probe(x: Float[Tensor, " n"]) -> Float[Tensor, " n"]:
@@ -66,8 +66,8 @@ def verify_switch() -> None:
 
 def run(settings: Settings) -> list[Row]:
     """Overhead of the checks in percent of the unchecked call, per case."""
-    from reference.config import TransformerConfig
-    from reference.model import DecoderOnlyLM
+    from transformer_conformance.reference.config import TransformerConfig
+    from transformer_conformance.reference.model import DecoderOnlyLM
 
     verify_switch()
     device = settings.device

@@ -62,7 +62,7 @@ def torch_state_dict(reference_state: dict[str, Tensor], num_layers: int) -> dic
 
 def build_torch_transformer(config: object, reference_state: dict[str, Tensor]) -> nn.Transformer:
     """An ``nn.Transformer`` of the config's sizes carrying the reference weights (strict load)."""
-    from reference.config import TransformerConfig
+    from transformer_conformance.reference.config import TransformerConfig
 
     assert isinstance(config, TransformerConfig)
     pre = config.norm_placement == "pre"
@@ -84,9 +84,9 @@ def build_torch_transformer(config: object, reference_state: dict[str, Tensor]) 
 
 def run(settings: Settings) -> list[Row]:
     """Time ratio reference / nn.Transformer and the output difference, at one size."""
-    from reference.config import TransformerConfig
-    from reference.model import EncoderDecoder
-    from reference.tolerance import differential, max_abs_error
+    from transformer_conformance.reference.config import TransformerConfig
+    from transformer_conformance.reference.model import EncoderDecoder
+    from transformer_conformance.reference.tolerance import differential, max_abs_error
 
     device = settings.device
     if settings.mode == "tiny":

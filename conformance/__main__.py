@@ -1,8 +1,8 @@
-"""``python -m conformance``: see ``conformance.cli``."""
+"""``python -m transformer_conformance``: see ``transformer_conformance.cli``."""
 
 import sys
 
-from conformance.cli import main
+from transformer_conformance.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

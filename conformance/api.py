@@ -1,6 +1,6 @@
 """Library API: ``run_audit`` runs checks against targets and writes the reports.
 
-Used by the CLI (``python -m conformance run``) and the pytest plugin. Bad arguments raise
+Used by the CLI (``python -m transformer_conformance run``) and the pytest plugin. Bad arguments raise
 ``UsageError`` (the CLI turns it into exit code 2) before any check runs.
 """
 
@@ -16,14 +16,14 @@ from typing import Any, TextIO
 
 import torch
 
-from conformance.adapter import Adapter
-from conformance.context import CI_SEED, PROFILES
-from conformance.deviations import DEFAULT_DIR, DeviationFileError, load_for_target
-from conformance.registry import DEFAULT_REGISTRY, CheckSpec, Registry, load_builtin_checks
-from conformance.report import AuditReport, TargetSummary, claim_statements
-from conformance.runner import CheckResult, RunSettings, dtype_name, run_target, stale_deviations
-from conformance.targets import TargetError, import_object, resolve_target
-from reference.tolerance import TOLERANCE_VERSION
+from transformer_conformance.adapter import Adapter
+from transformer_conformance.context import CI_SEED, PROFILES
+from transformer_conformance.deviations import DEFAULT_DIR, DeviationFileError, load_for_target
+from transformer_conformance.reference.tolerance import TOLERANCE_VERSION
+from transformer_conformance.registry import DEFAULT_REGISTRY, CheckSpec, Registry, load_builtin_checks
+from transformer_conformance.report import AuditReport, TargetSummary, claim_statements
+from transformer_conformance.runner import CheckResult, RunSettings, dtype_name, run_target, stale_deviations
+from transformer_conformance.targets import TargetError, import_object, resolve_target
 
 DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
@@ -100,7 +100,8 @@ def select_checks(
     unknown = [c for c in wanted if c not in registry]
     if unknown:
         raise UsageError(
-            f"--check: unknown check {', '.join(map(repr, unknown))} (see `python -m conformance list`)"
+            f"--check: unknown check {', '.join(map(repr, unknown))} "
+            "(see `python -m transformer_conformance list`)"
         )
     if wanted:
         specs = [s for s in specs if s.id in wanted]

@@ -1,4 +1,5 @@
-"""Command line: ``python -m conformance run --impl TARGET[,TARGET...]`` and ``python -m conformance list``.
+"""Command line: ``transformer-conformance run --impl TARGET[,TARGET...]`` and
+``transformer-conformance list`` (also ``python -m transformer_conformance``).
 
 Exit codes: 0 every gated check passed (known deviations allowed), 1 a failure or a stale
 deviation entry, 2 a usage error (unknown target, check or dtype; CUDA requested but absent).
@@ -11,11 +12,11 @@ from pathlib import Path
 
 import torch
 
-from conformance.api import ReportPaths, UsageError, load_registry, run_audit
-from conformance.context import PROFILES
-from conformance.registry import Registry, load_builtin_checks
-from conformance.report import claim_statements
-from conformance.targets import BUILTIN_TARGETS
+from transformer_conformance.api import ReportPaths, UsageError, load_registry, run_audit
+from transformer_conformance.context import PROFILES
+from transformer_conformance.registry import Registry, load_builtin_checks
+from transformer_conformance.report import claim_statements
+from transformer_conformance.targets import BUILTIN_TARGETS
 
 CHECKS_FROM_HELP = (
     "package.module:attribute naming a conformance.registry.Registry; its checks REPLACE the "
@@ -27,7 +28,8 @@ CHECKS_FROM_HELP = (
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (``run`` and ``list``)."""
     parser = argparse.ArgumentParser(
-        prog="python -m conformance", description="Audit Transformer implementations claim by claim."
+        prog="python -m transformer_conformance",
+        description="Audit Transformer implementations claim by claim.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the checks against one or more targets")

@@ -17,8 +17,8 @@ from typing import Any, NoReturn
 import torch
 from torch import Tensor
 
-from conformance.adapter import Adapter
-from reference import tolerance
+from transformer_conformance.adapter import Adapter
+from transformer_conformance.reference import tolerance
 
 
 class FailureKind(StrEnum):

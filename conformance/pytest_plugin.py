@@ -7,7 +7,7 @@ stale deviation entry adds a failing ``TARGET::deviations`` item. Without the op
 adds nothing. The audit runs once, lazily, when the first conformance item runs, for the
 selected items only.
 
-Installed, the entry point loads the plugin: use the bare option. ``-p conformance.pytest_plugin``
+Installed, the entry point loads the plugin: use the bare option. ``-p transformer_conformance.pytest_plugin``
 (needed only when the package is not installed) is harmless when it is: the entry point is then
 skipped instead of registering the same module twice.
 """
@@ -17,11 +17,11 @@ from typing import Any
 
 import pytest
 
-from conformance.api import UsageError, load_registry, resolve_device, run_audit
-from conformance.registry import Registry, load_builtin_checks
-from conformance.report import AuditReport
-from conformance.runner import BLOCKED, ERROR, FAIL, KNOWN_DEVIATION, NOT_APPLICABLE
-from conformance.targets import TargetError, resolve_target
+from transformer_conformance.api import UsageError, load_registry, resolve_device, run_audit
+from transformer_conformance.registry import Registry, load_builtin_checks
+from transformer_conformance.report import AuditReport
+from transformer_conformance.runner import BLOCKED, ERROR, FAIL, KNOWN_DEVIATION, NOT_APPLICABLE
+from transformer_conformance.targets import TargetError, resolve_target
 
 _STATE = pytest.StashKey["_AuditState"]()
 ENTRY_POINT = "transformer_conformance"
@@ -30,7 +30,7 @@ ENTRY_POINT = "transformer_conformance"
 def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager) -> None:
     """Register the ``--conformance-*`` options.
 
-    Loaded by ``-p conformance.pytest_plugin`` (not by the entry point): block the entry point,
+    Loaded by ``-p transformer_conformance.pytest_plugin`` (not by the entry point): block the entry point,
     which would otherwise try to register this module a second time and abort pytest."""
     if pluginmanager.get_plugin(ENTRY_POINT) is None:
         pluginmanager.set_blocked(ENTRY_POINT)

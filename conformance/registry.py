@@ -9,10 +9,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from conformance.adapter import Capability
+from transformer_conformance.adapter import Capability
 
 if TYPE_CHECKING:
-    from conformance.context import CheckContext
+    from transformer_conformance.context import CheckContext
 
 CheckKind = Literal["structural", "metamorphic", "differential", "statistical"]
 KINDS: tuple[str, ...] = ("structural", "metamorphic", "differential", "statistical")
@@ -91,8 +91,8 @@ check = DEFAULT_REGISTRY.check
 
 
 def load_builtin_checks() -> Registry:
-    """Import ``conformance.checks`` (which imports every check module) and return the registry."""
-    importlib.import_module("conformance.checks")
+    """Import ``transformer_conformance.checks`` (it imports every check module); return the registry."""
+    importlib.import_module("transformer_conformance.checks")
     return DEFAULT_REGISTRY
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from conformance.runner import (
+from transformer_conformance.runner import (
     BLOCKED,
     ERROR,
     FAIL,

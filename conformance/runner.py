@@ -18,10 +18,10 @@ from typing import Any
 
 import torch
 
-from conformance.adapter import Adapter
-from conformance.context import CheckContext, CheckFailure, FailureKind, NotApplicable, Profile
-from conformance.deviations import Deviation
-from conformance.registry import CheckSpec
+from transformer_conformance.adapter import Adapter
+from transformer_conformance.context import CheckContext, CheckFailure, FailureKind, NotApplicable, Profile
+from transformer_conformance.deviations import Deviation
+from transformer_conformance.registry import CheckSpec
 
 PASS = "pass"
 FAIL = "fail"
@@ -109,7 +109,7 @@ def repro_command(
     ``--deviations``, ``--timeout``); ``python`` defaults to :func:`python_command`."""
     args = [
         "-m",
-        "conformance",
+        "transformer_conformance",
         "run",
         "--impl",
         impl,

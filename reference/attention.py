@@ -21,7 +21,7 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
-from reference.checking import (
+from transformer_conformance.reference.checking import (
     ReferenceInputError,
     checked,
     require,
@@ -29,7 +29,7 @@ from reference.checking import (
     require_same_device,
     require_same_dtype,
 )
-from reference.masks import broadcast_shape
+from transformer_conformance.reference.masks import broadcast_shape
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:

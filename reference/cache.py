@@ -10,7 +10,12 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from reference.checking import checked, require, require_same_device, require_same_dtype
+from transformer_conformance.reference.checking import (
+    checked,
+    require,
+    require_same_device,
+    require_same_dtype,
+)
 
 
 @dataclass

@@ -9,7 +9,7 @@ import math
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-from reference.checking import ReferenceInputError, require
+from transformer_conformance.reference.checking import ReferenceInputError, require
 
 POSITIONAL_KINDS = ("sinusoidal", "learned")
 LAYOUTS = ("interleaved", "concatenated")

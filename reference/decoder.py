@@ -21,15 +21,15 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
-from reference.attention import scaled_dot_product_attention
-from reference.cache import KVCache, LayerKVCache
-from reference.checking import checked, require
-from reference.config import TransformerConfig
-from reference.ffn import PositionWiseFFN
-from reference.layernorm import LayerNorm
-from reference.masks import causal_mask, combine_masks, key_padding_to_attention_mask
-from reference.multihead import MultiHeadAttention, merge_heads
-from reference.sublayer import residual_sublayer
+from transformer_conformance.reference.attention import scaled_dot_product_attention
+from transformer_conformance.reference.cache import KVCache, LayerKVCache
+from transformer_conformance.reference.checking import checked, require
+from transformer_conformance.reference.config import TransformerConfig
+from transformer_conformance.reference.ffn import PositionWiseFFN
+from transformer_conformance.reference.layernorm import LayerNorm
+from transformer_conformance.reference.masks import causal_mask, combine_masks, key_padding_to_attention_mask
+from transformer_conformance.reference.multihead import MultiHeadAttention, merge_heads
+from transformer_conformance.reference.sublayer import residual_sublayer
 
 
 def self_attention_mask(num_q: int, num_past: int, key_pad: Tensor | None, device: torch.device) -> Tensor:

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
-from reference.checking import (
+from transformer_conformance.reference.checking import (
     checked,
     require,
     require_floating,

@@ -9,13 +9,13 @@ Parameter names (the canonical weight layout): ``layers.{i}.self_attn``, ``layer
 from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
-from reference.checking import checked
-from reference.config import TransformerConfig
-from reference.ffn import PositionWiseFFN
-from reference.layernorm import LayerNorm
-from reference.masks import key_padding_to_attention_mask
-from reference.multihead import MultiHeadAttention
-from reference.sublayer import residual_sublayer
+from transformer_conformance.reference.checking import checked
+from transformer_conformance.reference.config import TransformerConfig
+from transformer_conformance.reference.ffn import PositionWiseFFN
+from transformer_conformance.reference.layernorm import LayerNorm
+from transformer_conformance.reference.masks import key_padding_to_attention_mask
+from transformer_conformance.reference.multihead import MultiHeadAttention
+from transformer_conformance.reference.sublayer import residual_sublayer
 
 
 class EncoderLayer(nn.Module):

@@ -10,7 +10,13 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from reference.checking import checked, require, require_floating, require_positive, require_same_device
+from transformer_conformance.reference.checking import (
+    checked,
+    require,
+    require_floating,
+    require_positive,
+    require_same_device,
+)
 
 Activation = Literal["relu", "gelu"]
 ACTIVATIONS: tuple[str, ...] = ("relu", "gelu")

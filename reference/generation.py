@@ -17,9 +17,9 @@ import torch
 from jaxtyping import Bool, Int
 from torch import Tensor
 
-from reference.checking import checked, require
-from reference.model import DecoderOnlyLM, EncoderDecoder
-from reference.sampling import sample_next
+from transformer_conformance.reference.checking import checked, require
+from transformer_conformance.reference.model import DecoderOnlyLM, EncoderDecoder
+from transformer_conformance.reference.sampling import sample_next
 
 
 def _choose(

@@ -12,7 +12,13 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from reference.checking import checked, require, require_floating, require_same_device, require_same_dtype
+from transformer_conformance.reference.checking import (
+    checked,
+    require,
+    require_floating,
+    require_same_device,
+    require_same_dtype,
+)
 
 
 def _require_eps(eps: float) -> None:

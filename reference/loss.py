@@ -8,7 +8,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from reference.checking import (
+from transformer_conformance.reference.checking import (
     ReferenceInputError,
     checked,
     require,

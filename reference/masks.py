@@ -13,7 +13,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from reference.checking import ReferenceInputError, checked, require
+from transformer_conformance.reference.checking import ReferenceInputError, checked, require
 
 Alignment = Literal["bottom-right", "top-left"]
 

@@ -22,13 +22,13 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
-from reference.cache import KVCache
-from reference.checking import checked, require
-from reference.config import TransformerConfig
-from reference.decoder import Decoder, DecoderOnlyStack
-from reference.embedding import OutputProjection, TokenEmbedding
-from reference.encoder import Encoder
-from reference.positional import LearnedPositionalEncoding, sinusoidal_encoding
+from transformer_conformance.reference.cache import KVCache
+from transformer_conformance.reference.checking import checked, require
+from transformer_conformance.reference.config import TransformerConfig
+from transformer_conformance.reference.decoder import Decoder, DecoderOnlyStack
+from transformer_conformance.reference.embedding import OutputProjection, TokenEmbedding
+from transformer_conformance.reference.encoder import Encoder
+from transformer_conformance.reference.positional import LearnedPositionalEncoding, sinusoidal_encoding
 
 
 @dataclass

@@ -16,9 +16,9 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
-from reference.attention import scaled_dot_product_attention
-from reference.cache import LayerKVCache
-from reference.checking import checked, require, require_positive
+from transformer_conformance.reference.attention import scaled_dot_product_attention
+from transformer_conformance.reference.cache import LayerKVCache
+from transformer_conformance.reference.checking import checked, require, require_positive
 
 
 @checked

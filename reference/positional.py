@@ -13,7 +13,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from reference.checking import ReferenceInputError, checked, require
+from transformer_conformance.reference.checking import ReferenceInputError, checked, require
 
 Layout = Literal["interleaved", "concatenated"]
 LAYOUTS: tuple[str, ...] = ("interleaved", "concatenated")

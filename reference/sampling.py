@@ -10,7 +10,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from reference.checking import checked, require, require_floating
+from transformer_conformance.reference.checking import checked, require, require_floating
 
 
 def _require_temperature(temperature: float) -> None:

@@ -12,7 +12,7 @@ from typing import Literal
 from jaxtyping import Float
 from torch import Tensor
 
-from reference.checking import checked, require
+from transformer_conformance.reference.checking import checked, require
 
 Placement = Literal["post", "pre"]
 PLACEMENTS: tuple[str, ...] = ("post", "pre")

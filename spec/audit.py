@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from spec import Claim, SpecError, load_claims, load_pending
-from spec.links import CheckRef, Links, collect
+from transformer_conformance.spec import Claim, SpecError, load_claims, load_pending
+from transformer_conformance.spec.links import CheckRef, Links, collect
 
 
 def spec_problems(claims_path: Path | str | None = None) -> list[str]:

@@ -11,8 +11,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from conformance.adapter import Capability
-from conformance.checks.inputs import (
+from transformer_conformance.adapter import Capability
+from transformer_conformance.checks.inputs import (
     SCORE_SCALE,
     AttnCase,
     attention_cases,
@@ -21,10 +21,10 @@ from conformance.checks.inputs import (
     random_keep,
     require_zero_policy,
 )
-from conformance.context import CheckContext, FailureKind, NotApplicable
-from conformance.registry import check
-from reference.attention import scaled_dot_product_attention
-from reference.masks import additive_mask
+from transformer_conformance.context import CheckContext, FailureKind, NotApplicable
+from transformer_conformance.reference.attention import scaled_dot_product_attention
+from transformer_conformance.reference.masks import additive_mask
+from transformer_conformance.registry import check
 
 ATTN = (Capability.ATTENTION,)
 SHAPES = "attention.shapes"

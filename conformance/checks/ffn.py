@@ -11,11 +11,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from conformance.adapter import Capability
-from conformance.checks.inputs import permutation
-from conformance.context import CheckContext, NotApplicable
-from conformance.registry import check
-from reference.ffn import PositionWiseFFN
+from transformer_conformance.adapter import Capability
+from transformer_conformance.checks.inputs import permutation
+from transformer_conformance.context import CheckContext, NotApplicable
+from transformer_conformance.reference.ffn import PositionWiseFFN
+from transformer_conformance.registry import check
 
 FFN = (Capability.FFN,)
 SHAPES = "ffn.shapes"

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from conformance.context import CheckContext, NotApplicable
-from reference.masks import causal_mask, padding_mask_from_lengths
+from transformer_conformance.context import CheckContext, NotApplicable
+from transformer_conformance.reference.masks import causal_mask, padding_mask_from_lengths
 
 #: Finite pad contents far beyond any real activation (in float16 the largest finite value is used).
 HUGE = 1e10

@@ -13,10 +13,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from conformance.adapter import Capability
-from conformance.context import CheckContext
-from conformance.registry import check
-from reference.layernorm import layer_norm
+from transformer_conformance.adapter import Capability
+from transformer_conformance.context import CheckContext
+from transformer_conformance.reference.layernorm import layer_norm
+from transformer_conformance.registry import check
 
 LN = (Capability.LAYER_NORM,)
 SHAPES = "layernorm.shapes"

@@ -19,15 +19,15 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from conformance.adapter import Capability
-from conformance.checks.inputs import require_zero_policy
-from conformance.context import CheckContext, NotApplicable
-from conformance.registry import check
-from reference.config import TransformerConfig
-from reference.decoder import DecoderLayer
-from reference.encoder import EncoderLayer
-from reference.layernorm import layer_norm
-from reference.masks import padding_mask_from_lengths
+from transformer_conformance.adapter import Capability
+from transformer_conformance.checks.inputs import require_zero_policy
+from transformer_conformance.context import CheckContext, NotApplicable
+from transformer_conformance.reference.config import TransformerConfig
+from transformer_conformance.reference.decoder import DecoderLayer
+from transformer_conformance.reference.encoder import EncoderLayer
+from transformer_conformance.reference.layernorm import layer_norm
+from transformer_conformance.reference.masks import padding_mask_from_lengths
+from transformer_conformance.registry import check
 
 ENC = Capability.ENCODER_LAYER
 DEC = Capability.DECODER_LAYER

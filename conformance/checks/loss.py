@@ -5,11 +5,11 @@ targets ignored, against the float64 reference ``reference.loss.next_token_loss`
 import torch
 from torch import Tensor
 
-from conformance.adapter import Capability
-from conformance.checks.layers import SIDES, keep_from_lengths
-from conformance.context import CheckContext
-from conformance.registry import check
-from reference.loss import next_token_loss
+from transformer_conformance.adapter import Capability
+from transformer_conformance.checks.layers import SIDES, keep_from_lengths
+from transformer_conformance.context import CheckContext
+from transformer_conformance.reference.loss import next_token_loss
+from transformer_conformance.registry import check
 
 LOSS = Capability.LOSS
 VOCAB, PAD = 11, 0

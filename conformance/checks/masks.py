@@ -11,15 +11,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from conformance.adapter import Capability
-from conformance.checks.attention import (
+from transformer_conformance.adapter import Capability
+from transformer_conformance.checks.attention import (
     SHAPES,
     compare_rows,
     need_weights,
     oracle,
     run_attention,
 )
-from conformance.checks.inputs import (
+from transformer_conformance.checks.inputs import (
     SCORE_SCALE,
     AttnCase,
     aligned_causal_keep,
@@ -31,10 +31,10 @@ from conformance.checks.inputs import (
     query_positions,
     random_keep,
 )
-from conformance.context import CheckContext, FailureKind, NotApplicable
-from conformance.registry import check
-from reference import tolerance
-from reference.masks import additive_mask
+from transformer_conformance.context import CheckContext, FailureKind, NotApplicable
+from transformer_conformance.reference import tolerance
+from transformer_conformance.reference.masks import additive_mask
+from transformer_conformance.registry import check
 
 ATTN = (Capability.ATTENTION,)
 ALIGNMENTS = ("bottom-right", "top-left")

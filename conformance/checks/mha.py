@@ -15,18 +15,18 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from conformance.adapter import Capability
-from conformance.checks.inputs import (
+from transformer_conformance.adapter import Capability
+from transformer_conformance.checks.inputs import (
     fill_where,
     huge_value,
     padding_keep,
     permutation,
     require_zero_policy,
 )
-from conformance.context import CheckContext, FailureKind, NotApplicable
-from conformance.registry import check
-from reference.masks import causal_mask, combine_masks, key_padding_to_attention_mask
-from reference.multihead import MultiHeadAttention
+from transformer_conformance.context import CheckContext, FailureKind, NotApplicable
+from transformer_conformance.reference.masks import causal_mask, combine_masks, key_padding_to_attention_mask
+from transformer_conformance.reference.multihead import MultiHeadAttention
+from transformer_conformance.registry import check
 
 MHA = (Capability.MHA,)
 SHAPES = "mha.shapes"

@@ -18,8 +18,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from conformance.adapter import Capability
-from conformance.checks.layers import (
+from transformer_conformance.adapter import Capability
+from transformer_conformance.checks.layers import (
     SIDES,
     canonical_module,
     expect_tensor,
@@ -32,10 +32,10 @@ from conformance.checks.layers import (
     same_rows,
     state_of,
 )
-from conformance.context import CheckContext, CheckFailure, NotApplicable
-from conformance.registry import check
-from reference.config import TransformerConfig
-from reference.model import DecoderOnlyLM, EncoderDecoder
+from transformer_conformance.context import CheckContext, CheckFailure, NotApplicable
+from transformer_conformance.reference.config import TransformerConfig
+from transformer_conformance.reference.model import DecoderOnlyLM, EncoderDecoder
+from transformer_conformance.registry import check
 
 LM = Capability.DECODER_LM
 ED = Capability.ENCODER_DECODER

@@ -6,10 +6,10 @@
 
 import torch
 
-from conformance.adapter import Capability
-from conformance.context import CheckContext
-from conformance.registry import check
-from reference.positional import shift_matrix, sinusoidal_encoding
+from transformer_conformance.adapter import Capability
+from transformer_conformance.context import CheckContext
+from transformer_conformance.reference.positional import shift_matrix, sinusoidal_encoding
+from transformer_conformance.registry import check
 
 POS = (Capability.POSITIONAL,)
 SHAPES = "positional.shapes"

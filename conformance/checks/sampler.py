@@ -12,10 +12,10 @@ import math
 import torch
 from torch import Tensor
 
-from conformance.adapter import Capability
-from conformance.context import CheckContext, FailureKind
-from conformance.registry import check
-from reference.sampling import sampling_distribution
+from transformer_conformance.adapter import Capability
+from transformer_conformance.context import CheckContext, FailureKind
+from transformer_conformance.reference.sampling import sampling_distribution
+from transformer_conformance.registry import check
 
 SAMPLER = Capability.SAMPLER
 #: False-alarm rate of one statistical check (for a correct sampler).

@@ -5,7 +5,8 @@ mask where True means "hidden" and returns only the output, not the weights. The
 declares exactly that, and the suite converts its canonical masks (True = may attend) for you;
 weight-based checks report "not-applicable" instead of failing.
 
-Run it:  python -m conformance run --impl conformance.examples.my_attention:make --profile quick
+Run it:  python -m transformer_conformance run --profile quick \
+             --impl transformer_conformance.examples.my_attention:make
 """
 
 import math
@@ -13,7 +14,7 @@ import math
 import torch
 from torch import Tensor
 
-from conformance.adapter import Adapter, Capability, Conventions
+from transformer_conformance.adapter import Adapter, Capability, Conventions
 
 
 def my_attention(q: Tensor, k: Tensor, v: Tensor, hide: Tensor | None = None, causal: bool = False) -> Tensor:
@@ -57,5 +58,5 @@ class MyAttentionAdapter(Adapter):
 
 
 def make() -> Adapter:
-    """Factory named on the command line: ``--impl conformance.examples.my_attention:make``."""
+    """Factory named on the command line: ``--impl transformer_conformance.examples.my_attention:make``."""
     return MyAttentionAdapter()

@@ -7,7 +7,8 @@ check (causality, padding invariance, batch independence, determinism, cache == 
 chunked prefill) still runs on its own random weights. A model without a cache exposes ``step``
 by recomputing the whole prefix, which is exactly what the cache checks compare against.
 
-Run it:  python -m conformance run --impl conformance.examples.my_lm:make --profile quick
+Run it:  python -m transformer_conformance run --profile quick \
+             --impl transformer_conformance.examples.my_lm:make
 """
 
 import math
@@ -16,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from conformance.adapter import Adapter, Capability, Conventions
+from transformer_conformance.adapter import Adapter, Capability, Conventions
 
 
 class Block(nn.Module):
@@ -124,5 +125,5 @@ class TinyGPTAdapter(Adapter):
 
 
 def make() -> Adapter:
-    """Factory named on the command line: ``--impl conformance.examples.my_lm:make``."""
+    """Factory named on the command line: ``--impl transformer_conformance.examples.my_lm:make``."""
     return TinyGPTAdapter()

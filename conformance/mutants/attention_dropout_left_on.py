@@ -8,8 +8,8 @@ Rejected by: determinism.eval (check ``attention.determinism``).
 import torch.nn.functional as F
 from torch import Tensor
 
-from conformance.adapter import Capability
-from conformance.targets.reference import ReferenceAdapter
+from transformer_conformance.adapter import Capability
+from transformer_conformance.targets.reference import ReferenceAdapter
 
 #: Attention dropout probability.
 P_DROP = 0.1

@@ -8,8 +8,8 @@ Rejected by: attention.shapes (check ``attention.shapes.value-width``).
 import torch
 from torch import Tensor
 
-from conformance.adapter import Capability
-from conformance.targets.reference import ReferenceAdapter
+from transformer_conformance.adapter import Capability
+from transformer_conformance.targets.reference import ReferenceAdapter
 
 # The checks that must fail on this mutant (tests/conformance/test_teeth.py).
 REJECTED_BY = ("attention.shapes.value-width",)

@@ -14,9 +14,9 @@ import math
 import torch
 from torch import Tensor
 
-from conformance.adapter import Capability
-from conformance.targets.reference import ReferenceAdapter
-from reference.masks import causal_mask, combine_masks
+from transformer_conformance.adapter import Capability
+from transformer_conformance.reference.masks import causal_mask, combine_masks
+from transformer_conformance.targets.reference import ReferenceAdapter
 
 # The checks that must fail on this mutant (tests/conformance/test_teeth.py).
 REJECTED_BY = (

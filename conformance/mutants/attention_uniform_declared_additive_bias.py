@@ -10,10 +10,10 @@ Rejected by: attention.weights.rows-sum-to-one (check ``attention.fully-masked-r
 import torch
 from torch import Tensor
 
-from conformance.adapter import Capability, Conventions
-from conformance.targets.reference import ReferenceAdapter
-from reference.attention import scaled_dot_product_attention
-from reference.masks import causal_mask, combine_masks
+from transformer_conformance.adapter import Capability, Conventions
+from transformer_conformance.reference.attention import scaled_dot_product_attention
+from transformer_conformance.reference.masks import causal_mask, combine_masks
+from transformer_conformance.targets.reference import ReferenceAdapter
 
 #: The finite bias added at masked positions.
 BIAS = -1e4

@@ -8,8 +8,8 @@ Rejected by: attention.pattern-quadratic (check ``attention.weights.shape``).
 
 from torch import Tensor
 
-from conformance.adapter import Capability
-from conformance.targets.reference import ReferenceAdapter
+from transformer_conformance.adapter import Capability
+from transformer_conformance.targets.reference import ReferenceAdapter
 
 #: Keys per block of the kernel.
 BLOCK = 16

@@ -12,10 +12,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from conformance.adapter import Capability
-from conformance.targets.reference import ReferenceAdapter, _build
-from reference.cache import KVCache
-from reference.decoder import DecoderLayer
+from transformer_conformance.adapter import Capability
+from transformer_conformance.reference.cache import KVCache
+from transformer_conformance.reference.decoder import DecoderLayer
+from transformer_conformance.targets.reference import ReferenceAdapter, _build
 
 # The checks that must fail on this mutant (tests/conformance/test_teeth.py).
 REJECTED_BY = ("decoder_layer.shape",)

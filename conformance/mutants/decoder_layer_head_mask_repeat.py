@@ -12,11 +12,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from conformance.adapter import Capability
-from conformance.mutants.decoder_layer_cross_sources_swapped import build
-from conformance.mutants.encoder_layer_head_mask_repeat import RepeatMaskMHA
-from conformance.targets.reference import ReferenceAdapter
-from reference.decoder import DecoderLayer
+from transformer_conformance.adapter import Capability
+from transformer_conformance.mutants.decoder_layer_cross_sources_swapped import build
+from transformer_conformance.mutants.encoder_layer_head_mask_repeat import RepeatMaskMHA
+from transformer_conformance.reference.decoder import DecoderLayer
+from transformer_conformance.targets.reference import ReferenceAdapter
 
 # The checks that must fail on this mutant (tests/conformance/test_teeth.py).
 REJECTED_BY = ("decoder_layer.batch-independence",)

@@ -12,10 +12,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from conformance.adapter import Capability, Conventions
-from conformance.mutants.decoder_layer_cross_sources_swapped import build
-from conformance.targets.reference import ReferenceAdapter
-from reference.decoder import DecoderLayer
+from transformer_conformance.adapter import Capability, Conventions
+from transformer_conformance.mutants.decoder_layer_cross_sources_swapped import build
+from transformer_conformance.reference.decoder import DecoderLayer
+from transformer_conformance.targets.reference import ReferenceAdapter
 
 # The checks that must fail on this mutant (tests/conformance/test_teeth.py).
 REJECTED_BY = ("decoder_layer.residual-placement",)

@@ -11,9 +11,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from conformance.adapter import Capability
-from conformance.targets.reference import ReferenceAdapter, _build
-from reference.model import EncoderDecoder, positions
+from transformer_conformance.adapter import Capability
+from transformer_conformance.reference.model import EncoderDecoder, positions
+from transformer_conformance.targets.reference import ReferenceAdapter, _build
 
 # The checks that must fail on this mutant (tests/conformance/test_teeth.py).
 REJECTED_BY = ("encdec.memory-permutation", "encdec.reference")

@@ -13,11 +13,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from conformance.adapter import Capability
-from conformance.targets.reference import ReferenceAdapter, _build
-from reference.decoder import DecoderLayer
-from reference.masks import key_padding_to_attention_mask
-from reference.model import EncoderDecoder
+from transformer_conformance.adapter import Capability
+from transformer_conformance.reference.decoder import DecoderLayer
+from transformer_conformance.reference.masks import key_padding_to_attention_mask
+from transformer_conformance.reference.model import EncoderDecoder
+from transformer_conformance.targets.reference import ReferenceAdapter, _build
 
 # The checks that must fail on this mutant (tests/conformance/test_teeth.py).
 REJECTED_BY = (

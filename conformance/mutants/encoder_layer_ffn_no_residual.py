@@ -11,11 +11,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from conformance.adapter import Capability
-from conformance.targets.reference import ReferenceAdapter, _build
-from reference.encoder import EncoderLayer
-from reference.masks import key_padding_to_attention_mask
-from reference.sublayer import residual_sublayer
+from transformer_conformance.adapter import Capability
+from transformer_conformance.reference.encoder import EncoderLayer
+from transformer_conformance.reference.masks import key_padding_to_attention_mask
+from transformer_conformance.reference.sublayer import residual_sublayer
+from transformer_conformance.targets.reference import ReferenceAdapter, _build
 
 # The checks that must fail on this mutant (tests/conformance/test_teeth.py).
 REJECTED_BY = ("encoder_layer.residual-placement",)

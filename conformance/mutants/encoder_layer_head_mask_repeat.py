@@ -12,12 +12,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from conformance.adapter import Capability
-from conformance.targets.reference import ReferenceAdapter, _build
-from reference.attention import scaled_dot_product_attention
-from reference.cache import LayerKVCache
-from reference.encoder import EncoderLayer
-from reference.multihead import MultiHeadAttention, merge_heads
+from transformer_conformance.adapter import Capability
+from transformer_conformance.reference.attention import scaled_dot_product_attention
+from transformer_conformance.reference.cache import LayerKVCache
+from transformer_conformance.reference.encoder import EncoderLayer
+from transformer_conformance.reference.multihead import MultiHeadAttention, merge_heads
+from transformer_conformance.targets.reference import ReferenceAdapter, _build
 
 # The checks that must fail on this mutant (tests/conformance/test_teeth.py).
 REJECTED_BY = ("encoder_layer.batch-independence",)

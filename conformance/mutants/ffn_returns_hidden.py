@@ -9,9 +9,9 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from conformance.adapter import Capability
-from conformance.targets.reference import ReferenceAdapter, _build
-from reference.ffn import PositionWiseFFN
+from transformer_conformance.adapter import Capability
+from transformer_conformance.reference.ffn import PositionWiseFFN
+from transformer_conformance.targets.reference import ReferenceAdapter, _build
 
 # The checks that must fail on this mutant (tests/conformance/test_teeth.py).
 REJECTED_BY = ("ffn.shapes",)

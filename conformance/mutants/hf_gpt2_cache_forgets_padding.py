@@ -12,8 +12,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from conformance.targets import hf_gpt2
-from conformance.targets.hf_gpt2 import GPT2Handle, HFGPT2Adapter
+from transformer_conformance.targets import hf_gpt2
+from transformer_conformance.targets.hf_gpt2 import GPT2Handle, HFGPT2Adapter
 
 # The checks that must fail on this mutant (tests/conformance/test_teeth.py).
 REJECTED_BY = ("lm.cache-with-padding",)

@@ -7,8 +7,8 @@ Unpadded batches are unaffected. Rejected by: loss.ignores-padding (check ``loss
 
 from torch import Tensor
 
-from conformance.targets import hf_gpt2
-from conformance.targets.hf_gpt2 import HFGPT2Adapter, causal_lm_loss
+from transformer_conformance.targets import hf_gpt2
+from transformer_conformance.targets.hf_gpt2 import HFGPT2Adapter, causal_lm_loss
 
 # The checks that must fail on this mutant (tests/conformance/test_teeth.py).
 REJECTED_BY = ("loss.ignores-padding",)

@@ -6,8 +6,8 @@ Rejected by: mask.causal.future-blind (check ``mask.causal.is-causal``).
 
 from torch import Tensor
 
-from conformance.adapter import Capability
-from conformance.targets.reference import ReferenceAdapter
+from transformer_conformance.adapter import Capability
+from transformer_conformance.targets.reference import ReferenceAdapter
 
 # The checks that must fail on this mutant (tests/conformance/test_teeth.py).
 REJECTED_BY = ("mask.causal.is-causal",)

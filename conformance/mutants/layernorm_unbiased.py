@@ -8,8 +8,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from conformance.adapter import Capability
-from conformance.targets.reference import ReferenceAdapter
+from transformer_conformance.adapter import Capability
+from transformer_conformance.targets.reference import ReferenceAdapter
 
 # The checks that must fail on this mutant (tests/conformance/test_teeth.py).
 REJECTED_BY = ("layernorm.differential", "layernorm.zero-mean-unit-var")

@@ -10,9 +10,9 @@ mask.boolean-equals-additive (check ``mask.boolean-equals-additive``).
 
 from torch import Tensor
 
-from conformance.adapter import Capability
-from conformance.targets.reference import ReferenceAdapter
-from reference.attention import scaled_dot_product_attention
+from transformer_conformance.adapter import Capability
+from transformer_conformance.reference.attention import scaled_dot_product_attention
+from transformer_conformance.targets.reference import ReferenceAdapter
 
 # The checks that must fail on this mutant (tests/conformance/test_teeth.py).
 REJECTED_BY = ("mask.causal.additive", "mask.boolean-equals-additive")

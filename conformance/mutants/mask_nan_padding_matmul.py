@@ -7,8 +7,8 @@ Rejected by: mask.padding.invariance (check ``mask.padding.nan-contents``).
 
 from torch import Tensor
 
-from conformance.adapter import Capability
-from conformance.targets.reference import ReferenceAdapter
+from transformer_conformance.adapter import Capability
+from transformer_conformance.targets.reference import ReferenceAdapter
 
 # The checks that must fail on this mutant (tests/conformance/test_teeth.py).
 REJECTED_BY = ("mask.padding.nan-contents",)

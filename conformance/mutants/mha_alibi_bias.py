@@ -12,10 +12,10 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from conformance.adapter import Capability
-from conformance.mutants.mha_nan_padding_matmul import reference_mha_with
-from conformance.targets.reference import ReferenceAdapter
-from reference.attention import scaled_dot_product_attention
+from transformer_conformance.adapter import Capability
+from transformer_conformance.mutants.mha_nan_padding_matmul import reference_mha_with
+from transformer_conformance.reference.attention import scaled_dot_product_attention
+from transformer_conformance.targets.reference import ReferenceAdapter
 
 # The checks that must fail on this mutant (tests/conformance/test_teeth.py).
 REJECTED_BY = ("mha.permutation-equivariance", "mha.cross.memory-permutation")

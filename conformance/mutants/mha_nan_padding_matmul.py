@@ -14,11 +14,11 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from conformance.adapter import Capability
-from conformance.targets.reference import ReferenceAdapter, _build
-from reference.attention import scaled_dot_product_attention
-from reference.masks import combine_masks, key_padding_to_attention_mask
-from reference.multihead import MultiHeadAttention, merge_heads
+from transformer_conformance.adapter import Capability
+from transformer_conformance.reference.attention import scaled_dot_product_attention
+from transformer_conformance.reference.masks import combine_masks, key_padding_to_attention_mask
+from transformer_conformance.reference.multihead import MultiHeadAttention, merge_heads
+from transformer_conformance.targets.reference import ReferenceAdapter, _build
 
 #: (q, k, v [b, h, n, d], keep [.., nq, nk] | None) -> (heads [b, h, nq, d], weights [b, h, nq, nk]).
 Kernel = Callable[[Tensor, Tensor, Tensor, Tensor | None], tuple[Tensor, Tensor]]

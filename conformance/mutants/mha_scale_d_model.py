@@ -10,11 +10,11 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from conformance.adapter import Capability
-from conformance.targets.reference import ReferenceAdapter, _build
-from reference.attention import scaled_dot_product_attention
-from reference.masks import combine_masks, key_padding_to_attention_mask
-from reference.multihead import MultiHeadAttention, merge_heads
+from transformer_conformance.adapter import Capability
+from transformer_conformance.reference.attention import scaled_dot_product_attention
+from transformer_conformance.reference.masks import combine_masks, key_padding_to_attention_mask
+from transformer_conformance.reference.multihead import MultiHeadAttention, merge_heads
+from transformer_conformance.targets.reference import ReferenceAdapter, _build
 
 # The checks that must fail on this mutant (tests/conformance/test_teeth.py).
 REJECTED_BY = ("mha.differential",)

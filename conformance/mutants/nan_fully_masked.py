@@ -7,8 +7,8 @@ Rejected by: attention.fully-masked-row (check ``attention.fully-masked-row``).
 import torch
 from torch import Tensor
 
-from conformance.adapter import Capability
-from conformance.targets.reference import ReferenceAdapter
+from transformer_conformance.adapter import Capability
+from transformer_conformance.targets.reference import ReferenceAdapter
 
 # The checks that must fail on this mutant (tests/conformance/test_teeth.py).
 REJECTED_BY = ("attention.fully-masked-row",)

@@ -8,9 +8,9 @@ Rejected by: positional.sinusoidal.any-length (check ``positional.shapes``).
 import torch
 from torch import Tensor
 
-from conformance.adapter import Capability
-from conformance.targets.reference import ReferenceAdapter
-from reference.positional import sinusoidal_encoding
+from transformer_conformance.adapter import Capability
+from transformer_conformance.reference.positional import sinusoidal_encoding
+from transformer_conformance.targets.reference import ReferenceAdapter
 
 # The checks that must fail on this mutant (tests/conformance/test_teeth.py).
 REJECTED_BY = ("positional.shapes",)

@@ -9,8 +9,8 @@ Rejected by: positional.sinusoidal.relative-linear (check ``positional.sinusoida
 import torch
 from torch import Tensor
 
-from conformance.adapter import Capability
-from conformance.targets.reference import ReferenceAdapter
+from transformer_conformance.adapter import Capability
+from transformer_conformance.targets.reference import ReferenceAdapter
 
 # The checks that must fail on this mutant (tests/conformance/test_teeth.py).
 REJECTED_BY = ("positional.sinusoidal.relative",)

@@ -8,9 +8,9 @@ then broadcasts or fails far from the cause. Rejected by: sampling.temperature-l
 import torch
 from torch import Tensor
 
-from conformance.adapter import Capability
-from conformance.targets.reference import ReferenceAdapter
-from reference.sampling import sampling_distribution
+from transformer_conformance.adapter import Capability
+from transformer_conformance.reference.sampling import sampling_distribution
+from transformer_conformance.targets.reference import ReferenceAdapter
 
 # The checks that must fail on this mutant (tests/conformance/test_teeth.py).
 REJECTED_BY = ("sampler.shape",)

@@ -8,9 +8,9 @@ Rejected by: sampling.invalid-temperature (check ``sampler.invalid-temperature``
 import torch
 from torch import Tensor
 
-from conformance.adapter import Capability
-from conformance.targets.reference import ReferenceAdapter
-from reference.sampling import sampling_distribution
+from transformer_conformance.adapter import Capability
+from transformer_conformance.reference.sampling import sampling_distribution
+from transformer_conformance.targets.reference import ReferenceAdapter
 
 # The checks that must fail on this mutant (tests/conformance/test_teeth.py).
 REJECTED_BY = ("sampler.invalid-temperature",)

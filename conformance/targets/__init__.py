@@ -1,38 +1,40 @@
 """Built-in targets: a name -> "module:factory" table, and the resolver for ``--impl``.
 
 Add a built-in target with one line in ``BUILTIN_TARGETS``. Planted-bug mutants need no line: every
-module of ``conformance.mutants`` with a ``make()`` factory is registered as ``mutant.<module name>``
-(underscores become dashes). Anything else given to ``--impl`` must be ``package.module:factory``,
-where ``factory()`` returns an ``Adapter``.
+module of ``transformer_conformance.mutants`` with a ``make()`` factory is registered as
+``mutant.<module name>`` (underscores become dashes). Anything else given to ``--impl`` must be
+``package.module:factory``, where ``factory()`` returns an ``Adapter``.
 """
 
 import importlib
 import pkgutil
 from collections.abc import Callable
 
-import conformance.mutants
-from conformance.adapter import Adapter
+import transformer_conformance.mutants
+from transformer_conformance.adapter import Adapter
 
 BUILTIN_TARGETS: dict[str, str] = {
-    "reference": "conformance.targets.reference:make",
-    "torch-sdpa-math": "conformance.targets.torch_sdpa:make_math",
-    "torch-sdpa-flash": "conformance.targets.torch_sdpa:make_flash",
-    "torch-sdpa-efficient": "conformance.targets.torch_sdpa:make_efficient",
-    "torch-sdpa-cudnn": "conformance.targets.torch_sdpa:make_cudnn",
-    "torch-mha": "conformance.targets.torch_mha:make",
-    "torch-layernorm": "conformance.targets.torch_layernorm:make",
-    "torch-encoder-layer": "conformance.targets.torch_layers:make_encoder_layer",
-    "torch-encoder-layer-fastpath": "conformance.targets.torch_layers:make_encoder_layer_fastpath",
-    "torch-decoder-layer": "conformance.targets.torch_layers:make_decoder_layer",
-    "torch-transformer": "conformance.targets.torch_layers:make_transformer",
-    "torch-transformer-fastpath": "conformance.targets.torch_layers:make_transformer_fastpath",
+    "reference": "transformer_conformance.targets.reference:make",
+    "torch-sdpa-math": "transformer_conformance.targets.torch_sdpa:make_math",
+    "torch-sdpa-flash": "transformer_conformance.targets.torch_sdpa:make_flash",
+    "torch-sdpa-efficient": "transformer_conformance.targets.torch_sdpa:make_efficient",
+    "torch-sdpa-cudnn": "transformer_conformance.targets.torch_sdpa:make_cudnn",
+    "torch-mha": "transformer_conformance.targets.torch_mha:make",
+    "torch-layernorm": "transformer_conformance.targets.torch_layernorm:make",
+    "torch-encoder-layer": "transformer_conformance.targets.torch_layers:make_encoder_layer",
+    "torch-encoder-layer-fastpath": (
+        "transformer_conformance.targets.torch_layers:make_encoder_layer_fastpath"
+    ),
+    "torch-decoder-layer": "transformer_conformance.targets.torch_layers:make_decoder_layer",
+    "torch-transformer": "transformer_conformance.targets.torch_layers:make_transformer",
+    "torch-transformer-fastpath": "transformer_conformance.targets.torch_layers:make_transformer_fastpath",
     "hf-gpt2": "conformance.targets.hf_gpt2:make",
 }
 
 
 def _mutant_targets() -> dict[str, str]:
-    """``mutant.<name>`` for every module of ``conformance.mutants`` (found without importing them)."""
-    found = pkgutil.iter_modules(conformance.mutants.__path__)
+    """``mutant.<name>`` for every module of ``transformer_conformance.mutants`` (found, not imported)."""
+    found = pkgutil.iter_modules(transformer_conformance.mutants.__path__)
     return {
         f"mutant.{info.name.replace('_', '-')}": f"conformance.mutants.{info.name}:make"
         for info in sorted(found, key=lambda m: m.name)

@@ -52,8 +52,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from conformance.adapter import Adapter, Capability, Conventions
-from conformance.targets import TargetError
+from transformer_conformance.adapter import Adapter, Capability, Conventions
+from transformer_conformance.targets import TargetError
 
 #: The requirement this target was written and audited against (transformers 5.x's GPT-2 included).
 REQUIREMENT = "transformers>=4.40"
@@ -105,7 +105,7 @@ def _position_table(config: Any, state: dict[str, Tensor]) -> Tensor:
     """GPT-2's ``wpe`` rows: the learned table, or the sinusoidal table of ``max_len`` positions."""
     if config.positional == "learned":
         return state["pos_embed.weight"]
-    from reference.positional import sinusoidal_encoding
+    from transformer_conformance.reference.positional import sinusoidal_encoding
 
     like = state["embed.weight"]
     table: Tensor = sinusoidal_encoding(

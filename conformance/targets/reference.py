@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from conformance.adapter import Adapter, Capability, Conventions
+from transformer_conformance.adapter import Adapter, Capability, Conventions
 
 #: Seed for modules built without a ``state`` (fresh weights are reproducible).
 BUILD_SEED = 0
@@ -65,8 +65,8 @@ class ReferenceAdapter(Adapter):
         self, q: Tensor, k: Tensor, v: Tensor, *, mask: Tensor | None, is_causal: bool
     ) -> tuple[Tensor, Tensor | None]:
         """reference.attention.scaled_dot_product_attention with an optional bottom-right causal mask."""
-        from reference.attention import scaled_dot_product_attention
-        from reference.masks import causal_mask, combine_masks
+        from transformer_conformance.reference.attention import scaled_dot_product_attention
+        from transformer_conformance.reference.masks import causal_mask, combine_masks
 
         if is_causal:
             mask = combine_masks(mask, causal_mask(q.shape[-2], k.shape[-2], device=q.device))
@@ -75,7 +75,7 @@ class ReferenceAdapter(Adapter):
 
     def attention_additive(self, q: Tensor, k: Tensor, v: Tensor, *, bias: Tensor) -> tuple[Tensor, Tensor]:
         """Attention with an additive float mask (0 = attend, -inf = masked)."""
-        from reference.attention import scaled_dot_product_attention
+        from transformer_conformance.reference.attention import scaled_dot_product_attention
 
         out, weights = scaled_dot_product_attention(q, k, v, bias)
         return out, weights
@@ -89,8 +89,8 @@ class ReferenceAdapter(Adapter):
         dtype: torch.dtype,
     ) -> Callable[..., tuple[Tensor, Tensor | None]]:
         """reference.multihead.MultiHeadAttention; key padding and attention mask are ANDed."""
-        from reference.masks import combine_masks, key_padding_to_attention_mask
-        from reference.multihead import MultiHeadAttention
+        from transformer_conformance.reference.masks import combine_masks, key_padding_to_attention_mask
+        from transformer_conformance.reference.multihead import MultiHeadAttention
 
         module = _build(lambda: MultiHeadAttention(d_model, num_heads), state, device, dtype)
 
@@ -107,7 +107,7 @@ class ReferenceAdapter(Adapter):
         self, d: int, state: dict[str, Tensor] | None, device: torch.device, dtype: torch.dtype
     ) -> Callable[[Tensor], Tensor]:
         """reference.layernorm.LayerNorm (eps 1e-5)."""
-        from reference.layernorm import LayerNorm
+        from transformer_conformance.reference.layernorm import LayerNorm
 
         module: Callable[[Tensor], Tensor] = _build(lambda: LayerNorm(d), state, device, dtype)
         return module
@@ -121,7 +121,7 @@ class ReferenceAdapter(Adapter):
         dtype: torch.dtype,
     ) -> Callable[[Tensor], Tensor]:
         """reference.ffn.PositionWiseFFN (ReLU)."""
-        from reference.ffn import PositionWiseFFN
+        from transformer_conformance.reference.ffn import PositionWiseFFN
 
         module = _build(lambda: PositionWiseFFN(d_model, d_ff), state, device, dtype)
         run: Callable[[Tensor], Tensor] = module
@@ -131,7 +131,7 @@ class ReferenceAdapter(Adapter):
         self, num_positions: int, d_model: int, device: torch.device, dtype: torch.dtype
     ) -> Tensor:
         """reference.positional.sinusoidal_encoding (interleaved)."""
-        from reference.positional import sinusoidal_encoding
+        from transformer_conformance.reference.positional import sinusoidal_encoding
 
         table: Tensor = sinusoidal_encoding(num_positions, d_model, dtype=dtype, device=device)
         return table
@@ -140,7 +140,7 @@ class ReferenceAdapter(Adapter):
         self, config: Any, state: dict[str, Tensor] | None, device: torch.device, dtype: torch.dtype
     ) -> Callable[..., Tensor]:
         """reference.encoder.EncoderLayer: (x, pad_mask) -> y."""
-        from reference.encoder import EncoderLayer
+        from transformer_conformance.reference.encoder import EncoderLayer
 
         module: Callable[..., Tensor] = _build(lambda: EncoderLayer(config), state, device, dtype)
         return module
@@ -149,7 +149,7 @@ class ReferenceAdapter(Adapter):
         self, config: Any, state: dict[str, Tensor] | None, device: torch.device, dtype: torch.dtype
     ) -> Callable[..., Tensor]:
         """reference.decoder.DecoderLayer: (x, memory, tgt_pad, mem_pad) -> y."""
-        from reference.decoder import DecoderLayer
+        from transformer_conformance.reference.decoder import DecoderLayer
 
         module = _build(lambda: DecoderLayer(config), state, device, dtype)
 
@@ -165,7 +165,7 @@ class ReferenceAdapter(Adapter):
         self, config: Any, state: dict[str, Tensor] | None, device: torch.device, dtype: torch.dtype
     ) -> Any:
         """reference.model.EncoderDecoder itself (encode / decode / new_cache / step)."""
-        from reference.model import EncoderDecoder
+        from transformer_conformance.reference.model import EncoderDecoder
 
         return _build(lambda: EncoderDecoder(config), state, device, dtype)
 
@@ -173,20 +173,20 @@ class ReferenceAdapter(Adapter):
         self, config: Any, state: dict[str, Tensor] | None, device: torch.device, dtype: torch.dtype
     ) -> Any:
         """reference.model.DecoderOnlyLM behind ``LMHandle``."""
-        from reference.model import DecoderOnlyLM
+        from transformer_conformance.reference.model import DecoderOnlyLM
 
         return LMHandle(_build(lambda: DecoderOnlyLM(config), state, device, dtype))
 
     def sample(self, logits: Tensor, temperature: float, generator: torch.Generator | None) -> Tensor:
         """reference.sampling.sample_next."""
-        from reference.sampling import sample_next
+        from transformer_conformance.reference.sampling import sample_next
 
         ids: Tensor = sample_next(logits, temperature=temperature, generator=generator)
         return ids
 
     def next_token_loss(self, logits: Tensor, ids: Tensor, pad_id: int | None) -> Tensor:
         """reference.loss.next_token_loss."""
-        from reference.loss import next_token_loss
+        from transformer_conformance.reference.loss import next_token_loss
 
         loss: Tensor = next_token_loss(logits, ids, pad_id=pad_id)
         return loss

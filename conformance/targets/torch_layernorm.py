@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from conformance.adapter import Adapter, Capability, Conventions
+from transformer_conformance.adapter import Adapter, Capability, Conventions
 
 
 class TorchLayerNormAdapter(Adapter):

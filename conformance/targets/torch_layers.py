@@ -36,8 +36,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from conformance.adapter import Adapter, Capability, Conventions
-from conformance.targets.reference import _build
+from transformer_conformance.adapter import Adapter, Capability, Conventions
+from transformer_conformance.targets.reference import _build
 
 #: reference name -> torch name for the parts that are renamed one to one.
 _RENAMES: tuple[tuple[str, str], ...] = (
@@ -252,7 +252,7 @@ class TorchLayersAdapter(Adapter):
         self, config: Any, state: dict[str, Tensor] | None, device: torch.device, dtype: torch.dtype
     ) -> Any:
         """nn.Transformer between the reference's embeddings/positions and lm_head (see the module doc)."""
-        from reference.model import EncoderDecoder
+        from transformer_conformance.reference.model import EncoderDecoder
 
         around = _build(lambda: EncoderDecoder(config), state, device, dtype)
         model = self._transformer(config, config.num_layers, device, dtype)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from conformance.adapter import Adapter, Capability, Conventions
+from transformer_conformance.adapter import Adapter, Capability, Conventions
 
 #: Seed for layers built without a ``state``.
 BUILD_SEED = 0

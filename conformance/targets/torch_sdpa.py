@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from conformance.adapter import Adapter, Capability, Conventions
+from transformer_conformance.adapter import Adapter, Capability, Conventions
 
 ALL_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 HALF_DTYPES = (torch.float16, torch.bfloat16)

@@ -10,9 +10,9 @@ import threading
 import torch
 from torch import Tensor
 
-from conformance.adapter import Adapter, Capability, Conventions
-from conformance.context import CheckContext, FailureKind
-from conformance.registry import Registry
+from transformer_conformance.adapter import Adapter, Capability, Conventions
+from transformer_conformance.context import CheckContext, FailureKind
+from transformer_conformance.registry import Registry
 
 ATTN = Capability.ATTENTION
 

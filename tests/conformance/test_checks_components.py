@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import torch
 
-from conformance.api import run_audit
-from conformance.registry import all_checks
+from transformer_conformance.api import run_audit
+from transformer_conformance.registry import all_checks
 
 MODULES = ("attention", "masks", "mha", "layernorm", "ffn", "positional")
 COMPONENT_CHECKS = [c.id for c in all_checks() if c.fn.__module__.rsplit(".", 1)[-1] in MODULES]

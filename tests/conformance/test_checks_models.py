@@ -7,12 +7,12 @@ import pytest
 import torch
 from torch import nn
 
-from conformance.api import run_audit
-from conformance.checks.sampler import ALPHA, chi_square_p_value
-from conformance.registry import all_checks
-from conformance.targets import torch_layers
-from reference.config import TransformerConfig
-from reference.encoder import EncoderLayer
+from transformer_conformance.api import run_audit
+from transformer_conformance.checks.sampler import ALPHA, chi_square_p_value
+from transformer_conformance.reference.config import TransformerConfig
+from transformer_conformance.reference.encoder import EncoderLayer
+from transformer_conformance.registry import all_checks
+from transformer_conformance.targets import torch_layers
 
 AREAS = ("encoder_layer", "decoder_layer", "lm", "encdec", "sampler", "loss")
 MY_CHECKS = [c.id for c in all_checks() if c.id.split(".")[0] in AREAS]
@@ -134,7 +134,7 @@ def test_chi_square_p_values_match_tables() -> None:
 @pytest.mark.claim("sampling.temperature-frequencies")
 def test_frequency_check_has_power_against_a_wrong_temperature(device: torch.device) -> None:
     """A sampler that uses softmax(logits * T) instead of softmax(logits / T) fails the frequency check."""
-    from conformance.targets.reference import ReferenceAdapter
+    from transformer_conformance.targets.reference import ReferenceAdapter
 
     class Inverted(ReferenceAdapter):
         name = "inverted-temperature"

@@ -7,9 +7,9 @@ import subprocess
 import pytest
 import torch
 
-from conformance.cli import main
-from conformance.runner import python_command
-from conformance.targets import BUILTIN_TARGETS
+from transformer_conformance.cli import main
+from transformer_conformance.runner import python_command
+from transformer_conformance.targets import BUILTIN_TARGETS
 
 from . import fakes
 from .conftest import ROOT
@@ -46,7 +46,7 @@ def test_exit_1_on_failure_with_repro_and_gate(capsys):
     assert main(argv, registry=fakes.REGISTRY) == 1
     out = capsys.readouterr().out
     assert (
-        f"repro: {python_command()} -m conformance run --impl tests.conformance.fakes:make_nan "
+        f"repro: {python_command()} -m transformer_conformance run --impl tests.conformance.fakes:make_nan "
         "--check dummy.attention --seed 5 --device cpu --dtype float32 --profile ci "
         "--checks-from tests.conformance.fakes:REGISTRY"
     ) in out
@@ -92,7 +92,7 @@ def test_exit_2_usage_errors_in_process(capsys):
 
 
 def test_exit_2_from_python_dash_m(run_python):
-    proc = run_python("-m", "conformance", "run", "--impl", "does-not-exist")
+    proc = run_python("-m", "transformer_conformance", "run", "--impl", "does-not-exist")
     assert proc.returncode == 2 and "unknown target 'does-not-exist'" in proc.stderr
 
 
@@ -141,7 +141,7 @@ def test_printed_repro_command_reruns_exactly_that_failing_case(tmp_path, run_py
     devs.mkdir()
     first = tmp_path / "first.json"
     proc = run_python(
-        "-m", "conformance", "run", "--impl", "tests.conformance.test_cli:make_scaled",
+        "-m", "transformer_conformance", "run", "--impl", "tests.conformance.test_cli:make_scaled",
         "--checks-from", "tests.conformance.fakes:REGISTRY", "--seed", "11", "--profile", "quick",
         "--timeout", "30", "--deviations", str(devs), "--json", str(first),
     )  # fmt: skip
@@ -176,7 +176,7 @@ def test_partial_report_survives_a_crash_mid_run(tmp_path, run_python):
     report = tmp_path / "r.json"
     proc = run_python(
         "-m",
-        "conformance",
+        "transformer_conformance",
         "run",
         "--impl",
         "tests.conformance.fakes:make_crashing",

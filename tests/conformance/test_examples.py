@@ -4,10 +4,10 @@ and the checks must still have teeth against a planted bug in each example."""
 import pytest
 import torch
 
-from conformance.api import run_audit
-from conformance.examples import my_attention, my_lm
-from reference.config import TransformerConfig
-from reference.tolerance import assert_close, assert_differs
+from transformer_conformance.api import run_audit
+from transformer_conformance.examples import my_attention, my_lm
+from transformer_conformance.reference.config import TransformerConfig
+from transformer_conformance.reference.tolerance import assert_close, assert_differs
 
 pytestmark = pytest.mark.claim(
     "attention.formula", "mask.causal.future-blind", "kvcache.equals-recompute", "mask.padding.invariance"

@@ -11,11 +11,11 @@ import xml.etree.ElementTree as ET
 import pytest
 import torch
 
-from conformance.api import ReportPaths, UsageError, run_audit, select_checks
-from conformance.context import PROFILES, CheckContext, CheckFailure, FailureKind, derive_seed
-from conformance.registry import Registry
-from conformance.report import AuditReport, TargetSummary, aggregate
-from conformance.runner import CheckResult, order_checks, python_command
+from transformer_conformance.api import ReportPaths, UsageError, run_audit, select_checks
+from transformer_conformance.context import PROFILES, CheckContext, CheckFailure, FailureKind, derive_seed
+from transformer_conformance.registry import Registry
+from transformer_conformance.report import AuditReport, TargetSummary, aggregate
+from transformer_conformance.runner import CheckResult, order_checks, python_command
 
 from . import fakes
 
@@ -54,7 +54,8 @@ def test_raising_target_is_a_raised_failure_and_blocks_dependents():
     assert (r.status, r.failure_kind) == ("fail", "raised")
     assert "kernel exploded" in r.message and "RuntimeError" in r.message
     assert r.repro == (
-        f"{python_command()} -m conformance run --impl fake-raising --check dummy.attention --seed 7 "
+        f"{python_command()} -m transformer_conformance run --impl fake-raising --check dummy.attention "
+        "--seed 7 "
         "--device cpu --dtype float32 --profile ci --checks-from tests.conformance.fakes:REGISTRY"
     )
     assert python_command() != "python"  # the interpreter running the audit, not a bare name
@@ -235,7 +236,7 @@ def test_reports_json_junit_markdown_and_partial_stream(tmp_path):
     md = paths.markdown.read_text()
     assert (
         "| `attention.formula` | pass | **FAIL** |" in md
-        and f"repro: {python_command()} -m conformance run" in md
+        and f"repro: {python_command()} -m transformer_conformance run" in md
     )
     assert progress.getvalue().count("\n") == 6 and "fake-raising :: dummy.attention ... fail [raised]" in (
         progress.getvalue()

@@ -11,8 +11,8 @@ from torch import Tensor
 
 pytest.importorskip("transformers")
 
-from conformance.api import run_audit
-from conformance.targets.hf_gpt2 import GPT2Handle, HFGPT2Adapter
+from transformer_conformance.api import run_audit
+from transformer_conformance.targets.hf_gpt2 import GPT2Handle, HFGPT2Adapter
 
 LM_CHECKS = [
     "lm.shape",

@@ -10,9 +10,9 @@ audited at the higher levels as usual (a not-applicable dependency does not bloc
 import pytest
 from torch import Tensor
 
-from conformance.adapter import Capability
-from conformance.api import run_audit
-from conformance.targets.reference import ReferenceAdapter
+from transformer_conformance.adapter import Capability
+from transformer_conformance.api import run_audit
+from transformer_conformance.targets.reference import ReferenceAdapter
 
 
 class BrokenAttentionEverywhere(ReferenceAdapter):

@@ -8,15 +8,15 @@ import pytest
 import torch
 from torch import Tensor
 
-from conformance.adapter import Capability
-from conformance.api import run_audit
-from conformance.registry import all_checks
-from conformance.targets.reference import ReferenceAdapter
-from conformance.targets.torch_sdpa import make_math
-from reference.attention import scaled_dot_product_attention
-from reference.layernorm import layer_norm
-from reference.masks import causal_mask, combine_masks
-from reference.positional import sinusoidal_encoding
+from transformer_conformance.adapter import Capability
+from transformer_conformance.api import run_audit
+from transformer_conformance.reference.attention import scaled_dot_product_attention
+from transformer_conformance.reference.layernorm import layer_norm
+from transformer_conformance.reference.masks import causal_mask, combine_masks
+from transformer_conformance.reference.positional import sinusoidal_encoding
+from transformer_conformance.registry import all_checks
+from transformer_conformance.targets.reference import ReferenceAdapter
+from transformer_conformance.targets.torch_sdpa import make_math
 
 MODULES = ("attention", "masks", "mha", "layernorm", "ffn", "positional")
 COMPONENT_CHECKS = [c.id for c in all_checks() if c.fn.__module__.rsplit(".", 1)[-1] in MODULES]

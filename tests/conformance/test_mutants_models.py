@@ -8,12 +8,12 @@ import pytest
 import torch
 from torch import Tensor
 
-from conformance.adapter import Capability, Conventions
-from conformance.api import run_audit
-from conformance.registry import all_checks
-from conformance.targets.reference import ReferenceAdapter, _build
-from reference.decoder import DecoderLayer
-from reference.masks import causal_mask, combine_masks, key_padding_to_attention_mask
+from transformer_conformance.adapter import Capability, Conventions
+from transformer_conformance.api import run_audit
+from transformer_conformance.reference.decoder import DecoderLayer
+from transformer_conformance.reference.masks import causal_mask, combine_masks, key_padding_to_attention_mask
+from transformer_conformance.registry import all_checks
+from transformer_conformance.targets.reference import ReferenceAdapter, _build
 
 AREAS = ("encoder_layer", "decoder_layer", "lm", "encdec", "sampler", "loss")
 MY_CHECKS = [c.id for c in all_checks() if c.id.split(".")[0] in AREAS]

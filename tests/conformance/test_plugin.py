@@ -12,7 +12,7 @@ pytestmark = pytest.mark.claim("attention.formula")
 
 # Once the package is installed, pytest loads the plugin from its entry point; before, name it.
 INSTALLED = any(ep.name == "transformer_conformance" for ep in entry_points(group="pytest11"))
-LOAD = () if INSTALLED else ("-p", "conformance.pytest_plugin")
+LOAD = () if INSTALLED else ("-p", "transformer_conformance.pytest_plugin")
 PLUGIN = (*LOAD, "--conformance-checks-from", "tests.conformance.fakes:REGISTRY")
 NAN = ("--conformance-impl", "tests.conformance.fakes:make_nan")
 
@@ -25,7 +25,7 @@ def test_items_per_check_fail_skip_and_pass(pytester):
         [
             "*fake-nan::dummy.attention*",
             "*FAIL fake-nan :: dummy.attention [[]nonfinite[]]*",
-            "*repro: *python -m conformance run --impl tests.conformance.fakes:make_nan"
+            "*repro: *python -m transformer_conformance run --impl tests.conformance.fakes:make_nan"
             " --check dummy.attention*",
         ]
     )
@@ -84,5 +84,5 @@ def test_collect_only_counts_the_items_and_k_selects_them(pytester):
 
 def test_naming_the_plugin_with_dash_p_is_harmless(pytester):
     # with the package installed this used to abort: the entry point registered the module twice
-    result = pytester.runpytest("-p", "conformance.pytest_plugin", *PLUGIN, *NAN)
+    result = pytester.runpytest("-p", "transformer_conformance.pytest_plugin", *PLUGIN, *NAN)
     result.assert_outcomes(failed=1, skipped=2, passed=1)

@@ -1,8 +1,8 @@
 """Every conformance check has teeth: some planted-bug mutant makes it fail.
 
-Each module of ``conformance.mutants`` is one adapter with one real-world bug and a ``REJECTED_BY``
-tuple naming the checks that must fail on it. This test audits every mutant on the checks it names
-(ci profile, so the run is derandomized and reproducible) and asserts (1) each mutant fails every
+Each module of ``transformer_conformance.mutants`` is one adapter with one real-world bug and a
+``REJECTED_BY`` tuple naming the checks that must fail on it. This test audits every mutant on the checks
+it names (ci profile, so the run is derandomized and reproducible) and asserts (1) each mutant fails every
 check it names, and (2) every registered check is named by at least one mutant, except the few
 listed in ``WITHOUT_MUTANT`` with a reason; an entry there that has gained a mutant is stale and
 fails too.
@@ -14,10 +14,10 @@ from types import ModuleType
 
 import pytest
 
-import conformance.checks  # registers the checks
-import conformance.mutants
-from conformance.api import run_audit
-from conformance.registry import all_checks
+import transformer_conformance.checks  # registers the checks
+import transformer_conformance.mutants
+from transformer_conformance.api import run_audit
+from transformer_conformance.registry import all_checks
 
 # check id -> why no planted bug exists for it yet (keep this empty where possible)
 WITHOUT_MUTANT: dict[str, str] = {}
@@ -25,7 +25,7 @@ WITHOUT_MUTANT: dict[str, str] = {}
 
 def mutant_modules() -> dict[str, ModuleType]:
     modules = {}
-    for info in pkgutil.iter_modules(conformance.mutants.__path__):
+    for info in pkgutil.iter_modules(transformer_conformance.mutants.__path__):
         if not info.name.startswith("_"):
             modules[f"mutant.{info.name.replace('_', '-')}"] = importlib.import_module(
                 f"conformance.mutants.{info.name}"

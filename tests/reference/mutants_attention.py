@@ -10,8 +10,8 @@ import math
 import torch
 from torch import Tensor, nn
 
-from reference.cache import LayerKVCache
-from reference.multihead import MultiHeadAttention, merge_heads
+from transformer_conformance.reference.cache import LayerKVCache
+from transformer_conformance.reference.multihead import MultiHeadAttention, merge_heads
 
 
 def _keep(mask: Tensor | None, like: Tensor) -> Tensor:

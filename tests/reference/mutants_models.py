@@ -10,12 +10,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from reference.cache import LayerKVCache
-from reference.decoder import DecoderLayer, DecoderOnlyLayer
-from reference.encoder import Encoder, EncoderLayer
-from reference.masks import causal_mask, combine_masks, key_padding_to_attention_mask
-from reference.model import DecoderOnlyLM, EncoderDecoder
-from reference.sublayer import residual_sublayer
+from transformer_conformance.reference.cache import LayerKVCache
+from transformer_conformance.reference.decoder import DecoderLayer, DecoderOnlyLayer
+from transformer_conformance.reference.encoder import Encoder, EncoderLayer
+from transformer_conformance.reference.masks import causal_mask, combine_masks, key_padding_to_attention_mask
+from transformer_conformance.reference.model import DecoderOnlyLM, EncoderDecoder
+from transformer_conformance.reference.sublayer import residual_sublayer
 
 
 def swap_layer_class(stack: nn.Module, cls: type) -> None:
@@ -300,7 +300,7 @@ def generate_lm_drops_prompt(
     model, prompt, *, max_new_tokens, temperature=0.0, eos_id=None, generator=None, use_cache=True
 ):
     """Bug: returns only the new tokens, not the prompt they continue."""
-    from reference.generation import generate_lm
+    from transformer_conformance.reference.generation import generate_lm
 
     out = generate_lm(
         model,
@@ -328,7 +328,7 @@ def generate_encdec_from_pad(model, src, *, max_len, temperature=0.0, generator=
 @torch.no_grad()
 def generate_encdec_ignores_eos(model, src, *, max_len, temperature=0.0, generator=None, use_cache=True):
     """Bug: keeps generating after EOS (no per-sequence stop, no pad fill)."""
-    from reference.sampling import sample_next
+    from transformer_conformance.reference.sampling import sample_next
 
     memory = model.encode(src)
     ys = torch.full((src.shape[0], 1), model.config.bos_id, dtype=src.dtype, device=src.device)

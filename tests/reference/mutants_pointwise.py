@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from reference.layernorm import layer_norm
-from reference.positional import LearnedPositionalEncoding
+from transformer_conformance.reference.layernorm import layer_norm
+from transformer_conformance.reference.positional import LearnedPositionalEncoding
 
 # --------------------------------------------------------------------------- layer normalisation
 

@@ -10,13 +10,13 @@ import dataclasses
 import torch
 from torch import Tensor, nn
 
-from reference.config import TransformerConfig
-from reference.decoder import Decoder, DecoderLayer, DecoderOnlyStack
-from reference.encoder import EncoderLayer
-from reference.masks import causal_mask, combine_masks, key_padding_to_attention_mask
-from reference.multihead import MultiHeadAttention
-from reference.positional import Layout, sinusoidal_encoding
-from reference.sublayer import residual_sublayer
+from transformer_conformance.reference.config import TransformerConfig
+from transformer_conformance.reference.decoder import Decoder, DecoderLayer, DecoderOnlyStack
+from transformer_conformance.reference.encoder import EncoderLayer
+from transformer_conformance.reference.masks import causal_mask, combine_masks, key_padding_to_attention_mask
+from transformer_conformance.reference.multihead import MultiHeadAttention
+from transformer_conformance.reference.positional import Layout, sinusoidal_encoding
+from transformer_conformance.reference.sublayer import residual_sublayer
 
 # --------------------------------------------------------------------------- attention output
 
@@ -85,7 +85,7 @@ class VagueErrorMHA(MultiHeadAttention):
     """Bug: rejects an indivisible ``d_model`` with a message that names neither number."""
 
     def __init__(self, d_model: int, num_heads: int, *, bias: bool = True) -> None:
-        from reference.checking import ReferenceInputError
+        from transformer_conformance.reference.checking import ReferenceInputError
 
         if d_model % num_heads:
             raise ReferenceInputError("argument 'num_heads': expected a valid head count")

@@ -13,10 +13,10 @@ import torch.nn.functional as F
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reference import tolerance
-from reference.attention import scaled_dot_product_attention as sdpa
-from reference.masks import additive_mask, causal_mask
 from tests.reference import mutants_attention as mut
+from transformer_conformance.reference import tolerance
+from transformer_conformance.reference.attention import scaled_dot_product_attention as sdpa
+from transformer_conformance.reference.masks import additive_mask, causal_mask
 
 # The ``device`` fixture is an immutable parameter, safe to share across hypothesis examples.
 fixture_ok = settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])

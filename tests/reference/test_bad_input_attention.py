@@ -10,13 +10,18 @@ import pytest
 import torch
 from jaxtyping import TypeCheckError
 
-from reference.attention import scaled_dot_product_attention as sdpa
-from reference.cache import LayerKVCache
-from reference.checking import ReferenceInputError
-from reference.masks import additive_mask, causal_mask, combine_masks, padding_mask_from_lengths
-from reference.multihead import MultiHeadAttention, split_heads
 from tests.conftest import CHECKS_ENABLED
 from tests.reference import mutants_attention as mut
+from transformer_conformance.reference.attention import scaled_dot_product_attention as sdpa
+from transformer_conformance.reference.cache import LayerKVCache
+from transformer_conformance.reference.checking import ReferenceInputError
+from transformer_conformance.reference.masks import (
+    additive_mask,
+    causal_mask,
+    combine_masks,
+    padding_mask_from_lengths,
+)
+from transformer_conformance.reference.multihead import MultiHeadAttention, split_heads
 
 
 def qkv(device, nq=3, nk=4, dk=5, dv=6, dtype=torch.float32):
@@ -87,8 +92,8 @@ def mha_mixed_dtypes(device):
 
 
 def cache_batch_mismatch(device):
-    from reference.config import TransformerConfig
-    from reference.model import DecoderOnlyLM
+    from transformer_conformance.reference.config import TransformerConfig
+    from transformer_conformance.reference.model import DecoderOnlyLM
 
     lm = DecoderOnlyLM(TransformerConfig.tiny()).to(device).eval()
     lm.step(torch.zeros(2, 1, dtype=torch.long, device=device), lm.new_cache(1))

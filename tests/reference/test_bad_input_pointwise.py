@@ -11,19 +11,19 @@ from typing import Any
 import pytest
 import torch
 
-from reference.embedding import OutputProjection, TokenEmbedding, one_hot_embed
-from reference.ffn import PositionWiseFFN
-from reference.layernorm import LayerNorm, batch_norm_train, layer_norm
-from reference.loss import next_token_loss
-from reference.positional import (
+from tests.conftest import requires_shape_checks
+from transformer_conformance.reference.embedding import OutputProjection, TokenEmbedding, one_hot_embed
+from transformer_conformance.reference.ffn import PositionWiseFFN
+from transformer_conformance.reference.layernorm import LayerNorm, batch_norm_train, layer_norm
+from transformer_conformance.reference.loss import next_token_loss
+from transformer_conformance.reference.positional import (
     LearnedPositionalEncoding,
     binary_positions,
     shift_matrix,
     sinusoidal_encoding,
 )
-from reference.sampling import sample_next, sampling_distribution
-from reference.sublayer import residual_sublayer
-from tests.conftest import requires_shape_checks
+from transformer_conformance.reference.sampling import sample_next, sampling_distribution
+from transformer_conformance.reference.sublayer import residual_sublayer
 
 VALUE = (ValueError,)  # ReferenceInputError
 EITHER = (ValueError, TypeError)  # caught by require_* or, first, by jaxtyping/beartype

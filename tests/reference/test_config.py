@@ -4,8 +4,8 @@ import dataclasses
 
 import pytest
 
-from reference.checking import ReferenceInputError
-from reference.config import TransformerConfig
+from transformer_conformance.reference.checking import ReferenceInputError
+from transformer_conformance.reference.config import TransformerConfig
 
 
 @pytest.mark.claim("sizes.base", "sizes.vocab", "mha.concat-width")

@@ -9,11 +9,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import Tensor
 
-from reference.checking import ReferenceInputError
-from reference.embedding import OutputProjection, TokenEmbedding, one_hot_embed
-from reference.positional import sinusoidal_encoding
-from reference.tolerance import assert_close
 from tests.reference import mutants_pointwise as mut
+from transformer_conformance.reference.checking import ReferenceInputError
+from transformer_conformance.reference.embedding import OutputProjection, TokenEmbedding, one_hot_embed
+from transformer_conformance.reference.positional import sinusoidal_encoding
+from transformer_conformance.reference.tolerance import assert_close
 
 FIXTURE_OK = settings(
     suppress_health_check=[

@@ -10,9 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import Tensor
 
-from reference.ffn import PositionWiseFFN
-from reference.tolerance import assert_close
 from tests.reference import mutants_pointwise as mut
+from transformer_conformance.reference.ffn import PositionWiseFFN
+from transformer_conformance.reference.tolerance import assert_close
 
 FIXTURE_OK = settings(
     suppress_health_check=[

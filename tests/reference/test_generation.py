@@ -11,12 +11,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import Tensor
 
-from reference.checking import ReferenceInputError
-from reference.config import TransformerConfig
-from reference.generation import generate_encdec, generate_lm
-from reference.masks import padding_mask_from_lengths
-from reference.model import DecoderOnlyLM, EncoderDecoder
 from tests.reference import mutants_models as mut
+from transformer_conformance.reference.checking import ReferenceInputError
+from transformer_conformance.reference.config import TransformerConfig
+from transformer_conformance.reference.generation import generate_encdec, generate_lm
+from transformer_conformance.reference.masks import padding_mask_from_lengths
+from transformer_conformance.reference.model import DecoderOnlyLM, EncoderDecoder
 
 DT = torch.float64
 fixture_ok = settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])

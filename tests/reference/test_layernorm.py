@@ -12,9 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import Tensor
 
-from reference.layernorm import LayerNorm, batch_norm_train, layer_norm
-from reference.tolerance import assert_close, direct
 from tests.reference import mutants_pointwise as mut
+from transformer_conformance.reference.layernorm import LayerNorm, batch_norm_train, layer_norm
+from transformer_conformance.reference.tolerance import assert_close, direct
 
 FIXTURE_OK = settings(
     suppress_health_check=[

@@ -9,10 +9,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import Tensor
 
-from reference.checking import ReferenceInputError
-from reference.loss import next_token_loss
-from reference.tolerance import assert_close
 from tests.reference import mutants_pointwise as mut
+from transformer_conformance.reference.checking import ReferenceInputError
+from transformer_conformance.reference.loss import next_token_loss
+from transformer_conformance.reference.tolerance import assert_close
 
 FIXTURE_OK = settings(
     suppress_health_check=[

@@ -9,8 +9,9 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reference.attention import scaled_dot_product_attention
-from reference.masks import (
+from tests.reference import mutants_attention as mut
+from transformer_conformance.reference.attention import scaled_dot_product_attention
+from transformer_conformance.reference.masks import (
     additive_mask,
     causal_mask,
     combine_masks,
@@ -18,8 +19,7 @@ from reference.masks import (
     padding_mask_from_ids,
     padding_mask_from_lengths,
 )
-from reference.tolerance import assert_close, assert_differs
-from tests.reference import mutants_attention as mut
+from transformer_conformance.reference.tolerance import assert_close, assert_differs
 
 sizes = st.integers(min_value=1, max_value=7)
 # The ``device`` fixture is an immutable parameter, safe to share across hypothesis examples.

@@ -15,16 +15,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import Tensor, nn
 
-from reference.cache import LayerKVCache
-from reference.checking import ReferenceInputError
-from reference.config import TransformerConfig
-from reference.decoder import DecoderLayer, DecoderOnlyLayer
-from reference.embedding import OutputProjection, TokenEmbedding
-from reference.encoder import EncoderLayer
-from reference.masks import causal_mask, padding_mask_from_lengths
-from reference.model import DecoderOnlyLM, EncoderDecoder
-from reference.tolerance import assert_close, assert_differs
 from tests.reference import mutants_models as mut
+from transformer_conformance.reference.cache import LayerKVCache
+from transformer_conformance.reference.checking import ReferenceInputError
+from transformer_conformance.reference.config import TransformerConfig
+from transformer_conformance.reference.decoder import DecoderLayer, DecoderOnlyLayer
+from transformer_conformance.reference.embedding import OutputProjection, TokenEmbedding
+from transformer_conformance.reference.encoder import EncoderLayer
+from transformer_conformance.reference.masks import causal_mask, padding_mask_from_lengths
+from transformer_conformance.reference.model import DecoderOnlyLM, EncoderDecoder
+from transformer_conformance.reference.tolerance import assert_close, assert_differs
 
 DT = torch.float64
 # The ``device`` fixture is an immutable parameter, safe to share across hypothesis examples.

@@ -12,11 +12,11 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reference import tolerance
-from reference.cache import KVCache, LayerKVCache
-from reference.masks import causal_mask, key_padding_to_attention_mask
-from reference.multihead import MultiHeadAttention, merge_heads, split_heads
 from tests.reference import mutants_attention as mut
+from transformer_conformance.reference import tolerance
+from transformer_conformance.reference.cache import KVCache, LayerKVCache
+from transformer_conformance.reference.masks import causal_mask, key_padding_to_attention_mask
+from transformer_conformance.reference.multihead import MultiHeadAttention, merge_heads, split_heads
 
 fixture_ok = settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 F64 = torch.float64

@@ -13,8 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import Tensor
 
-from reference.checking import ReferenceInputError
-from reference.positional import (
+from tests.reference import mutants_pointwise as mut
+from transformer_conformance.reference.checking import ReferenceInputError
+from transformer_conformance.reference.positional import (
     LearnedPositionalEncoding,
     binary_positions,
     integer_positions,
@@ -22,8 +23,7 @@ from reference.positional import (
     shift_matrix,
     sinusoidal_encoding,
 )
-from reference.tolerance import assert_close, direct
-from tests.reference import mutants_pointwise as mut
+from transformer_conformance.reference.tolerance import assert_close, direct
 
 FIXTURE_OK = settings(
     suppress_health_check=[
@@ -372,7 +372,7 @@ def test_binary_positions_discontinuous() -> None:
 
 def order_changes_output(table: Tensor, x: Tensor) -> bool:
     """Self-attention over ``x + table``: does permuting the tokens do more than permute the outputs?"""
-    from reference.attention import scaled_dot_product_attention
+    from transformer_conformance.reference.attention import scaled_dot_product_attention
 
     perm = torch.tensor([3, 0, 4, 1, 5, 2], device=x.device)
 

@@ -11,10 +11,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import Tensor
 
-from reference.checking import ReferenceInputError
-from reference.sampling import sample_next, sampling_distribution
-from reference.tolerance import assert_close
 from tests.reference import mutants_pointwise as mut
+from transformer_conformance.reference.checking import ReferenceInputError
+from transformer_conformance.reference.sampling import sample_next, sampling_distribution
+from transformer_conformance.reference.tolerance import assert_close
 
 Sampler = Callable[..., Tensor]
 Distribution = Callable[[Tensor, float], Tensor]

@@ -17,16 +17,16 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from torch import Tensor, nn
 
-from reference.checking import ReferenceInputError
-from reference.config import TransformerConfig
-from reference.decoder import Decoder, DecoderLayer, DecoderOnlyStack
-from reference.encoder import Encoder, EncoderLayer
-from reference.layernorm import LayerNorm
-from reference.masks import padding_mask_from_lengths
-from reference.multihead import MultiHeadAttention
-from reference.positional import sinusoidal_encoding
-from reference.tolerance import assert_close, assert_differs, direct
 from tests.reference import mutants_structure as mut
+from transformer_conformance.reference.checking import ReferenceInputError
+from transformer_conformance.reference.config import TransformerConfig
+from transformer_conformance.reference.decoder import Decoder, DecoderLayer, DecoderOnlyStack
+from transformer_conformance.reference.encoder import Encoder, EncoderLayer
+from transformer_conformance.reference.layernorm import LayerNorm
+from transformer_conformance.reference.masks import padding_mask_from_lengths
+from transformer_conformance.reference.multihead import MultiHeadAttention
+from transformer_conformance.reference.positional import sinusoidal_encoding
+from transformer_conformance.reference.tolerance import assert_close, assert_differs, direct
 
 DT = torch.float64
 seeds = st.integers(min_value=0, max_value=2**31 - 1)

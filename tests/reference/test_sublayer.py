@@ -9,12 +9,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import Tensor
 
-from reference.checking import ReferenceInputError
-from reference.ffn import PositionWiseFFN
-from reference.layernorm import LayerNorm
-from reference.sublayer import residual_sublayer
-from reference.tolerance import assert_close
 from tests.reference import mutants_pointwise as mut
+from transformer_conformance.reference.checking import ReferenceInputError
+from transformer_conformance.reference.ffn import PositionWiseFFN
+from transformer_conformance.reference.layernorm import LayerNorm
+from transformer_conformance.reference.sublayer import residual_sublayer
+from transformer_conformance.reference.tolerance import assert_close
 
 FIXTURE_OK = settings(
     suppress_health_check=[
@@ -74,7 +74,7 @@ def test_placement_check_rejects_mutants(mutant: Residual) -> None:
 def check_adds_update(residual: Residual, x: Tensor, norm: LayerNorm) -> None:
     """A zero update leaves pre-LN output equal to x (post-LN: LayerNorm(x)); an update u shows up as x + u;
     with attention as the sublayer, output - x is exactly the weighted values."""
-    from reference.attention import scaled_dot_product_attention
+    from transformer_conformance.reference.attention import scaled_dot_product_attention
 
     def attend(h: Tensor) -> Tensor:
         out, _ = scaled_dot_product_attention(h, h, h)

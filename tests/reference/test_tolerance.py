@@ -6,7 +6,7 @@ These tests use hand-computed cases, not outputs of the code under test.
 import pytest
 import torch
 
-from reference.tolerance import (
+from transformer_conformance.reference.tolerance import (
     TABLE,
     assert_close,
     assert_differs,

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-import spec
-from spec import audit as spec_audit
-from spec import links as spec_links
-from spec.render import render
+from transformer_conformance import spec
+from transformer_conformance.spec import audit as spec_audit
+from transformer_conformance.spec import links as spec_links
+from transformer_conformance.spec.render import render
 
 ROOT = Path(__file__).resolve().parents[2]
 PUBLISHED = ROOT / "spec" / "published-ids.txt"
@@ -176,11 +176,11 @@ def test_every_testable_claim_has_a_test():
 
 def test_static_check_scan_matches_runtime_registry():
     try:
-        from conformance.registry import all_checks
+        from transformer_conformance.registry import all_checks
 
         runtime = all_checks()
     except ModuleNotFoundError as e:  # the registry or the checks package is not written yet
-        if e.name in ("conformance.registry", "conformance.checks"):
+        if e.name in ("transformer_conformance.registry", "transformer_conformance.checks"):
             pytest.skip(f"{e.name} does not exist yet")
         raise
     static = spec_links.scan_checks(ROOT)
@@ -207,7 +207,11 @@ def test_render_is_deterministic_and_complete():
 
 def test_render_module_prints_the_document():
     out = subprocess.run(
-        [sys.executable, "-m", "spec.render"], cwd=ROOT, capture_output=True, check=True, timeout=120
+        [sys.executable, "-m", "transformer_conformance.spec.render"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+        timeout=120,
     ).stdout
     assert out == render().encode("utf-8")
 
@@ -364,7 +368,7 @@ def test_planted_unknown_id_in_test_and_check(tmp_path):
                     assert True
             """,
             "conformance/checks/attention.py": """
-                from conformance.registry import check
+                from transformer_conformance.registry import check
 
                 @check("attention.check-one", claims=("attention.known", "mask.invented"), kind="structural")
                 def check_one(ctx):
