@@ -249,6 +249,40 @@ class WideHeadsMHA(nn.Module):
         return self.w_o.weight[:, cols] @ self.w_v[head].weight
 
 
+class SharedHeadBlockMHA(MultiHeadAttention):
+    """Bug: every head reuses head 0's row block of ``w_q/w_k/w_v`` (3 learnable matrices, not 3h).
+
+    The parameter count is unchanged; the other heads' blocks never reach the output.
+    """
+
+    def project_heads(self, layer: nn.Linear, x: Tensor) -> Tensor:
+        first = self.head_projection(layer, 0, x)  # [b, l, d_head]
+        return first[:, None].expand(x.shape[0], self.num_heads, x.shape[1], self.d_head)
+
+
+class SummedHeadsMHA(MultiHeadAttention):
+    """Bug: head outputs are summed (``[b, l, d_head]``) and tiled to ``d_model`` instead of concatenated."""
+
+    def forward(self, x_q, x_kv, mask=None, cache=None):
+        q = self.project_heads(self.w_q, x_q)
+        k = self.project_heads(self.w_k, x_kv)
+        v = self.project_heads(self.w_v, x_kv)
+        heads, w = plain_softmax_attention(q, k, v, mask)
+        summed = heads.sum(dim=1)  # [b, l, d_head]
+        return self.w_o(summed.repeat(1, 1, self.num_heads)), w
+
+
+class ReversedHeadsMHA(MultiHeadAttention):
+    """Bug: heads are concatenated in reverse order (head h-1's columns first)."""
+
+    def forward(self, x_q, x_kv, mask=None, cache=None):
+        q = self.project_heads(self.w_q, x_q)
+        k = self.project_heads(self.w_k, x_kv)
+        v = self.project_heads(self.w_v, x_kv)
+        heads, w = plain_softmax_attention(q, k, v, mask)
+        return self.w_o(merge_heads(heads.flip(1))), w
+
+
 class PositionalMemoryMHA(MultiHeadAttention):
     """Bug: adds a position ramp to the keys, so cross-attention depends on the memory order."""
 

@@ -24,6 +24,7 @@ from transformer_conformance.reference.embedding import OutputProjection, TokenE
 from transformer_conformance.reference.encoder import EncoderLayer
 from transformer_conformance.reference.masks import causal_mask, padding_mask_from_lengths
 from transformer_conformance.reference.model import DecoderOnlyLM, EncoderDecoder
+from transformer_conformance.reference.multihead import split_heads
 from transformer_conformance.reference.tolerance import assert_close, assert_differs
 
 DT = torch.float64
@@ -673,6 +674,11 @@ def check_encoder_outputs_hidden_states(model, src: Tensor, tgt: Tensor) -> None
     for i in range(1, len(pairs)):
         # one K shared by all layers would mean the encoder emits K/V
         assert_differs(pairs[i][0], pairs[0][0], f"K of layers 0 and {i}")
+    # and no layer's K or V is the encoder output itself (split into heads like them)
+    as_heads = split_heads(memory, model.config.num_heads)
+    for i, (k, v) in enumerate(pairs):
+        assert_differs(k, as_heads, f"layer {i} K vs the memory")
+        assert_differs(v, as_heads, f"layer {i} V vs the memory")
 
 
 @pytest.mark.claim("encdec.encoder-outputs-kv")

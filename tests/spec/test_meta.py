@@ -126,7 +126,7 @@ def test_claim_text_is_our_own_english():
     """Statements, titles, conditions and reasons are written in English (no pasted note sentences)."""
     offenders = []
     for claim in spec.load_claims().values():
-        for name in ("title", "statement", "condition", "reason"):
+        for name in ("title", "statement", "condition", "reason", "justification"):
             value = getattr(claim, name)
             if value is not None and not value.isascii():
                 offenders.append(f"{claim.id}.{name}")
@@ -272,6 +272,33 @@ def test_planted_bad_claim_fields(tmp_path, claim, fragment):
 def test_planted_project_claim_may_have_no_sources(tmp_path):
     path = write_spec(tmp_path, claim_toml("attention.policy", sources="[]", origin='"project"'))
     assert spec_audit.spec_problems(path) == []
+
+
+def test_planted_project_claim_cites_what_it_derives_from(tmp_path):
+    """A project claim may list the passages it is derived from: validated like any source, rendered as
+    "Derived from" (never "Sources", which would say the notes state it); a justification is rendered."""
+    derived = claim_toml(
+        "attention.derived", origin='"project"', justification='"Why the entry has this origin."'
+    )
+    policy = claim_toml("attention.policy", sources="[]", origin='"project"')
+    stated = claim_toml("attention.stated")
+    path = write_spec(tmp_path, derived, policy, stated)
+    assert spec_audit.spec_problems(path) == []
+    text = render(write_tree(tmp_path, {}), path)
+    sections = {s.split("`")[0]: s for s in text.split("### `")[1:]}
+    assert "- **Derived from:**" in sections["attention.derived"]
+    assert "- **Sources:**" not in sections["attention.derived"]
+    assert "- **Justification:** Why the entry has this origin." in sections["attention.derived"]
+    assert "- **Sources:** none (project claim)" in sections["attention.policy"]
+    assert "- **Sources:**\n" in sections["attention.stated"]
+    bad = claim_toml(
+        "attention.derived",
+        origin='"project"',
+        sources='[{note = "n0.txt", heading = "Nowhere"}]',
+        justification='""',
+    )
+    problems = spec_audit.spec_problems(write_spec(tmp_path, bad))
+    assert_reported(problems, "heading 'Nowhere'", "field 'justification' must be a non-empty string")
 
 
 def test_planted_parse_error_and_missing_notes(tmp_path):
