@@ -402,10 +402,12 @@ def test_batch_check_rejects_mutant(device):
 
 
 def check_permutation_equivariance(impl, x, perm, keep=None) -> None:
-    """Self-attention: permuting the tokens permutes the outputs the same way."""
-    out, _ = impl(x, x, x, keep)
-    out_perm, _ = impl(x[:, perm], x[:, perm], x[:, perm], keep)
+    """Self-attention: permuting the tokens by P permutes the outputs the same way, and the weights become
+    P W P^T (W'[i, j] = W[perm[i], perm[j]])."""
+    out, w = impl(x, x, x, keep)
+    out_perm, w_perm = impl(x[:, perm], x[:, perm], x[:, perm], keep)
     tolerance.assert_close(out_perm, out[:, perm].double(), "outputs of permuted tokens")
+    tolerance.assert_close(w_perm, w[:, perm][:, :, perm].double(), "weights of permuted tokens (P W P^T)")
 
 
 @pytest.mark.claim("attention.permutation-equivariance", "attention.order-blind-as-stated")

@@ -275,6 +275,57 @@ def test_bidirectional_check_rejects_causal_encoder(
         check_bidirectional(model, rand(seed, (2, length, 16), "cpu"), real_positions(length, j, "cpu"), i, j)
 
 
+# ------------------------------------------------------------------ attention.permutation-equivariance
+
+
+def layer_and_weights(layer: EncoderLayer, x: Tensor, pad_mask: Tensor) -> tuple[Tensor, Tensor]:
+    """The layer's output and its self-attention weights ``[b, h, l, l]`` (read with a forward hook)."""
+    seen: list[Tensor] = []
+    hook = layer.self_attn.register_forward_hook(lambda m, args, result: seen.append(result[1]))
+    try:
+        out = layer(x, pad_mask)
+    finally:
+        hook.remove()
+    return out, seen[-1]
+
+
+def check_layer_permutation_equivariance(
+    layer: EncoderLayer, x: Tensor, pad_mask: Tensor, perm: Tensor
+) -> None:
+    """Permuting the positions (and the padding mask with them) by P: outputs become P f(x) and the
+    self-attention weights P W P^T, i.e. W'[i, j] = W[perm[i], perm[j]]."""
+    with torch.no_grad():
+        out, w = layer_and_weights(layer, x, pad_mask)
+        out_p, w_p = layer_and_weights(layer, x[:, perm], pad_mask[:, perm])
+    assert_close(out_p, out[:, perm], "encoder layer outputs of the permuted sequence")
+    assert_close(w_p, w[:, :, perm][:, :, :, perm], "attention weights (P W P^T) of the permuted sequence")
+
+
+permutations = st.integers(2, 6).flatmap(lambda n: st.permutations(list(range(n))))
+
+
+@pytest.mark.claim("attention.permutation-equivariance")
+@given(placement=placements, perm=permutations, seed=seeds)
+def test_encoder_layer_is_permutation_equivariant(
+    device: torch.device, placement: str, perm: list[int], seed: int
+) -> None:
+    n = len(perm)
+    layer = build(EncoderLayer, device, placement, seed)
+    pad_mask = padding_mask_from_lengths(torch.tensor([n, max(1, n - 1)]), n).to(device)
+    order = torch.tensor(perm, device=device)
+    check_layer_permutation_equivariance(layer, rand(seed, (2, n, 16), device), pad_mask, order)
+
+
+@pytest.mark.claim("attention.permutation-equivariance")
+@pytest.mark.parametrize("placement", ["post", "pre"])
+def test_layer_permutation_check_rejects_position_leak(placement: str) -> None:
+    layer = build(mut.PositionLeakEncoderLayer, "cpu", placement, 0)
+    pad_mask = torch.ones(2, 4, dtype=torch.bool)
+    with pytest.raises(AssertionError, match="permuted sequence"):
+        x, perm = rand(0, (2, 4, 16), "cpu"), torch.tensor([1, 3, 0, 2])
+        check_layer_permutation_equivariance(layer, x, pad_mask, perm)
+
+
 # --------------------------------------------------------------------------- decoder.stack
 
 

@@ -323,7 +323,6 @@ PLANTED_TESTS = {
         from pytest import mark
         claim = pytest.mark.claim
 
-        pytestmark = [pytest.mark.claim("mask.module-level")]
         IDS = ("attention.from-constant",)
         CASES = [pytest.param(1, marks=pytest.mark.claim("attention.from-list")), 2]
 
@@ -347,10 +346,8 @@ PLANTED_TESTS = {
         def test_cases(x):
             assert x
 
-        @pytest.mark.claim("attention.on-class")
         class TestGroup:
-            pytestmark = pytest.mark.claim("attention.class-pytestmark")
-
+            @pytest.mark.claim("attention.on-method")
             def test_method(self):
                 assert True
 
@@ -373,14 +370,56 @@ def test_planted_scan_finds_every_marker_form(tmp_path):
         "attention.alias": [f + "test_alias"],
         "attention.param": [f + "test_param"],
         "attention.from-list": [f + "test_cases"],
-        "attention.on-class": [f + "TestGroup::test_method"],
-        "attention.class-pytestmark": [f + "TestGroup::test_method"],
+        "attention.on-method": [f + "TestGroup::test_method"],
     }
-    for claim_id, targets in expected.items():
-        assert by_claim.get(claim_id) == targets, (claim_id, by_claim.get(claim_id))
-    module_targets = by_claim["mask.module-level"]
-    assert f + "test_decorated" in module_targets and f + "TestGroup::test_method" in module_targets
+    assert by_claim == expected
     assert "not.a-reference" not in by_claim  # text in a string is not a marker
+
+
+PLANTED_WHOLESALE = {
+    "tests/test_wholesale.py": """
+        import pytest
+
+        pytestmark = [pytest.mark.skipif(False, reason="x"), pytest.mark.claim("attention.module-wide")]
+        UNUSED = pytest.mark.claim("attention.unattached")
+
+        @pytest.mark.claim("attention.on-class")
+        class TestGroup:
+            pytestmark = pytest.mark.claim("attention.class-wide")
+
+            def test_method(self):
+                assert True
+
+        @pytest.mark.claim("attention.on-helper")
+        def helper():
+            return 1
+
+        @pytest.mark.claim("attention.checked")
+        def test_checks_it():
+            assert helper() == 1
+
+        def test_checks_nothing_in_particular():
+            assert True
+    """,
+}
+
+
+def test_planted_module_wide_credit_is_reported_and_not_given(tmp_path):
+    """Module- or class-level claim markers (and markers on no test) would credit tests that do not check
+    the claim: each is a scan problem, and only the test that carries its own marker is credited."""
+    links = spec_links.collect(write_tree(tmp_path, PLANTED_WHOLESALE))
+    assert links.tests_by_claim() == {"attention.checked": ["tests/test_wholesale.py::test_checks_it"]}
+    assert_reported(
+        links.problems,
+        "tests/test_wholesale.py:4: claim 'attention.module-wide' in a module-level pytestmark",
+        "claim 'attention.unattached' in module-level name 'UNUSED'",
+        "claim 'attention.on-class' in class 'TestGroup'",
+        "claim 'attention.class-wide' in the pytestmark of class 'TestGroup'",
+        "claim 'attention.on-helper' in the decorator of 'helper', which is not a test",
+    )
+    assert len(links.problems) == 5
+    # ... and the audit reports them (test_claim_references_are_statically_readable fails on them)
+    assert_reported(spec_audit.audit(write_tree(tmp_path, PLANTED_WHOLESALE)).scan, "module-level pytestmark")
 
 
 def test_planted_unknown_id_in_test_and_check(tmp_path):
