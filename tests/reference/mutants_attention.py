@@ -149,6 +149,13 @@ def first_query_only_weights(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | Non
 # --- masks ---------------------------------------------------------------------------------------
 
 
+def hard_lookup(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, *, scale=None):
+    """Bug: a hard dictionary lookup: each query returns the value of its best-scoring key (argmax)."""
+    s = _scores(q, k, scale).masked_fill(~_keep(mask, _scores(q, k, scale)), float("-inf"))
+    w = torch.nn.functional.one_hot(s.argmax(-1), s.shape[-1]).to(v.dtype)
+    return w @ v, w
+
+
 def causal_mask_strict(num_q: int, num_k: int, *, alignment: str = "bottom-right", device=None) -> Tensor:
     """Bug: strictly lower triangular (a position may not see itself)."""
     offset = num_k - num_q if alignment == "bottom-right" else 0
@@ -281,6 +288,16 @@ class ReversedHeadsMHA(MultiHeadAttention):
         v = self.project_heads(self.w_v, x_kv)
         heads, w = plain_softmax_attention(q, k, v, mask)
         return self.w_o(merge_heads(heads.flip(1))), w
+
+
+class QueryForAllMHA(MultiHeadAttention):
+    """Bug: "self-attention means Q = K = V": keys and values reuse the query projection ``w_q``."""
+
+    def forward(self, x_q, x_kv, mask=None, cache=None):
+        q = self.project_heads(self.w_q, x_q)
+        k = self.project_heads(self.w_q, x_kv)
+        heads, w = plain_softmax_attention(q, k, k, mask)
+        return self.w_o(merge_heads(heads)), w
 
 
 class PositionalMemoryMHA(MultiHeadAttention):

@@ -340,6 +340,63 @@ def test_qkv_check_rejects_shared_initialisation(device):
         check_qkv_differ_at_init(make_mha(mut.SharedInitMHA, 16, 4, device), x)
 
 
+def check_self_attention_with_distinct_qkv(mha, x) -> None:
+    """Self-attention is three different projections of one sequence: Q, K and V differ pairwise, the
+    weights are [l, l] over that sequence, and the output is attention(x W_q, x W_k, x W_v)."""
+    with torch.no_grad():
+        q, k, v = mha.w_q(x), mha.w_k(x), mha.w_v(x)
+        for a, b, names in ((q, k, "Q, K"), (q, v, "Q, V"), (k, v, "K, V")):
+            tolerance.assert_differs(a, b, f"{names} of self-attention")
+        out, w = mha(x, x)
+        assert tuple(w.shape[-2:]) == (x.shape[1], x.shape[1]), "self-attention weights are [l, l]"
+        tolerance.assert_close(out, mha_oracle(mha, x, x, None), "self-attention with three projections")
+
+
+@pytest.mark.claim("attention.self.equal-qkv-as-stated", "attention.self.same-input")
+@fixture_ok
+@given(heads=st.sampled_from([1, 2, 4]), length=st.integers(1, 5), seed=st.integers(0, 2**16))
+def test_self_attention_does_not_need_equal_q_k_v(heads, length, seed, device):
+    x = randn(torch.Generator().manual_seed(seed), 2, length, 8, device=device)
+    mha = make_mha(MultiHeadAttention, 8, heads, device, seed)
+    check_self_attention_with_distinct_qkv(mha, x)
+    # Forcing Q = K = V is another function of the same x, not a purer self-attention.
+    equal = make_mha(mut.QueryForAllMHA, 8, heads, device, seed)
+    with torch.no_grad():
+        tolerance.assert_differs(equal(x, x)[0], mha(x, x)[0], "Q = K = V vs self-attention, same weights")
+
+
+@pytest.mark.claim("attention.self.equal-qkv-as-stated")
+def test_self_attention_check_rejects_query_for_all(device):
+    x = randn(torch.Generator().manual_seed(0), 2, 4, 8, device=device)
+    with pytest.raises(AssertionError, match="three projections"):
+        check_self_attention_with_distinct_qkv(make_mha(mut.QueryForAllMHA, 8, 2, device), x)
+
+
+def check_output_matrix_is_square(mha) -> None:
+    """With d_head = d_model / h the concatenation is d_model wide and w_o is d_model x d_model."""
+    d = mha.d_model
+    assert mha.num_heads * mha.d_head == d, "concatenated heads are d_model wide"
+    assert tuple(mha.w_o.weight.shape) == (d, d), f"w_o is {tuple(mha.w_o.weight.shape)}, not square"
+
+
+@pytest.mark.claim("mha.output-compresses-as-stated", "mha.shape-preserving")
+@pytest.mark.parametrize("heads", [1, 2, 4, 8])
+def test_output_matrix_compresses_nothing_in_the_standard_layout(heads, device):
+    mha = make_mha(MultiHeadAttention, 16, heads, device)
+    check_output_matrix_is_square(mha)
+    x = randn(torch.Generator().manual_seed(heads), 2, 3, 16, device=device)
+    with torch.no_grad():
+        assert mha(x, x)[0].shape == x.shape, "the output has the input's shape"
+
+
+@pytest.mark.claim("mha.output-compresses-as-stated")
+def test_output_matrix_compresses_only_for_wide_heads():
+    wide = mut.WideHeadsMHA(16, 4)  # the condition's case: 4 full-width heads, a 64-wide concatenation
+    assert tuple(wide.w_o.weight.shape) == (16, 64), "w_o compresses 4 * 16 columns back to 16"
+    with pytest.raises(AssertionError, match="not square"):
+        check_output_matrix_is_square(wide)
+
+
 # --- cross-attention ----------------------------------------------------------------------------------------
 
 

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from torch import Tensor, nn
 
 from tests.reference import mutants_structure as mut
+from tests.reference.mutants_pointwise import MixingFFN
 from transformer_conformance.reference.checking import ReferenceInputError
 from transformer_conformance.reference.config import TransformerConfig
 from transformer_conformance.reference.decoder import Decoder, DecoderLayer, DecoderOnlyStack
@@ -273,6 +274,53 @@ def test_bidirectional_check_rejects_causal_encoder(
     model = build(mutant, "cpu", placement, seed)
     with pytest.raises(AssertionError, match="earlier position"):
         check_bidirectional(model, rand(seed, (2, length, 16), "cpu"), real_positions(length, j, "cpu"), i, j)
+
+
+# --------------------------------------------------------------------------- encoder.mixing-only-in-attention
+
+
+def check_mixing_only_in_attention(layer: EncoderLayer, x: Tensor) -> None:
+    """With the attention output projection zeroed the layer is position-wise (changing input j leaves
+    every other output unchanged); with it restored, output i depends on input j."""
+    n = x.shape[1]
+    with torch.no_grad():
+        full = layer(x)
+        saved = layer.self_attn.w_o.weight.clone(), layer.self_attn.w_o.bias.clone()
+        layer.self_attn.w_o.weight.zero_()
+        layer.self_attn.w_o.bias.zero_()
+        try:
+            silent = layer(x)
+            for j in range(n):
+                moved = x.clone()
+                moved[:, j] += 1.0 + x[:, j].flip(-1)
+                others = [i for i in range(n) if i != j]
+                what = f"outputs other than {j} with attention silenced"
+                assert_close(layer(moved)[:, others], silent[:, others], what)
+        finally:
+            layer.self_attn.w_o.weight.copy_(saved[0])
+            layer.self_attn.w_o.bias.copy_(saved[1])
+        if n > 1:
+            moved = x.clone()
+            moved[:, -1] += 1.0 + x[:, -1].flip(-1)
+            assert_differs(layer(moved)[:, 0], full[:, 0], "output 0 after input n-1 changed, attention on")
+
+
+@pytest.mark.claim("encoder.mixing-only-in-attention", "ffn.position-wise", "layernorm.position-wise")
+@given(placement=placements, n=st.integers(1, 5), seed=seeds)
+def test_positions_interact_only_through_attention(
+    device: torch.device, placement: str, n: int, seed: int
+) -> None:
+    layer = build(EncoderLayer, device, placement, seed)
+    check_mixing_only_in_attention(layer, rand(seed, (2, n, 16), device))
+
+
+@pytest.mark.claim("encoder.mixing-only-in-attention")
+@pytest.mark.parametrize("placement", ["post", "pre"])
+def test_mixing_check_rejects_mixing_ffn(placement: str) -> None:
+    layer = build(EncoderLayer, "cpu", placement, 0)
+    layer.ffn = MixingFFN(16, 32).to(dtype=DT)
+    with pytest.raises(AssertionError, match="attention silenced"):
+        check_mixing_only_in_attention(layer, rand(0, (2, 4, 16), "cpu"))
 
 
 # ------------------------------------------------------------------ attention.permutation-equivariance
