@@ -119,7 +119,7 @@ def scaled_dot_product_attention(
     attention.score-is-dot-product, attention.scale.sqrt-dk, attention.weights.range,
     attention.weights.rows-sum-to-one, attention.convex-combination, attention.fully-masked-row,
     attention.half-precision-softmax, attention.pattern-quadratic, attention.permutation-equivariance,
-    mask.boolean-equals-additive, mask.neg-inf-exact-zero, mask.padding.invariance.
+    mask.boolean-equals-additive, mask.neg-inf-exact-zero, mask.padding.invariance, attention.kv-lookup.
     """
     for name, tensor in (("q", q), ("k", k), ("v", v)):
         require_floating(name, tensor)

@@ -127,7 +127,8 @@ class EncoderDecoder(nn.Module):
     """The encoder-decoder Transformer: ``encode`` the source once, ``decode`` (or ``step``) the target.
 
     Claims: encdec.teacher-forcing, encdec.memory-from-last-layer, encdec.output-length-independent,
-    training.parallel-equals-sequential, kvcache.equals-recompute, kvcache.cross-computed-once.
+    training.parallel-equals-sequential, kvcache.equals-recompute, kvcache.cross-computed-once,
+    encdec.encoder-stack-as-stated (an encoder stack and a decoder stack).
     """
 
     def __init__(self, config: TransformerConfig) -> None:

@@ -51,7 +51,7 @@ ORIGINS: tuple[str, ...] = ("notes", "project")
 ID_PATTERN = re.compile(r"^[a-z0-9]+(\.[a-z0-9-]+)+$")
 
 _REQUIRED = ("id", "area", "title", "statement", "status", "sources", "components")
-_OPTIONAL = ("condition", "reason", "origin", "conventions")
+_OPTIONAL = ("condition", "reason", "origin", "conventions", "justification")
 
 
 class SpecError(ValueError):
@@ -96,6 +96,7 @@ class Claim:
     condition: str | None = None
     reason: str | None = None
     origin: str = "notes"
+    justification: str | None = None
 
     @property
     def needs_test(self) -> bool:
@@ -208,7 +209,8 @@ def _parse_claim(
 
     condition = entry.get("condition")
     reason = entry.get("reason")
-    for key, value in (("condition", condition), ("reason", reason)):
+    justification = entry.get("justification")
+    for key, value in (("condition", condition), ("reason", reason), ("justification", justification)):
         if value is not None and (not isinstance(value, str) or not value.strip()):
             problems.append(f"{where}: field {key!r} must be a non-empty string when present")
     if status == "conditional" and condition is None:
@@ -255,6 +257,7 @@ def _parse_claim(
         condition=condition,
         reason=reason,
         origin=str(origin),
+        justification=justification,
     )
 
 

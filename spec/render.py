@@ -57,10 +57,13 @@ def _claim_section(
     if claim.reason:
         label = "Counterexample" if claim.status == "refuted" else "Reason"
         lines.append(f"- **{label}:** {_md(claim.reason)}")
+    if claim.justification:
+        lines.append(f"- **Justification:** {_md(claim.justification)}")
     if claim.origin != "notes":
         lines.append(f"- **Origin:** {claim.origin} (not stated in the notes)")
     if claim.sources:
-        lines.append("- **Sources:**")
+        # A project claim's sources are the passages it is derived from, not places that state it.
+        lines.append("- **Sources:**" if claim.origin == "notes" else "- **Derived from:**")
         for src in claim.sources:
             label = notes[src.note].label if src.note in notes else "?"
             lines.append(f"  - {label} `{src.note}`, {_md(src.heading)}")

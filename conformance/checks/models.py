@@ -13,6 +13,8 @@ it); the cache checks compare token-by-token steps, chunks on a warm cache and p
 """
 
 import inspect
+import threading
+from types import TracebackType
 from typing import Any
 
 import torch
@@ -32,7 +34,7 @@ from transformer_conformance.checks.layers import (
     same_rows,
     state_of,
 )
-from transformer_conformance.context import CheckContext, CheckFailure, NotApplicable
+from transformer_conformance.context import CheckContext, CheckFailure, FailureKind, NotApplicable
 from transformer_conformance.reference.config import TransformerConfig
 from transformer_conformance.reference.model import DecoderOnlyLM, EncoderDecoder
 from transformer_conformance.registry import check
@@ -646,3 +648,73 @@ def encdec_memory_permutation(ctx: CheckContext) -> None:
     y = ctx.call(p.handle.decode, tgt, memory[:, perm], ctx.to_target_mask(keep), None)
     y = expect_tensor(ctx, "decoder logits", y, (*tgt.shape, p.cfg.vocab_size))
     same_rows(ctx, f"logits with memory permuted by {perm.tolist()}", y, base, None)
+
+
+class ModuleCalls:
+    """The torch modules whose forward runs on this thread while the context is open.
+
+    A global forward hook (``register_module_forward_hook``) sees every ``nn.Module`` call, whatever the
+    target's structure; calls from other threads are ignored, and the hook is removed on exit.
+    """
+
+    def __init__(self) -> None:
+        self.modules: dict[int, nn.Module] = {}
+        self._thread = threading.get_ident()
+        self._handle: Any = None
+
+    def _hook(self, module: nn.Module, args: Any, result: Any) -> None:
+        if threading.get_ident() == self._thread:
+            self.modules[id(module)] = module
+
+    def __enter__(self) -> "ModuleCalls":
+        self._handle = torch.nn.modules.module.register_module_forward_hook(self._hook)
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._handle.remove()
+
+    def ids(self) -> set[int]:
+        """Identities of the modules seen."""
+        return set(self.modules)
+
+
+@check(
+    "encdec.encodes-once",
+    claims=("kvcache.cross-computed-once",),
+    needs=(ED,),
+    depends_on=("encdec.shape",),
+    kind="structural",
+)
+def encdec_encodes_once(ctx: CheckContext) -> None:
+    """encoder-decoder: a generation loop (encode once, then token-by-token steps on the cache) runs the
+    encoder only in encode(): no torch module that encode() runs and decode() does not may run in step().
+    """
+    p = _Pipeline(ctx, ED)
+    tgt = _ids(ctx, p.cfg, p.b, SEQ)
+    src_mask = ctx.to_target_mask(p.src_keep)
+    ctx.record(src=p.src, src_pad=p.src_keep, tgt=tgt)
+    with ModuleCalls() as encoding:
+        memory = ctx.call(p.handle.encode, p.src, src_mask)
+    memory = expect_tensor(ctx, "memory", memory, (*p.src.shape, p.cfg.d_model))
+    with ModuleCalls() as decoding:
+        ctx.call(p.handle.decode, tgt[:, :1], memory, src_mask, None)
+    encoder_only = encoding.ids() - decoding.ids()
+    if not encoder_only:
+        raise NotApplicable(
+            f"target {ctx.adapter.name!r}: no torch module runs in encode() but not in decode(), so the "
+            "encoder cannot be told apart by its module calls"
+        )
+    cache = ctx.call(p.handle.new_cache, p.b)
+    for t in range(SEQ):
+        with ModuleCalls() as stepping:
+            ed_step(ctx, p.handle, p.cfg, tgt[:, t : t + 1], memory, cache, p.src_keep)
+        rerun = sorted({type(encoding.modules[i]).__name__ for i in encoder_only & stepping.ids()})
+        if rerun:
+            ctx.fail(
+                FailureKind.PROPERTY,
+                f"step {t} ran {len(encoder_only & stepping.ids())} module(s) that only encode() runs "
+                f"({', '.join(rerun)}): generation re-encodes the source at every step instead of reusing "
+                "the memory",
+            )

@@ -14,8 +14,6 @@ from transformer_conformance.targets import BUILTIN_TARGETS
 from . import fakes
 from .conftest import ROOT
 
-pytestmark = pytest.mark.claim("attention.formula")
-
 
 def test_exit_0_when_everything_passes(tmp_path, capsys):
     code = main(
