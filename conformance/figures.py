@@ -45,9 +45,7 @@ def _grid(rows: list[list[float | None]]) -> Any:
 def _bad_black(name: str) -> Any:
     import matplotlib
 
-    cmap = matplotlib.colormaps[name].copy()
-    cmap.set_bad("black")
-    return cmap
+    return matplotlib.colormaps[name].with_extremes(bad="black")
 
 
 def _integer_ticks(ax: Any) -> None:
@@ -66,7 +64,7 @@ def attention_png(payload: dict[str, Any]) -> str:
     fig = _figure(10.5, 3.4)
     axes = fig.subplots(1, 3)
     top = max(1e-12, float(max(abs(x) for x in diff.flatten() if math.isfinite(x)) if diff.size else 1.0))
-    panels = [
+    panels: list[tuple[str, Any, Any, dict[str, Any]]] = [
         ("target weights", target, _bad_black("viridis"), {"vmin": 0.0, "vmax": 1.0}),
         ("oracle weights (float64)", oracle, _bad_black("viridis"), {"vmin": 0.0, "vmax": 1.0}),
         ("target - oracle", diff, _bad_black("RdBu_r"), {"norm": TwoSlopeNorm(0.0, -top, top)}),

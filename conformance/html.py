@@ -71,7 +71,8 @@ def claim_infos(ids: list[str]) -> dict[str, ClaimInfo]:
         claim = claims.get(cid)
         if claim is None:
             continue
-        info.area, info.title, info.statement, info.status = claim.area, claim.title, claim.statement, claim.status
+        info.area, info.title, info.status = claim.area, claim.title, claim.status
+        info.statement = claim.statement
         info.reason, info.condition = claim.reason or "", claim.condition or ""
         info.citations = [
             f"{notes[s.note].label if s.note in notes else '?'} {s.note}, {s.heading}" for s in claim.sources
