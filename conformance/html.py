@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from transformer_conformance import figures
-from transformer_conformance.report import SYMBOLS, AuditReport
+from transformer_conformance.report import PRECEDENCE, SYMBOLS, AuditReport
 from transformer_conformance.runner import (
     BLOCKED,
     ERROR,
@@ -145,6 +145,10 @@ def build_context(report: AuditReport) -> dict[str, Any]:
                                 "href": "#" + anchor("r", t, r["check"]),
                             }
                             for r in by_cell.get((cid, t), [])
+                            if r["status"] != NOT_APPLICABLE
+                        ],
+                        "not_applicable": [
+                            r["check"] for r in by_cell.get((cid, t), []) if r["status"] == NOT_APPLICABLE
                         ],
                     }
                     for t in targets
@@ -161,8 +165,11 @@ def build_context(report: AuditReport) -> dict[str, Any]:
         if r["status"] == KNOWN_DEVIATION
     ]
     target_views = []
+    order = {status: i for i, status in enumerate(PRECEDENCE)}
     for t in data["targets"]:
+        # failures first, not-applicable last (registration order within a status)
         mine = [r for r in results if r["target"] == t["name"]]
+        mine.sort(key=lambda r: order.get(r["status"], 0))
         target_views.append(
             {
                 **t,
@@ -190,7 +197,9 @@ def build_context(report: AuditReport) -> dict[str, Any]:
             [t["harness_time_s"] for t in data["targets"]],
         )
     totals = {s: sum(r["status"] == s for r in results) for s, _ in LEGEND}
+    gated = [t["name"] for t in data["targets"] if t["gated"]]
     return {
+        "gated": gated,
         "config": data["config"],
         "exit_code": data["exit_code"],
         "duration_s": data["duration_s"],
