@@ -27,7 +27,7 @@ from transformer_conformance.spec import SPEC_DIR
 from transformer_conformance.spec.render import FIGURES
 
 OUT_DIR = SPEC_DIR / "figures"
-RC = {"svg.hashsalt": "transformer-conformance-spec", "svg.fonttype": "path", "font.size": 9}
+RC: Any = {"svg.hashsalt": "transformer-conformance-spec", "svg.fonttype": "path", "font.size": 9}
 
 
 def _figure(width: float, height: float) -> Figure:
