@@ -81,24 +81,29 @@ def error_sample(actual: Tensor, expected64: Tensor, allowed: float | None, rule
     return {"errors": payload}
 
 
-def attention_slice(target: Tensor, oracle64: Tensor, where: str = "") -> dict[str, Any]:
+def attention_slice(
+    target: Tensor, oracle64: Tensor, where: str = "", keep: Tensor | None = None
+) -> dict[str, Any]:
     """``{"attention": ...}``: the (batch, head) slice of two [b, h, num_q, num_k] weight tensors where
-    they differ most (first slice when they agree), as matrices."""
+    they differ most (first slice when they agree), as matrices; with the canonical ``keep`` mask
+    (broadcastable to the weights) also which keys that slice may see."""
     t = target.detach().to(torch.float64).cpu()
     o = oracle64.detach().to(torch.float64).cpu()
     t4, o4 = t.reshape(-1, *t.shape[-2:]), o.reshape(-1, *o.shape[-2:])
     gap = torch.nan_to_num((t4 - o4).abs(), nan=math.inf).amax(dim=(-2, -1))
     flat = int(torch.argmax(gap)) if gap.numel() else 0
     heads = t.shape[-3] if t.dim() >= 3 else 1
-    return {
-        "attention": {
-            "where": where,
-            "batch": flat // heads,
-            "head": flat % heads,
-            "target": matrix(t4[flat]),
-            "oracle": matrix(o4[flat]),
-        }
+    payload: dict[str, Any] = {
+        "where": where,
+        "batch": flat // heads,
+        "head": flat % heads,
+        "target": matrix(t4[flat]),
+        "oracle": matrix(o4[flat]),
     }
+    if keep is not None:
+        visible = keep.detach().cpu().expand(t.shape).reshape(-1, *t.shape[-2:])[flat]
+        payload["visible"] = [[bool(x) for x in row[:MAX_SIDE]] for row in visible[:MAX_SIDE].tolist()]
+    return {"attention": payload}
 
 
 def influence_map(

@@ -69,15 +69,26 @@ def attention_png(payload: dict[str, Any]) -> str:
         ("oracle weights (float64)", oracle, _bad_black("viridis"), {"vmin": 0.0, "vmax": 1.0}),
         ("target - oracle", diff, _bad_black("RdBu_r"), {"norm": TwoSlopeNorm(0.0, -top, top)}),
     ]
+    hidden = None
+    if payload.get("visible") is not None:
+        import numpy as np
+
+        hidden = ~np.array(payload["visible"], dtype=bool)
     for ax, (title, data, cmap, scale) in zip(axes, panels):
         image = ax.imshow(data, cmap=cmap, aspect="auto", interpolation="nearest", **scale)
+        if hidden is not None and hidden.shape == data.shape:
+            ys, xs = hidden.nonzero()
+            ax.scatter(xs, ys, marker="s", s=30, facecolors="none", edgecolors="white", linewidths=1.2)
         ax.set_title(title, fontsize=10)
         _integer_ticks(ax)
         ax.set_xlabel("key")
         ax.set_ylabel("query")
         fig.colorbar(image, ax=ax, shrink=0.85)
     where = payload.get("where") or ""
-    fig.suptitle(f"batch {payload['batch']}, head {payload['head']}  {where}  (black: NaN)", fontsize=9)
+    masked = "; white squares: masked keys" if hidden is not None else ""
+    fig.suptitle(
+        f"batch {payload['batch']}, head {payload['head']}  {where}  (black: NaN{masked})", fontsize=9
+    )
     return _png(fig)
 
 

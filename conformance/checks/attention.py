@@ -63,13 +63,13 @@ def run_attention(
 
 
 def weights_evidence(
-    weights: Tensor | None, w64: Tensor, where: str
+    weights: Tensor | None, w64: Tensor, where: str, keep: Tensor | None = None
 ) -> tuple[Callable[[], dict[str, Any]], ...]:
-    """The builder of the ``attention`` evidence (target vs oracle weights) for ``evidence.attached``;
-    none when the target returns no weights."""
+    """The builder of the ``attention`` evidence (target vs oracle weights, and the canonical ``keep``
+    mask) for ``evidence.attached``; none when the target returns no weights."""
     if weights is None or weights.shape != w64.shape:
         return ()
-    return (lambda: attention_slice(weights, w64, where),)
+    return (lambda: attention_slice(weights, w64, where, keep),)
 
 
 def need_weights(ctx: CheckContext, weights: Tensor | None) -> Tensor:
@@ -345,7 +345,7 @@ def differential(ctx: CheckContext) -> None:
             for keep in masks_for(ctx, case):
                 out, weights = run_attention(ctx, case, q, k, v, keep)
                 out64, w64, same, wsame = oracle(q, k, v, keep)
-                with attached(*weights_evidence(weights, w64, case.describe())):
+                with attached(*weights_evidence(weights, w64, case.describe(), keep)):
                     ctx.compare(f"output [{case.describe()}, score x{scale:g}]", out, out64, same)
                     if weights is not None:
                         ctx.compare(f"weights [{case.describe()}, score x{scale:g}]", weights, w64, wsame)

@@ -66,7 +66,7 @@ def compare_with_oracle(
     visible key."""
     out64, w64, same, wsame = oracle(*qkv_inputs, keep)
     rows = keep.any(dim=-1).expand(case.b, case.h, case.nq)
-    with attached(*weights_evidence(weights, w64, f"{what} [{case.describe()}]")):
+    with attached(*weights_evidence(weights, w64, f"{what} [{case.describe()}]", keep)):
         compare_rows(ctx, f"{what}: output [{case.describe()}]", out, out64, same, rows)
         if weights is not None:
             compare_rows(ctx, f"{what}: weights [{case.describe()}]", weights, w64, wsame, rows)
@@ -117,7 +117,7 @@ def leaked_weights_evidence(
     weights: Tensor, inputs: tuple[Tensor, Tensor, Tensor], keep: Tensor, where: str
 ) -> dict[str, Any]:
     """Evidence ``attention``: the target's weights beside the oracle's under ``keep``."""
-    return attention_slice(weights, oracle(*inputs, keep)[1], where)
+    return attention_slice(weights, oracle(*inputs, keep)[1], where, keep)
 
 
 @check(

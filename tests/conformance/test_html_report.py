@@ -229,6 +229,10 @@ def test_evidence_is_small_and_in_the_json_report(report, tmp_path):
     for r in with_evidence:
         size = len(json.dumps(r["evidence"]))
         assert size < 40_000, f"{r['target']} :: {r['check']}: evidence of {size} characters"
+    leak = next(r for r in with_evidence if r["check"] == "mask.masked-weights-zero")["evidence"]["attention"]
+    assert len(leak["visible"]) == len(leak["target"]) and len(leak["visible"][0]) == len(leak["target"][0])
+    # the picture's point: the target puts weight where the mask hides the key
+    assert any(w and not seen for wr, vr in zip(leak["target"], leak["visible"]) for w, seen in zip(wr, vr))
     steps = next(r for r in with_evidence if "steps" in r["evidence"])["evidence"]["steps"]
     assert len(steps["labels"]) == len(steps["measured"]) == len(steps["allowed"]) > 2
     assert any(m is not None and a is not None and m > a for m, a in zip(steps["measured"], steps["allowed"]))
