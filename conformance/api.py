@@ -45,6 +45,7 @@ class ReportPaths:
     junit: Path | None = None
     markdown: Path | None = None
     jsonl: Path | None = None
+    html: Path | None = None  # the self-contained HTML page (conformance/html.py)
 
     def stream_path(self) -> Path | None:
         """The JSONL file results are streamed to while the run goes on."""
@@ -361,4 +362,8 @@ def run_audit(
         report.write_junit(paths.junit)
     if paths.markdown is not None:
         report.write_markdown(paths.markdown)
+    if paths.html is not None:
+        from transformer_conformance.html import write_html
+
+        write_html(report, paths.html)
     return report

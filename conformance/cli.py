@@ -53,6 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--junit", type=Path, default=None, help="write JUnit XML here")
     run.add_argument("--markdown", type=Path, default=None, help="write the Markdown report here")
     run.add_argument(
+        "--html",
+        type=Path,
+        default=None,
+        help="write the self-contained HTML report here (pictures need the html extra: matplotlib)",
+    )
+    run.add_argument(
         "--jsonl",
         type=Path,
         default=None,
@@ -138,7 +144,9 @@ def cmd_run(args: argparse.Namespace, registry: Registry | None) -> int:
         claims=args.claims,
         check=args.check,
         timeout=args.timeout,
-        report_paths=ReportPaths(json=args.json, junit=args.junit, markdown=args.markdown, jsonl=args.jsonl),
+        report_paths=ReportPaths(
+            json=args.json, junit=args.junit, markdown=args.markdown, jsonl=args.jsonl, html=args.html
+        ),
         gate=args.gate,
         save_inputs=args.save_inputs,
         registry=registry,

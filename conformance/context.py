@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from transformer_conformance.adapter import Adapter
+from transformer_conformance.evidence import error_sample
 from transformer_conformance.reference import tolerance
 
 
@@ -37,13 +38,22 @@ class CheckFailure(Exception):
     """Raised by a check (usually via ``ctx``) to fail, with the measured and allowed error."""
 
     def __init__(
-        self, kind: FailureKind, message: str, *, measured: float | None = None, allowed: float | None = None
+        self,
+        kind: FailureKind,
+        message: str,
+        *,
+        measured: float | None = None,
+        allowed: float | None = None,
+        evidence: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.kind = FailureKind(kind)
         self.message = message
         self.measured = measured
         self.allowed = allowed
+        # Small JSON-serialisable arrays that show the failure (conformance/evidence.py); the HTML report
+        # draws them. Helpers add to it as the failure propagates (``evidence.attached``).
+        self.evidence: dict[str, Any] = dict(evidence or {})
 
 
 class NotApplicable(Exception):
@@ -195,10 +205,15 @@ class CheckContext:
 
     # -- judging -----------------------------------------------------------------------------
     def fail(
-        self, kind: FailureKind, message: str, measured: float | None = None, allowed: float | None = None
+        self,
+        kind: FailureKind,
+        message: str,
+        measured: float | None = None,
+        allowed: float | None = None,
+        evidence: dict[str, Any] | None = None,
     ) -> NoReturn:
-        """Fail the check."""
-        raise CheckFailure(kind, message, measured=measured, allowed=allowed)
+        """Fail the check (``evidence``: see ``conformance/evidence.py``)."""
+        raise CheckFailure(kind, message, measured=measured, allowed=allowed, evidence=evidence)
 
     def expect_shape(self, what: str, tensor: Any, shape: tuple[int, ...] | list[int] | torch.Size) -> None:
         """SHAPE failure unless ``tensor`` is a tensor of exactly ``shape``."""
@@ -239,11 +254,17 @@ class CheckContext:
         tensor = self._prepare(what, actual, oracle64)
         result = tolerance.differential(tensor, oracle64, reference_same_dtype)
         if not result.ok:
-            self.fail(FailureKind.NUMERIC, f"{what}: {result.describe()}", result.measured, result.allowed)
+            errors = error_sample(tensor, oracle64, result.allowed, result.rule)
+            self.fail(
+                FailureKind.NUMERIC, f"{what}: {result.describe()}", result.measured, result.allowed, errors
+            )
 
     def compare_direct(self, what: str, actual: Any, expected64: Tensor) -> None:
         """Direct rule (``reference.tolerance.direct``); NUMERIC failure when exceeded."""
         tensor = self._prepare(what, actual, expected64)
         result = tolerance.direct(tensor, expected64)
         if not result.ok:
-            self.fail(FailureKind.NUMERIC, f"{what}: {result.describe()}", result.measured, result.allowed)
+            errors = error_sample(tensor, expected64, None, result.rule)
+            self.fail(
+                FailureKind.NUMERIC, f"{what}: {result.describe()}", result.measured, result.allowed, errors
+            )

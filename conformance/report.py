@@ -49,7 +49,7 @@ def aggregate(statuses: set[str] | list[str]) -> str:
 def claim_statements() -> dict[str, str]:
     """Claim ID -> statement, from ``spec.load_claims`` (empty when the spec is unavailable)."""
     try:
-        load_claims = getattr(importlib.import_module("spec"), "load_claims", None)
+        load_claims = getattr(importlib.import_module("transformer_conformance.spec"), "load_claims", None)
     except ImportError:
         return {}
     if load_claims is None:

@@ -63,6 +63,7 @@ class CheckResult:
     deviation: dict[str, Any] | None = None
     saved_inputs: str | None = None
     traceback: str | None = None
+    evidence: dict[str, Any] | None = None  # small arrays that show a failure (conformance/evidence.py)
 
     @property
     def harness_time_s(self) -> float:
@@ -295,6 +296,7 @@ def run_target(
                 result.failure_kind = failure.kind.value
                 result.message = failure.message
                 result.measured, result.allowed = failure.measured, failure.allowed
+                result.evidence = failure.evidence or None
             else:
                 result.message = outcome.reason
             result.traceback = outcome.trace

@@ -12,6 +12,40 @@ from pathlib import Path
 from transformer_conformance.spec import STATUSES, Claim, Note, load_claims, load_notes
 from transformer_conformance.spec.links import collect
 
+#: The figures of spec/figures/ (drawn by ``spec/figures.py``, run by ``make spec``): file name ->
+#: (caption, the claims each illustrates). Kept here, stdlib only, so rendering needs no matplotlib.
+FIGURES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "masks.svg": (
+        "Causal keep-masks (square; num_q < num_k in both alignments) and left/right padding masks",
+        ("mask.causal.boolean-lower-triangular", "mask.causal.alignment", "mask.padding.invariance"),
+    ),
+    "sinusoidal.svg": (
+        "The sinusoidal table and the dot product PE[p] . PE[p + k] against the offset k",
+        ("positional.sinusoidal.formula", "positional.sinusoidal.offset-dot-product"),
+    ),
+    "refuted-diagonal-max.svg": (
+        "Counterexample: a token attends more to a longer key in its own direction than to itself",
+        ("attention.self.diagonal-max",),
+    ),
+    "refuted-params-heads.svg": (
+        "Counterexample: the parameter count of multi-head attention for 1 to 16 heads",
+        ("mha.params-independent-of-heads",),
+    ),
+    "refuted-unshifted-loss.svg": (
+        "Counterexample: a copy model wins the unshifted loss and loses the next-token loss",
+        ("loss.unshifted-as-stated",),
+    ),
+}
+
+
+def figures_by_claim() -> dict[str, list[str]]:
+    """Claim ID -> the figure files that illustrate it."""
+    out: dict[str, list[str]] = {}
+    for name, (_, claims) in FIGURES.items():
+        for claim in claims:
+            out.setdefault(claim, []).append(name)
+    return out
+
 
 def _md(text: str) -> str:
     """Escape the characters that would turn prose into markup (emphasis, inline HTML, tables)."""
@@ -82,6 +116,8 @@ def _claim_section(
         lines.extend(f"  - `{check_ids[t]}` (`{t}`)" for t in checks)
     else:
         lines.append("- **Checks:** none")
+    for name in figures_by_claim().get(claim.id, []):
+        lines.append(f"- **Figure:** [{_md(FIGURES[name][0])}](figures/{name})")
     lines.append("")
     return lines
 
@@ -113,6 +149,16 @@ def render(root: Path | None = None, claims_path: Path | str | None = None) -> s
         "| Label | File | Content |",
         "|---|---|---|",
         *(f"| {n.label} | `{n.file}` | {_md(n.title)} |" for n in notes.values()),
+        "",
+        "## Figures",
+        "",
+        "Drawn from the reference implementation by `make spec` (`spec/figures.py`).",
+        "",
+        *(
+            f"- [{_md(caption)}](figures/{name}) ({', '.join(f'`{c}`' for c in claims)})\n\n"
+            f"  ![{_md(caption)}](figures/{name})"
+            for name, (caption, claims) in FIGURES.items()
+        ),
         "",
     ]
     checks = links.checks_by_claim()

@@ -6,7 +6,8 @@ differential rule, in the target's dtype. Rows whose query sees no key follow th
 ``fully_masked_row`` convention and are judged only by ``attention.fully-masked-row``.
 """
 
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -22,6 +23,7 @@ from transformer_conformance.checks.inputs import (
     require_zero_policy,
 )
 from transformer_conformance.context import CheckContext, FailureKind, NotApplicable
+from transformer_conformance.evidence import attached, attention_slice
 from transformer_conformance.reference.attention import scaled_dot_product_attention
 from transformer_conformance.reference.masks import additive_mask
 from transformer_conformance.registry import check
@@ -58,6 +60,16 @@ def run_attention(
         return out, None
     ctx.expect_shape(f"weights [{case.describe()}]", weights, (case.b, case.h, case.nq, case.nk))
     return out, weights
+
+
+def weights_evidence(
+    weights: Tensor | None, w64: Tensor, where: str, keep: Tensor | None = None
+) -> tuple[Callable[[], dict[str, Any]], ...]:
+    """The builder of the ``attention`` evidence (target vs oracle weights, and the canonical ``keep``
+    mask) for ``evidence.attached``; none when the target returns no weights."""
+    if weights is None or weights.shape != w64.shape:
+        return ()
+    return (lambda: attention_slice(weights, w64, where, keep),)
 
 
 def need_weights(ctx: CheckContext, weights: Tensor | None) -> Tensor:
@@ -333,9 +345,10 @@ def differential(ctx: CheckContext) -> None:
             for keep in masks_for(ctx, case):
                 out, weights = run_attention(ctx, case, q, k, v, keep)
                 out64, w64, same, wsame = oracle(q, k, v, keep)
-                ctx.compare(f"output [{case.describe()}, score x{scale:g}]", out, out64, same)
-                if weights is not None:
-                    ctx.compare(f"weights [{case.describe()}, score x{scale:g}]", weights, w64, wsame)
+                with attached(*weights_evidence(weights, w64, case.describe(), keep)):
+                    ctx.compare(f"output [{case.describe()}, score x{scale:g}]", out, out64, same)
+                    if weights is not None:
+                        ctx.compare(f"weights [{case.describe()}, score x{scale:g}]", weights, w64, wsame)
 
 
 @check(

@@ -14,6 +14,8 @@ it); the cache checks compare token-by-token steps, chunks on a warm cache and p
 
 import inspect
 import threading
+from collections.abc import Iterator
+from functools import partial
 from types import TracebackType
 from typing import Any
 
@@ -35,6 +37,7 @@ from transformer_conformance.checks.layers import (
     state_of,
 )
 from transformer_conformance.context import CheckContext, CheckFailure, FailureKind, NotApplicable
+from transformer_conformance.evidence import StepErrors, attached, influence_map, run_steps
 from transformer_conformance.reference.config import TransformerConfig
 from transformer_conformance.reference.model import DecoderOnlyLM, EncoderDecoder
 from transformer_conformance.registry import check
@@ -46,6 +49,8 @@ ED = Capability.ENCODER_DECODER
 #: cache, then single tokens and another chunk.
 CHUNKS: tuple[int, ...] = (3, 2, 1, 2)
 SEQ = sum(CHUNKS)
+#: One judged step of a cache check: (short label, description, target logits, expected, keep).
+Step = tuple[str, str, Any, Tensor, Tensor | None]
 
 # --------------------------------------------------------------------------------------------
 # helpers
@@ -231,13 +236,32 @@ def _causality(ctx: CheckContext, kind: Capability) -> None:
         ids2 = ids.clone()
         ids2[:, cut:] = _ids(ctx, p.cfg, p.b, n - cut)
         y = p.full(ids2)
-        same_rows(
-            ctx,
-            f"logits before position {cut} after changing tokens >= {cut}",
-            y[:, :cut],
-            base[:, :cut],
-            None,
-        )
+        with attached(partial(_token_influence, p, ids, base)):
+            same_rows(
+                ctx,
+                f"logits before position {cut} after changing tokens >= {cut}",
+                y[:, :cut],
+                base[:, :cut],
+                None,
+            )
+
+
+def _token_influence(p: _Pipeline, ids: Tensor, base: Tensor) -> dict[str, Any]:
+    """Evidence ``influence``: which logits positions move when the token at one position alone is
+    replaced (by a different id), against the causal pattern (position i may see tokens 0..i)."""
+    n = ids.shape[1]
+
+    def outputs(j: int) -> Tensor:
+        ids2 = ids.clone()
+        ids2[:, j] = (
+            ids[:, j] + 1 + _ids(p.ctx, p.cfg, p.b, 1)[:, 0] % (p.cfg.vocab_size - 1)
+        ) % p.cfg.vocab_size
+        return p.full(ids2)
+
+    visible = torch.ones(n, n, dtype=torch.bool).tril()
+    return influence_map(
+        outputs, base, visible, "logits of the whole sequence", "logits position", "changed token"
+    )
 
 
 def _determinism(ctx: CheckContext, kind: Capability) -> None:
@@ -256,10 +280,14 @@ def _cache_vs_recompute(ctx: CheckContext, kind: Capability) -> None:
     p = _Pipeline(ctx, kind)
     ids = _ids(ctx, p.cfg, p.b, SEQ)
     cache = p.new_cache()
-    for t in range(SEQ):
-        stepped = p.step(ids[:, t : t + 1], cache)
-        recomputed = p.full(ids[:, : t + 1])[:, t : t + 1]
-        same_rows(ctx, f"cached step at position {t} vs recomputing the prefix", stepped, recomputed, None)
+
+    def steps() -> Iterator[Step]:
+        for t in range(SEQ):
+            stepped = p.step(ids[:, t : t + 1], cache)
+            recomputed = p.full(ids[:, : t + 1])[:, t : t + 1]
+            yield str(t), f"cached step at position {t} vs recomputing the prefix", stepped, recomputed, None
+
+    run_steps(StepErrors("cached step vs recomputing the prefix"), steps(), partial(same_rows, ctx))
 
 
 def _teacher_forcing(ctx: CheckContext, kind: Capability) -> None:
@@ -312,21 +340,25 @@ def _cache_with_padding(ctx: CheckContext) -> None:
         full = p.full(ids, keep)
         cache = ctx.call(p.handle.new_cache, b)
         chunks = [(0, prompt)] + [(t, t + 1) for t in range(prompt, n)]
-        for start, stop in chunks:
-            chunk_keep = keep[:, start:stop]
-            ctx.record(ids=ids, pad_mask=keep, chunk=[start, stop])
-            y = _padded_step(ctx, p.handle, ids[:, start:stop], cache, ctx.to_target_mask(chunk_keep))
-            y = expect_tensor(
-                ctx, f"LM step logits (chunk of {stop - start})", y, (b, stop - start, p.cfg.vocab_size)
-            )
-            same_rows(
-                ctx,
-                f"{side}-padded prompt: cached step at positions {start}..{stop - 1} vs the full forward "
-                "(real positions)",
-                y,
-                full[:, start:stop],
-                chunk_keep,
-            )
+
+        def steps(
+            ids: Tensor, keep: Tensor, full: Tensor, cache: Any, side: str, chunks: list[tuple[int, int]]
+        ) -> Iterator[Step]:
+            for start, stop in chunks:
+                chunk_keep = keep[:, start:stop]
+                ctx.record(ids=ids, pad_mask=keep, chunk=[start, stop])
+                y = _padded_step(ctx, p.handle, ids[:, start:stop], cache, ctx.to_target_mask(chunk_keep))
+                y = expect_tensor(
+                    ctx, f"LM step logits (chunk of {stop - start})", y, (b, stop - start, p.cfg.vocab_size)
+                )
+                what = (
+                    f"{side}-padded prompt: cached step at positions {start}..{stop - 1} vs the full forward "
+                    "(real positions)"
+                )
+                yield f"{start}..{stop - 1}", what, y, full[:, start:stop], chunk_keep
+
+        trace = StepErrors(f"{side}-padded prompt: cached steps vs the full forward (real positions)")
+        run_steps(trace, steps(ids, keep, full, cache, side, chunks), partial(same_rows, ctx))
 
 
 def _chunked(ctx: CheckContext, kind: Capability) -> None:
@@ -334,17 +366,19 @@ def _chunked(ctx: CheckContext, kind: Capability) -> None:
     ids = _ids(ctx, p.cfg, p.b, SEQ)
     full = p.full(ids)
     cache = p.new_cache()
-    start = 0
-    for c in CHUNKS:
-        got = p.step(ids[:, start : start + c], cache)
-        same_rows(
-            ctx,
-            f"chunk of {c} at positions {start}..{start + c - 1} (warm cache of {start}) vs whole sequence",
-            got,
-            full[:, start : start + c],
-            None,
-        )
-        start += c
+
+    def steps() -> Iterator[Step]:
+        start = 0
+        for c in CHUNKS:
+            got = p.step(ids[:, start : start + c], cache)
+            what = (
+                f"chunk of {c} at positions {start}..{start + c - 1} (warm cache of {start}) vs whole "
+                "sequence"
+            )
+            yield f"{start}..{start + c - 1}", what, got, full[:, start : start + c], None
+            start += c
+
+    run_steps(StepErrors("cached chunks vs the whole sequence"), steps(), partial(same_rows, ctx))
 
 
 def _reference(ctx: CheckContext, kind: Capability) -> None:
