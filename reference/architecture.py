@@ -46,7 +46,7 @@ BLOCKS: tuple[str, ...] = ("sequential", "parallel")
 class Architecture:
     """Which variant of each part a model uses; the defaults are the notes' architecture.
 
-    Claims: config.notes-default, lm.notes-default-equals-decoder-only.
+    Claims: arch.notes-default.
     """
 
     positions: PositionKind = "absolute"

@@ -24,7 +24,7 @@ class TransformerConfig:
 
     Claims: sizes.base (the defaults), sizes.vocab (37000 by default, any positive size, e.g. 50257),
     mha.concat-width (``d_head * num_heads == d_model``), positional.learned.max-length (``max_len``),
-    config.notes-default (``arch``: the architecture variant, the notes' one by default; see
+    arch.notes-default (``arch``: the architecture variant, the notes' one by default; see
     reference.architecture).
     """
 

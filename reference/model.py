@@ -35,7 +35,7 @@ from transformer_conformance.reference.positional import LearnedPositionalEncodi
 def require_notes_architecture(config: TransformerConfig) -> None:
     """These models build the notes' architecture only; variants are ``reference.variant_lm.VariantLM``.
 
-    Claims: config.notes-default.
+    Claims: arch.notes-default.
     """
     require(
         config.arch == Architecture(),

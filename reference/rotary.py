@@ -61,7 +61,7 @@ def pair_columns(d_rot: int, layout: str) -> tuple[Tensor, Tensor]:
 @checked
 def apply_rotary(
     x: Float[Tensor, "batch heads length d_head"],
-    positions: Int[Tensor, "batch length"] | Int[Tensor, " length"],
+    positions: Int[Tensor, "#batch length"] | Int[Tensor, " length"],
     *,
     theta: float = 10000.0,
     fraction: float = 1.0,

@@ -160,7 +160,7 @@ class VariantCache:
 class VariantLM(nn.Module):
     """Decoder-only LM for any architecture ``config.arch`` declares.
 
-    Claims: lm.variant-cache-equals-recompute, lm.notes-default-equals-decoder-only,
+    Claims: lm.variant-cache-equals-recompute, arch.notes-default,
     lm.left-padding-position-ids, lm.llama-equals-hf, lm.neox-equals-hf, block.final-norm.
     """
 
@@ -264,11 +264,18 @@ class VariantLM(nn.Module):
             bias = self.relative_bias(query_slots, key_slots)[None]
         for index, layer in enumerate(self.layers):
             x = layer(x, position_ids, keep, bias, cache.layers[index] if cache is not None else None)
-        if self.final_norm is not None:
-            x = self.final_norm(x)
         if cache is not None:
             cache.position += n
             cache.trim()
+        return self.head(x)
+
+    def head(self, x: Tensor) -> Tensor:
+        """Logits of the last residual stream: ``lm_head(final_norm(x))`` (no norm in a post stack).
+
+        Claims: block.final-norm.
+        """
+        if self.final_norm is not None:
+            x = self.final_norm(x)
         logits: Tensor = self.lm_head(x)
         return logits
 
