@@ -75,15 +75,23 @@ def apply_rotary(
     rotary.breaks-permutation-equivariance, lm.variant-cache-equals-recompute.
     """
     require_floating("x", x)
+    require(layout in ROPE_LAYOUTS, "layout", f"one of {ROPE_LAYOUTS}", repr(layout))
     d_rot = rotary_width(x.shape[-1], fraction)
     pos = positions if positions.dim() == 2 else positions.unsqueeze(0)
     angles = pos.to(torch.float64)[..., None] * rotary_frequencies(d_rot, theta).to(x.device)  # [b, l, half]
     work = torch.float64 if x.dtype == torch.float64 else torch.float32
     cos = torch.cos(angles).to(work)[:, None]  # [b|1, 1, l, half]
     sin = torch.sin(angles).to(work)[:, None]
-    first, second = (c.to(x.device) for c in pair_columns(d_rot, layout))
-    out = x.to(work).clone()
-    a, b = out[..., first], out[..., second]
-    out[..., first] = a * cos - b * sin
-    out[..., second] = b * cos + a * sin
-    return out.to(x.dtype)
+    rot, rest = x[..., :d_rot].to(work), x[..., d_rot:]
+    half = d_rot // 2
+    if layout == "half":  # pair i = columns (i, i + half), as pair_columns says
+        a, b = rot[..., :half], rot[..., half:]
+    else:  # pair i = columns (2i, 2i + 1)
+        pairs = rot.unflatten(-1, (half, 2))
+        a, b = pairs[..., 0], pairs[..., 1]
+    turned_a, turned_b = a * cos - b * sin, b * cos + a * sin
+    if layout == "half":
+        rotated = torch.cat([turned_a, turned_b], dim=-1)
+    else:
+        rotated = torch.stack([turned_a, turned_b], dim=-1).flatten(-2)
+    return torch.cat([rotated.to(x.dtype), rest], dim=-1)

@@ -67,18 +67,27 @@ class VariantAttention(nn.Module):
         self.w_v = nn.Linear(d, self.num_kv_heads * dh, bias=arch.qkv_bias)
         self.w_o = nn.Linear(self.num_heads * dh, d, bias=arch.out_bias)
 
+    @checked
     def forward(
-        self, x: Tensor, position_ids: Tensor, keep: Tensor, bias: Tensor | None, cache: LayerKVCache | None
-    ) -> Tensor:
-        """``x [b, n, d]`` at ``position_ids [b, n]``; ``keep``/``bias`` cover the cached and new keys."""
+        self,
+        x: Float[Tensor, "batch new {self.config.d_model}"],
+        position_ids: Int[Tensor, "#batch new"],
+        keep: Bool[Tensor, "..."],
+        bias: Float[Tensor, "..."] | None,
+        cache: LayerKVCache | None,
+    ) -> Float[Tensor, "batch new {self.config.d_model}"]:
+        """``x`` at ``position_ids``; ``keep``/``bias`` broadcast to ``[b, heads, new, cached + new]``.
+
+        Claims: gqa.repeat-equivalence, rotary.relative-dot-product, lm.variant-cache-equals-recompute.
+        """
         arch = self.config.arch
         q = split_heads(self.w_q(x), self.num_heads)
         k = split_heads(self.w_k(x), self.num_kv_heads)
         v = split_heads(self.w_v(x), self.num_kv_heads)
         if arch.positions == "rotary":
-            rope = {"theta": arch.rope_theta, "fraction": arch.rope_fraction, "layout": arch.rope_layout}
-            q = apply_rotary(q, position_ids, **rope)  # type: ignore[arg-type]
-            k = apply_rotary(k, position_ids, **rope)  # type: ignore[arg-type]
+            theta, fraction, layout = arch.rope_theta, arch.rope_fraction, arch.rope_layout
+            q = apply_rotary(q, position_ids, theta=theta, fraction=fraction, layout=layout)
+            k = apply_rotary(k, position_ids, theta=theta, fraction=fraction, layout=layout)
         if cache is not None:
             k, v = cache.append(k, v)
         heads, _ = grouped_attention(
@@ -107,10 +116,19 @@ class VariantBlock(nn.Module):
         )
         self.dropout = nn.Dropout(config.dropout)
 
+    @checked
     def forward(
-        self, x: Tensor, position_ids: Tensor, keep: Tensor, bias: Tensor | None, cache: LayerKVCache | None
-    ) -> Tensor:
-        """Apply the layer to ``x [b, n, d]``. Claims: block.parallel-formula."""
+        self,
+        x: Float[Tensor, "batch new {self.config.d_model}"],
+        position_ids: Int[Tensor, "#batch new"],
+        keep: Bool[Tensor, "..."],
+        bias: Float[Tensor, "..."] | None,
+        cache: LayerKVCache | None,
+    ) -> Float[Tensor, "batch new {self.config.d_model}"]:
+        """Apply the layer (arguments as ``VariantAttention.forward``).
+
+        Claims: block.parallel-formula, residual.post-ln.
+        """
 
         def attend(h: Tensor) -> Tensor:
             out: Tensor = self.attn(h, position_ids, keep, bias, cache)

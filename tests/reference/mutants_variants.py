@@ -266,7 +266,9 @@ def gqa_tiled_attention(q, k, v, keep=None, bias=None, *, mapping="contiguous", 
     return grouped_attention(q, k_all, v_all, keep, bias, scale=scale, softcap=softcap)
 
 
-def gqa_first_head_attention(q, k, v, keep=None, bias=None, *, mapping="contiguous", scale=None, softcap=None):
+def gqa_first_head_attention(
+    q, k, v, keep=None, bias=None, *, mapping="contiguous", scale=None, softcap=None
+):
     """Bug: every query head reads KV head 0."""
     heads = q.shape[1]
     k_all, v_all = repeat_kv_first_head(k, heads), repeat_kv_first_head(v, heads)

@@ -89,7 +89,9 @@ def test_distance_check_rejects_sum_of_positions() -> None:
 def test_model_logits_do_not_depend_on_where_positions_start(kind, start, seed) -> None:
     torch.manual_seed(seed)
     model = VariantLM(
-        TransformerConfig.tiny(arch=Architecture(positions=kind, relative_buckets=8, relative_max_distance=16))
+        TransformerConfig.tiny(
+            arch=Architecture(positions=kind, relative_buckets=8, relative_max_distance=16)
+        )
     ).double()
     tokens = ids((2, 6), seed, 23)
     cache = model.new_cache(2)

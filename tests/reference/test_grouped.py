@@ -59,7 +59,9 @@ def check_mqa_and_mha(attention_fn, heads: int, seed: int) -> None:
     contiguous, _ = attention_fn(q, k, v, mapping="contiguous")
     assert_close(attention_fn(q, k, v, mapping="tiled")[0], contiguous, "MQA: mappings agree")
     assert_close(
-        contiguous, scaled_dot_product_attention(q, k.expand(2, heads, 4, 4), v.expand(2, heads, 4, 4))[0], "MQA"
+        contiguous,
+        scaled_dot_product_attention(q, k.expand(2, heads, 4, 4), v.expand(2, heads, 4, 4))[0],
+        "MQA",
     )
     q, k, v = qkv(heads, heads, 3, 4, seed)
     assert_close(

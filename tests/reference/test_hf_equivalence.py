@@ -175,9 +175,9 @@ def test_fused_qkv_round_trip_and_layout() -> None:
 def test_name_table_refuses_missing_and_unmapped_tensors() -> None:
     state = hf_llama(2, 10000.0, 0).state_dict()
     missing = {k: v for k, v in state.items() if k != "model.norm.weight"}
-    with pytest.raises(ValueError, match="model.norm.weight"):
+    with pytest.raises(ValueError, match=r"model\.norm\.weight"):
         nt.to_reference(missing, nt.HF_LLAMA, num_layers=LAYERS, num_heads=HEADS)
-    with pytest.raises(ValueError, match="extra.weight"):
+    with pytest.raises(ValueError, match=r"extra\.weight"):
         nt.to_reference(
             {**state, "extra.weight": torch.zeros(1)}, nt.HF_LLAMA, num_layers=LAYERS, num_heads=HEADS
         )

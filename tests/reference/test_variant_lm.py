@@ -230,7 +230,7 @@ def test_notes_default_check_rejects_pre_norm_blocks_by_default() -> None:
 @pytest.mark.claim("arch.notes-default")
 @pytest.mark.parametrize("cls", [DecoderOnlyLM, EncoderDecoder])
 def test_notes_models_refuse_other_architectures(cls) -> None:
-    with pytest.raises(ReferenceInputError, match="config.arch"):
+    with pytest.raises(ReferenceInputError, match=r"config\.arch"):
         cls(TransformerConfig.tiny(arch=Architecture(positions="rotary")))
 
 
@@ -367,10 +367,10 @@ def test_final_norm_check_rejects_missing_final_norm() -> None:
 
 @pytest.mark.claim("arch.notes-default")
 def test_bad_architecture_values_name_the_field() -> None:
-    with pytest.raises(ReferenceInputError, match="arch.num_kv_heads"):
+    with pytest.raises(ReferenceInputError, match=r"arch\.num_kv_heads"):
         TransformerConfig.tiny(arch=Architecture(num_kv_heads=3))
-    with pytest.raises(ReferenceInputError, match="arch.rope_fraction"):
+    with pytest.raises(ReferenceInputError, match=r"arch\.rope_fraction"):
         TransformerConfig.tiny(arch=Architecture(positions="rotary", rope_fraction=0.3))
-    with pytest.raises(ReferenceInputError, match="arch.positions"):
+    with pytest.raises(ReferenceInputError, match=r"arch\.positions"):
         Architecture(positions="spiral")  # type: ignore[arg-type]
     assert copy.deepcopy(Architecture()) == Architecture()
