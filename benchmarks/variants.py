@@ -3,9 +3,10 @@
 Claims: rotary.relative-dot-product, gqa.repeat-equivalence (figures only).
 
 Rotary: on float32 q, k, v of shape [B, H, L, d] (B=4, H=8, d=64), the reference's ``apply_rotary`` on q
-and k followed by its ``scaled_dot_product_attention`` (causal) against torch's SDPA math path on the same
-rotated q and k, and against the reference attention without rotation: the ratios show what the
-reference costs over torch and what the rotation adds to the reference. GQA: 8 query heads over 2 KV
+and k followed by its ``scaled_dot_product_attention`` (causal) against plain torch doing the same work
+(Hugging Face Llama's ``rotate_half`` rotation, then SDPA pinned to the math path), and against the
+reference attention without rotation: the ratios show what the reference costs over torch and what the
+rotation adds to the reference. GQA: 8 query heads over 2 KV
 heads; the reference's ``grouped_attention`` against the reference's MHA on explicitly repeated KV heads
 and against torch's SDPA (math) with ``enable_gqa=True``. Rounds interleave the contenders; medians.
 """
@@ -18,10 +19,10 @@ from benchmarks._timing import Row, Settings, interleaved, median
 
 NAME = "variants"
 METHOD = (
-    "float32, causal; rotary: reference apply_rotary + reference SDPA vs torch SDPA(MATH) on the rotated "
-    "q, k and vs reference SDPA without rotation; GQA 8 query / 2 KV heads: reference grouped_attention vs "
-    "reference SDPA on repeat_interleave'd KV (MHA) and vs torch SDPA(MATH, enable_gqa); medians of "
-    "interleaved rounds"
+    "float32, causal; rotary: reference apply_rotary + reference SDPA vs torch rotate_half rotation + "
+    "SDPA(MATH) and vs reference SDPA without rotation; GQA 8 query / 2 KV heads: reference "
+    "grouped_attention vs reference SDPA on repeat_interleave'd KV (MHA) and vs torch SDPA(MATH, "
+    "enable_gqa); medians of interleaved rounds"
 )
 
 
@@ -32,6 +33,16 @@ def _math(fn: Callable[[], object]) -> object:
         return fn()
     with sdpa_kernel(SDPBackend.MATH):
         return fn()
+
+
+def _rotate_half_rope(x: torch.Tensor, pos: torch.Tensor, theta: float = 10000.0) -> torch.Tensor:
+    """Rotary as Hugging Face Llama computes it (float32 angles, ``x cos + rotate_half(x) sin``)."""
+    d = x.shape[-1]
+    inv_freq = 1.0 / (theta ** (torch.arange(0, d, 2, dtype=torch.float32, device=x.device) / d))
+    angles = pos.float()[:, None] * inv_freq[None, :]
+    emb = torch.cat([angles, angles], dim=-1)
+    x1, x2 = x[..., : d // 2], x[..., d // 2 :]
+    return x * emb.cos().to(x.dtype) + torch.cat([-x2, x1], dim=-1) * emb.sin().to(x.dtype)
 
 
 def _ratio_row(case: str, figure: str, times: dict[str, list[float]], num: str, den: str, extra: dict) -> Row:
@@ -84,10 +95,11 @@ def run(settings: Settings) -> list[Row]:
             with torch.no_grad():
                 return scaled_dot_product_attention(q, k, v, keep)
 
-        qr, kr = apply_rotary(q, pos), apply_rotary(k, pos)
-
-        def torch_rope(qr: torch.Tensor = qr, kr: torch.Tensor = kr, v: torch.Tensor = v) -> object:
+        def torch_rope(
+            q: torch.Tensor = q, k: torch.Tensor = k, v: torch.Tensor = v, pos: torch.Tensor = pos
+        ) -> object:
             with torch.no_grad():
+                qr, kr = _rotate_half_rope(q, pos), _rotate_half_rope(k, pos)
                 return _math(lambda: sdpa(qr, kr, v, is_causal=True))
 
         times = interleaved(
