@@ -87,7 +87,7 @@ def apply_rotary(
     if layout == "half":  # pair i = columns (i, i + half), as pair_columns says
         a, b = rot[..., :half], rot[..., half:]
     else:  # pair i = columns (2i, 2i + 1)
-        pairs = rot.unflatten(-1, (half, 2))
+        pairs = rot.reshape(*rot.shape[:-1], half, 2)
         a, b = pairs[..., 0], pairs[..., 1]
     turned_a, turned_b = a * cos - b * sin, b * cos + a * sin
     if layout == "half":
