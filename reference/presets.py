@@ -32,7 +32,10 @@ def llama(*, num_kv_heads: int | None = None, rope_theta: float = 10000.0, **siz
 
 
 def mistral(*, sliding_window: int, **kwargs: Any) -> TransformerConfig:
-    """Mistral: Llama's architecture with a sliding window. Claims: window.blind-outside."""
+    """Mistral: Llama's architecture with a sliding window.
+
+    Claims: window.blind-outside, lm.mistral-equals-hf.
+    """
     config = llama(**kwargs)
     return replace(config, arch=replace(config.arch, sliding_window=sliding_window))
 

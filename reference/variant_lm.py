@@ -179,7 +179,8 @@ class VariantLM(nn.Module):
     """Decoder-only LM for any architecture ``config.arch`` declares.
 
     Claims: lm.variant-cache-equals-recompute, arch.notes-default,
-    lm.left-padding-position-ids, lm.llama-equals-hf, lm.neox-equals-hf, block.final-norm.
+    lm.left-padding-position-ids, lm.llama-equals-hf, lm.mistral-equals-hf, lm.neox-equals-hf,
+    block.final-norm.
     """
 
     def __init__(self, config: TransformerConfig) -> None:
