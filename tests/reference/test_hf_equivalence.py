@@ -211,8 +211,9 @@ def mistral_config(window: int | None) -> TransformerConfig:
 @given(window=st.integers(2, 6), length=st.integers(2, 10), seed=st.integers(0, 2**16))
 def test_mistral_matches_transformers(window, length, seed) -> None:
     # Window 1 is left out: in transformers 5.24 a MistralForCausalLM with sliding_window=1 decodes with
-    # its cache differently from its own full forward pass (its DynamicSlidingWindowLayer keeps every
-    # key instead of none), while its full forward pass agrees with the reference.
+    # its cache differently from its own full forward pass (DynamicSlidingWindowLayer keeps
+    # keys[:, :, -sliding_window + 1:], i.e. [0:], every key instead of none), while its full forward
+    # pass agrees with the reference.
     check_equivalence(mistral_config(window), hf_mistral(window, seed), nt.HF_LLAMA, length, seed)
 
 
