@@ -1,4 +1,6 @@
-"""Bad input to the variant components raises a clear error naming the argument (as test_bad_input_pointwise).
+"""Bad input to the variant components raises a clear error naming the argument.
+
+Rows as in test_bad_input_pointwise: a call, the accepted error types, and text the message must contain.
 """
 
 from collections.abc import Callable
