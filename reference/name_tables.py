@@ -189,13 +189,11 @@ NOTES_DECODER_ONLY = NameTable(
 )
 
 
-def present_rules(table: NameTable, state: Mapping[str, Tensor], num_layers: int) -> NameTable:
-    """``table`` restricted to the rules whose source tensors exist in ``state`` (optional weights).
+def present_rules(table: NameTable, state: Mapping[str, Tensor]) -> NameTable:
+    """``table`` restricted to the rules whose source tensors exist in ``state`` (layer 0 for layer rules).
 
     For tables whose optional parts (learned positions, a final norm) depend on the configuration.
+    Claims: arch.notes-default.
     """
-    names = set(state)
-    kept = tuple(
-        r for r in table.rules if r[0].replace("{i}", "0") in names or (num_layers == 0 and "{i}" in r[0])
-    )
+    kept = tuple(rule for rule in table.rules if rule[0].replace("{i}", "0") in state)
     return NameTable(table.name, kept, table.ignore)

@@ -233,8 +233,9 @@ class VariantLM(nn.Module):
         b, n = real.shape
         if self.config.arch.position_ids == "slots":
             return torch.arange(past, past + n, device=real.device).expand(b, n)
-        before = cache.real_count if cache is not None and cache.real_count is not None else 0
-        counts = before + torch.cumsum(real.long(), dim=1)  # real tokens up to and including this one
+        counts = torch.cumsum(real.long(), dim=1)  # real tokens up to and including this one
+        if cache is not None and cache.real_count is not None:
+            counts = counts + cache.real_count[:, None]
         if cache is not None:
             cache.real_count = counts[:, -1].clone()
         return (counts - 1).clamp(min=0)

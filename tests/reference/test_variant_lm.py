@@ -179,7 +179,7 @@ def test_model_window_hides_old_tokens_and_wide_window_is_causal(window, seed) -
 
 def load_notes_weights(variant: VariantLM, notes: DecoderOnlyLM) -> None:
     state = notes.state_dict()
-    table = nt.present_rules(nt.NOTES_DECODER_ONLY, state, notes.config.num_layers)
+    table = nt.present_rules(nt.NOTES_DECODER_ONLY, state)
     variant.load_state_dict(nt.to_reference(state, table, num_layers=notes.config.num_layers, num_heads=4))
 
 
@@ -306,12 +306,22 @@ def test_decoding_after_a_left_padded_prompt(kind, seed) -> None:
         Architecture(**{**arch.__dict__, "position_ids": "from_first_token"}), positional=positional
     )
     model = build(config, seed)
-    tokens = ids((1, 6), seed, VOCAB)
-    padded, mask = left_padded(tokens[:, :3], 2)
-    cache = model.new_cache(1)
-    steps = [model.step(padded, cache, mask)[:, 2:]]
-    steps += [model.step(tokens[:, t : t + 1], cache) for t in range(3, 6)]
-    assert_close(torch.cat(steps, dim=1), model(tokens), f"{kind}: padded prompt then decoding vs unpadded")
+    tokens = ids((3, 6), seed, VOCAB)
+    prompt_lengths = [3, 1, 2]  # row r: a prompt of prompt_lengths[r] real tokens, left-padded to 3
+    padded = torch.zeros(3, 3, dtype=torch.long)
+    mask = torch.zeros(3, 3, dtype=torch.bool)
+    for r, n in enumerate(prompt_lengths):
+        padded[r, 3 - n :], mask[r, 3 - n :] = tokens[r, :n], True
+    cache = model.new_cache(3)
+    first = model.step(padded, cache, mask)
+    steps = [
+        model.step(torch.stack([tokens[r, n + t] for r, n in enumerate(prompt_lengths)])[:, None], cache)
+        for t in range(3)
+    ]
+    for r, n in enumerate(prompt_lengths):
+        alone = model(tokens[r : r + 1, : n + 3])[0]
+        got = torch.cat([first[r, 3 - n :], *(s[r] for s in steps)], dim=0)
+        assert_close(got, alone, f"{kind}: row {r} (prompt {n}, left-padded) then decoding vs unpadded")
 
 
 def check_parallel(model: VariantLM, x) -> None:
