@@ -15,4 +15,5 @@ BENCHMARKS: dict[str, str] = {
     "shape-checks": "benchmarks.shape_checks",
     "audit-cost": "benchmarks.audit_cost",
     "vs-nn-transformer": "benchmarks.vs_nn_transformer",
+    "variants": "benchmarks.variants",
 }

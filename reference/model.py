@@ -22,6 +22,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
+from transformer_conformance.reference.architecture import Architecture
 from transformer_conformance.reference.cache import KVCache
 from transformer_conformance.reference.checking import checked, require
 from transformer_conformance.reference.config import TransformerConfig
@@ -29,6 +30,19 @@ from transformer_conformance.reference.decoder import Decoder, DecoderOnlyStack
 from transformer_conformance.reference.embedding import OutputProjection, TokenEmbedding
 from transformer_conformance.reference.encoder import Encoder
 from transformer_conformance.reference.positional import LearnedPositionalEncoding, sinusoidal_encoding
+
+
+def require_notes_architecture(config: TransformerConfig) -> None:
+    """These models build the notes' architecture only; variants are ``reference.variant_lm.VariantLM``.
+
+    Claims: arch.notes-default.
+    """
+    require(
+        config.arch == Architecture(),
+        "config.arch",
+        "the notes' architecture Architecture() (build variants with reference.variant_lm.VariantLM)",
+        config.arch,
+    )
 
 
 @dataclass
@@ -133,6 +147,7 @@ class EncoderDecoder(nn.Module):
 
     def __init__(self, config: TransformerConfig) -> None:
         super().__init__()
+        require_notes_architecture(config)
         self.config = config
         d = config.d_model
         self.src_embed = TokenEmbedding(config.vocab_size, d, scale=config.scale_embedding)
@@ -254,6 +269,7 @@ class DecoderOnlyLM(nn.Module):
 
     def __init__(self, config: TransformerConfig) -> None:
         super().__init__()
+        require_notes_architecture(config)
         self.config = config
         self.embed = TokenEmbedding(config.vocab_size, config.d_model, scale=config.scale_embedding)
         self.pos_embed: LearnedPositionalEncoding | None = (

@@ -36,6 +36,32 @@ COMPONENTS: tuple[str, ...] = (
     "sampling",
     "generation",
     "config",
+    # beyond the notes: architecture variants
+    "architecture",
+    "rotary",
+    "alibi",
+    "relative_bias",
+    "rmsnorm",
+    "gated_ffn",
+    "grouped",
+    "variant_lm",
+    "name_tables",
+    "presets",
+)
+#: Areas of claims beyond the notes (architecture variants): every claim in them has origin "project",
+#: and SPEC.md renders them in their own part.
+BEYOND_NOTES_AREAS: tuple[str, ...] = (
+    "arch",
+    "rotary",
+    "alibi",
+    "relbias",
+    "rmsnorm",
+    "gated",
+    "gqa",
+    "window",
+    "scoring",
+    "block",
+    "lm",
 )
 #: The declared conventions of ``conformance.adapter.Conventions`` that a claim may depend on.
 CONVENTIONS: tuple[str, ...] = (
@@ -227,6 +253,8 @@ def _parse_claim(
     origin = entry.get("origin", "notes")
     if origin not in ORIGINS:
         problems.append(f"{where}: bad origin {origin!r} (expected one of {', '.join(ORIGINS)})")
+    if area in BEYOND_NOTES_AREAS and origin != "project":
+        problems.append(f'{where}: area {area!r} is beyond the notes; its claims need origin = "project"')
     sources = _parse_sources(entry, where, notes, problems)
     if not sources and origin == "notes":
         problems.append(f'{where}: no sources; cite the notes or declare origin = "project"')
@@ -337,6 +365,7 @@ def load_pending(path: Path | str | None = None) -> dict[str, str]:
 
 
 __all__ = [
+    "BEYOND_NOTES_AREAS",
     "CLAIMS_PATH",
     "COMPONENTS",
     "CONVENTIONS",

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from transformer_conformance.spec import STATUSES, Claim, Note, load_claims, load_notes
+from transformer_conformance.spec import BEYOND_NOTES_AREAS, STATUSES, Claim, Note, load_claims, load_notes
 from transformer_conformance.spec.links import collect
 
 #: The figures of spec/figures/ (drawn by ``spec/figures.py``, run by ``make spec``): file name ->
@@ -70,7 +70,11 @@ def _summary(areas: Mapping[str, list[Claim]], tested: Mapping[str, list[str]]) 
         counts.append(len(claims))
         counts.append(sum(c.needs_test and c.id not in tested for c in claims))
         totals = [a + b for a, b in zip(totals, counts)]
-        lines.append(f"| [{area}](#{area}) | " + " | ".join(str(n) for n in counts) + " |")
+        if area in BEYOND_NOTES_AREAS:
+            link = f"[{area}](#{area}-beyond-the-notes) (beyond the notes)"
+        else:
+            link = f"[{area}](#{area})"
+        lines.append(f"| {link} | " + " | ".join(str(n) for n in counts) + " |")
     lines.append("| **total** | " + " | ".join(f"**{n}**" for n in totals) + " |")
     return lines
 
@@ -164,8 +168,27 @@ def render(root: Path | None = None, claims_path: Path | str | None = None) -> s
     checks = links.checks_by_claim()
     check_ids = {c.target: c.check_id for c in links.checks}
     for area, area_claims in areas.items():
+        if area in BEYOND_NOTES_AREAS:
+            continue
         lines.extend([f"## {area}", ""])
         for claim in area_claims:
+            lines.extend(_claim_section(claim, notes, tested, checks, check_ids))
+    beyond = [area for area in areas if area in BEYOND_NOTES_AREAS]
+    if beyond:
+        lines.extend(
+            [
+                "# Beyond the notes: architecture variants",
+                "",
+                "The notes describe the 2017 architecture. The claims below (origin **project**) cover the",
+                "variants real models use: rotary, ALiBi and relative positions, RMSNorm, gated FFNs,",
+                "grouped-query attention, sliding windows, soft-capping, parallel blocks, and the",
+                "Hugging Face equivalence tests (docs/ARCHITECTURE.md, \"Architecture variants\").",
+                "",
+            ]
+        )
+    for area in beyond:
+        lines.extend([f"## {area} (beyond the notes)", ""])
+        for claim in areas[area]:
             lines.extend(_claim_section(claim, notes, tested, checks, check_ids))
     return "\n".join(lines).rstrip("\n") + "\n"
 
