@@ -28,6 +28,9 @@ from transformer_conformance.registry import check
 
 ATTN = (Capability.ATTENTION,)
 SHAPES = "attention.shapes"
+#: The formula check. Checks that can judge their claim only against the oracle's values depend on it,
+#: so a formula bug is reported under the formula's claims and those checks show ``blocked``.
+DIFFERENTIAL = "attention.differential"
 #: Sequence length of the long self-attention case of ``attention.weights.shape`` (the pattern must
 #: keep growing as L * L past the small cases).
 LONG = 40
@@ -140,12 +143,22 @@ def weights_shape(ctx: CheckContext) -> None:
 
 @check("attention.shapes.value-width", claims=("attention.shapes",), needs=ATTN, depends_on=(SHAPES,))
 def value_width(ctx: CheckContext) -> None:
-    """d_v != d_k is allowed: the output takes the width of V, and matches the oracle."""
+    """d_v != d_k is allowed: the output takes the width of V, and each output column is the one the
+    target itself computes from a d_v == d_k slice of V holding that column (output columns are
+    independent of each other, so this needs no formula: a formula bug is judged elsewhere)."""
     for case in attention_cases(ctx, value_width_differs=True):
         q, k, v = qkv(ctx, case)
         out, _ = run_attention(ctx, case, q, k, v, None)
-        out64, _, same, _ = oracle(q, k, v, None)
-        ctx.compare(f"output [{case.describe()}]", out, out64, same)
+        extra = case.dv - case.d
+        narrow = AttnCase(case.b, case.h, case.nq, case.nk, case.d, case.d)
+        for first in (0, extra):  # the first d and the last d columns of V: together every column
+            part, _ = run_attention(ctx, narrow, q, k, v[..., first : first + case.d].contiguous(), None)
+            ctx.compare_direct(
+                f"output columns {first}..{first + case.d - 1} vs the call with those columns of V "
+                f"[{case.describe()}]",
+                out[..., first : first + case.d],
+                part.double(),
+            )
 
 
 @check("attention.weights.range", claims=("attention.weights.range",), needs=ATTN, depends_on=(SHAPES,))
@@ -224,28 +237,26 @@ class MaskedRowRun(NamedTuple):
     out: Tensor
     weights: Tensor | None
     rows: Tensor  # [b, h, nq] True where the query sees a key
-    w64: Tensor
-    wsame: Tensor
 
 
 def _masked_row_case(ctx: CheckContext, case: AttnCase) -> MaskedRowRun:
-    """Run one case with a fully masked query row; rows with a visible key must match the oracle."""
+    """Run one case with a fully masked query row; rows with a visible key must stay finite (their
+    values are the formula's business, judged by ``attention.differential``)."""
     q, k, v = qkv(ctx, case)
     keep = random_keep(ctx, case, fully_masked_row=True)
     out, weights = run_attention(ctx, case, q, k, v, keep)
     rows = live_rows(keep, case, out.device)
-    out64, w64, same, wsame = oracle(q, k, v, keep)
     ctx.expect_finite("output rows with a visible key", out[rows])
-    compare_rows(ctx, "output rows with a visible key", out, out64, same, rows)
-    return MaskedRowRun(q, k, v, keep, out, weights, rows, w64, wsame)
+    return MaskedRowRun(q, k, v, keep, out, weights, rows)
 
 
 @check("attention.fully-masked-row", claims=("attention.fully-masked-row",), needs=ATTN, depends_on=(SHAPES,))
 def fully_masked_row(ctx: CheckContext) -> None:
     """Project policy: a query that sees no key gets weights and an output row of exactly 0 (no NaN),
     with a boolean mask and, where the target takes one (``attention_additive``), a 0/-inf additive
-    mask; the other rows stay finite and correct. Not applicable to a target declaring another
-    convention (``attention.fully-masked-row.declared`` judges that one)."""
+    mask; the other rows stay finite (their values are judged by the formula check, not here). Not
+    applicable to a target declaring another convention (``attention.fully-masked-row.declared``
+    judges that one)."""
     require_zero_policy(ctx)
     additive = getattr(ctx.adapter, "attention_additive", None)
     for case in attention_cases(ctx):
@@ -268,8 +279,6 @@ def fully_masked_row(ctx: CheckContext) -> None:
                 )
             if w is not None and not bool((w[dead] == 0).all()):
                 ctx.fail(FailureKind.PROPERTY, f"fully masked row ({how}): weights are not all exactly 0")
-        if r.weights is not None:
-            compare_rows(ctx, "weights rows with a visible key", r.weights, r.w64, r.wsame, r.rows)
 
 
 @check(
@@ -281,7 +290,7 @@ def fully_masked_row(ctx: CheckContext) -> None:
 def fully_masked_row_declared(ctx: CheckContext) -> None:
     """A target declaring a convention other than the project's zero policy (nan: NaN row; uniform: the
     mean of all values, weights 1/num_k) follows it, while every row with a visible key still sums
-    to 1 and matches the oracle. Credits only the row-sum claim: such a target does not meet the
+    to 1. Credits only the row-sum claim: such a target does not meet the
     policy ``attention.fully-masked-row``. Not applicable under 'zero' (judged by the policy check) or
     without returned weights."""
     convention = ctx.adapter.conventions.fully_masked_row
@@ -313,12 +322,11 @@ def fully_masked_row_declared(ctx: CheckContext) -> None:
         ctx.compare_direct(
             f"row sums with a visible key [{case.describe()}]", sums.to(w.dtype), torch.ones_like(sums)
         )
-        compare_rows(ctx, "weights rows with a visible key", w, r.w64, r.wsame, r.rows)
 
 
 # -- differential ------------------------------------------------------------------------------
 @check(
-    "attention.differential",
+    DIFFERENTIAL,
     claims=("attention.formula", "attention.score-is-dot-product", "attention.scale.sqrt-dk"),
     needs=ATTN,
     depends_on=(SHAPES,),
@@ -342,12 +350,13 @@ def differential(ctx: CheckContext) -> None:
     "attention.half-precision",
     claims=("attention.half-precision-softmax",),
     needs=ATTN,
-    depends_on=(SHAPES,),
+    depends_on=(SHAPES, DIFFERENTIAL),
     kind="differential",
 )
 def half_precision(ctx: CheckContext) -> None:
     """In each declared float16/bfloat16: unit scores match the oracle (differential rule against the
-    reference in that dtype); scores x1e3 give finite outputs inside the hull of the values."""
+    reference in that dtype); scores x1e3 give finite outputs inside the hull of the values. Depends on
+    the formula check: against the oracle a formula bug would show here too."""
     for dtype in half_dtypes(ctx):
         for case in attention_cases(ctx)[:3]:
             q, k, v = qkv(ctx, case, dtype=dtype)
