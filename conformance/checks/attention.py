@@ -22,6 +22,7 @@ from transformer_conformance.checks.inputs import (
     require_zero_policy,
 )
 from transformer_conformance.context import CheckContext, FailureKind, NotApplicable
+from transformer_conformance.reference import tolerance
 from transformer_conformance.reference.attention import scaled_dot_product_attention
 from transformer_conformance.reference.masks import additive_mask
 from transformer_conformance.registry import check
@@ -334,16 +335,27 @@ def fully_masked_row_declared(ctx: CheckContext) -> None:
 )
 def differential(ctx: CheckContext) -> None:
     """Output (and weights) match softmax(q k^T / sqrt(d_k)) v of the float64 oracle, with and without
-    masks, for unit scores and scores scaled by 1e3 (differential tolerance rule)."""
+    masks, for unit scores and scores scaled by 1e3 (differential tolerance rule with score
+    conditioning: the error the working dtype's rounding of large scores forces is allowed)."""
+    differential_at_scales(ctx, (1.0, SCORE_SCALE))
+
+
+def differential_at_scales(ctx: CheckContext, scales: tuple[float, ...]) -> None:
+    """The body of ``attention.differential`` for the given score scales (the calibration benchmark,
+    ``benchmarks/calibration.py``, runs it over more of them)."""
     for case in attention_cases(ctx):
-        for scale in (1.0, SCORE_SCALE):
+        for scale in scales:
             q, k, v = qkv(ctx, case, score_scale=scale)
             for keep in masks_for(ctx, case):
                 out, weights = run_attention(ctx, case, q, k, v, keep)
                 out64, w64, same, wsame = oracle(q, k, v, keep)
-                ctx.compare(f"output [{case.describe()}, score x{scale:g}]", out, out64, same)
+                c_out, c_w = tolerance.attention_score_conditioning(
+                    q, k, v, w64, out64, scale=case.d**-0.5, dtype=q.dtype
+                )
+                what = f"[{case.describe()}, score x{scale:g}]"
+                ctx.compare(f"output {what}", out, out64, same, conditioning=c_out)
                 if weights is not None:
-                    ctx.compare(f"weights [{case.describe()}, score x{scale:g}]", weights, w64, wsame)
+                    ctx.compare(f"weights {what}", weights, w64, wsame, conditioning=c_w)
 
 
 @check(
