@@ -150,9 +150,9 @@ def value_width(ctx: CheckContext) -> None:
     for case in attention_cases(ctx, value_width_differs=True):
         q, k, v = qkv(ctx, case)
         out, _ = run_attention(ctx, case, q, k, v, None)
-        extra = case.dv - case.d
         narrow = AttnCase(case.b, case.h, case.nq, case.nk, case.d, case.d)
-        for first in (0, extra):  # the first d and the last d columns of V: together every column
+        last = case.dv - case.d
+        for first in sorted({*range(0, last + 1, case.d), last}):  # d-wide slices covering every column
             part, _ = run_attention(ctx, narrow, q, k, v[..., first : first + case.d].contiguous(), None)
             ctx.compare_direct(
                 f"output columns {first}..{first + case.d - 1} vs the call with those columns of V "
