@@ -17,7 +17,7 @@ figures per profile (quick, ci, thorough):
   ``REJECTED_BY`` names (as ``tests/conformance/test_teeth.py`` does), once per seed; a (mutant, seed)
   counts as killed when every named check fails.
 
-Seeds: ``--seeds N`` for the correct targets (default 50 full, 10 quick, 1 tiny; the figures in
+Seeds: ``--seeds N`` for the correct targets (default 30 full, 10 quick, 1 tiny; the figures in
 docs/PERFORMANCE.md are from ``python -m benchmarks calibration --seeds 200``) and ``max(1, N // 10)``
 for the mutants. Runs with one torch thread (small tensors); the correct targets run with the
 run-time shape checks off (they change no value, and halve the cost), the mutants with them as the
@@ -152,7 +152,7 @@ def run(settings: Settings) -> list[Row]:
 
 
 def _run(settings: Settings) -> list[Row]:
-    count = settings.seeds if settings.seeds is not None else settings.pick(50, 10, 1)
+    count = settings.seeds if settings.seeds is not None else settings.pick(30, 10, 1)
     mutant_count = max(1, count // 10)
     first = settings.seed
     rows: list[Row] = []
