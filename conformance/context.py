@@ -249,10 +249,19 @@ class CheckContext:
             self.fail(FailureKind.NONFINITE, f"{what}: {bad} entries are NaN/Inf where the oracle is finite")
         return tensor
 
-    def compare(self, what: str, actual: Any, oracle64: Tensor, reference_same_dtype: Tensor) -> None:
-        """Differential rule (``reference.tolerance.differential``); NUMERIC failure when exceeded."""
+    def compare(
+        self,
+        what: str,
+        actual: Any,
+        oracle64: Tensor,
+        reference_same_dtype: Tensor,
+        *,
+        conditioning: Tensor | None = None,
+    ) -> None:
+        """Differential rule (``reference.tolerance.differential``, with the optional ``conditioning``
+        bound); NUMERIC failure when exceeded."""
         tensor = self._prepare(what, actual, oracle64)
-        result = tolerance.differential(tensor, oracle64, reference_same_dtype)
+        result = tolerance.differential(tensor, oracle64, reference_same_dtype, conditioning=conditioning)
         if not result.ok:
             errors = error_sample(tensor, oracle64, result.allowed, result.rule)
             self.fail(

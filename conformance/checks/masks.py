@@ -14,6 +14,7 @@ from torch import Tensor
 
 from transformer_conformance.adapter import Capability
 from transformer_conformance.checks.attention import (
+    DIFFERENTIAL,
     SHAPES,
     compare_rows,
     need_weights,
@@ -303,7 +304,7 @@ def causal_diagonal_visible(ctx: CheckContext) -> None:
     "mask.causal.differential",
     claims=("mask.causal.alignment", "mask.causal.boolean-lower-triangular"),
     needs=ATTN,
-    depends_on=(SHAPES,),
+    depends_on=(SHAPES, DIFFERENTIAL),  # judged against the oracle: blocked when the formula fails
     kind="differential",
 )
 def causal_differential(ctx: CheckContext) -> None:
@@ -325,7 +326,7 @@ def causal_differential(ctx: CheckContext) -> None:
     "mask.causal.additive",
     claims=("mask.causal.additive-form",),
     needs=ATTN,
-    depends_on=(SHAPES,),
+    depends_on=(SHAPES, DIFFERENTIAL),  # judged against the oracle: blocked when the formula fails
     kind="differential",
 )
 def causal_additive(ctx: CheckContext) -> None:

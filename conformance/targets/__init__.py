@@ -28,7 +28,7 @@ BUILTIN_TARGETS: dict[str, str] = {
     "torch-decoder-layer": "transformer_conformance.targets.torch_layers:make_decoder_layer",
     "torch-transformer": "transformer_conformance.targets.torch_layers:make_transformer",
     "torch-transformer-fastpath": "transformer_conformance.targets.torch_layers:make_transformer_fastpath",
-    "hf-gpt2": "conformance.targets.hf_gpt2:make",
+    "hf-gpt2": "transformer_conformance.targets.hf_gpt2:make",
 }
 
 
@@ -36,7 +36,7 @@ def _mutant_targets() -> dict[str, str]:
     """``mutant.<name>`` for every module of ``transformer_conformance.mutants`` (found, not imported)."""
     found = pkgutil.iter_modules(transformer_conformance.mutants.__path__)
     return {
-        f"mutant.{info.name.replace('_', '-')}": f"conformance.mutants.{info.name}:make"
+        f"mutant.{info.name.replace('_', '-')}": f"transformer_conformance.mutants.{info.name}:make"
         for info in sorted(found, key=lambda m: m.name)
         if not info.name.startswith("_")
     }

@@ -28,7 +28,7 @@ def mutant_modules() -> dict[str, ModuleType]:
     for info in pkgutil.iter_modules(transformer_conformance.mutants.__path__):
         if not info.name.startswith("_"):
             modules[f"mutant.{info.name.replace('_', '-')}"] = importlib.import_module(
-                f"conformance.mutants.{info.name}"
+                f"transformer_conformance.mutants.{info.name}"
             )
     return modules
 
