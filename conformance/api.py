@@ -250,6 +250,27 @@ def deviation_name(impl: str, adapter_name: str, given_as_string: bool, explicit
     return adapter_name
 
 
+def target_names(impls: Sequence[str], in_process: bool = False) -> list[str]:
+    """The report names of ``impls`` without running any target code here: a built-in target is its
+    name; a ``package.module:factory`` target is built in a worker process (``in_process``: here) to
+    read its adapter's name. UsageError for an unknown or broken target."""
+    names = []
+    for impl in impls:
+        if impl in BUILTIN_TARGETS:
+            names.append(impl)
+            continue
+        if in_process or ":" not in impl:
+            try:
+                names.append(resolve_target(impl).name)
+            except TargetError as exc:
+                raise UsageError(f"--impl: {exc}") from exc
+            continue
+        _, adapter, session, failure = _start_session(impl, PROFILES["ci"].time_limit_s, None)
+        session.stop()
+        names.append(impl if failure is not None else adapter.name)
+    return names
+
+
 def run_audit(
     targets: Sequence[str | Adapter] | str,
     *,
