@@ -9,14 +9,61 @@ the target (every call into a target goes through ``CheckContext.call``, which t
 of the call's wall time is shown too (wall time also covers loading the checks, resolving the target and
 building the report; no report files are written). ``--skip-thorough`` and ``--quick`` leave out the
 thorough profile.
+
+The cost of isolation: the default target set of ``make conformance`` (ci profile) audited in-process
+and isolated (each target in its own worker process), in interleaved rounds; the figure is the ratio of
+the median wall times (budget: isolated within 1.5x of in-process), with a note saying whether both
+modes gave the same verdict for every (target, check).
 """
 
+import statistics
 import time
+
+import torch
 
 from benchmarks._timing import Row, Settings
 
 NAME = "audit-cost"
 SHARE_TARGET = 0.5
+ISOLATION_BUDGET = 1.5
+#: The default target set of ``make conformance`` (the Makefile's TARGETS).
+DEFAULT_TARGETS = (
+    "reference,torch-sdpa-math,torch-sdpa-flash,torch-sdpa-efficient,torch-sdpa-cudnn,torch-mha,"
+    "torch-layernorm,torch-encoder-layer,torch-encoder-layer-fastpath,torch-decoder-layer,"
+    "torch-transformer,torch-transformer-fastpath,hf-gpt2"
+)
+
+
+def isolation_rows(settings: Settings) -> list[Row]:
+    """In-process vs isolated audit of the default target set, interleaved; the wall-time ratio."""
+    from transformer_conformance.api import run_audit
+
+    targets = "reference" if settings.mode == "tiny" else DEFAULT_TARGETS
+    claims = "attention.formula" if settings.mode == "tiny" else None
+    rounds = settings.rounds(full=3, quick=1, tiny=1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the CLI's default --threads 1 (the workers inherit it)
+    times: dict[bool, list[float]] = {True: [], False: []}
+    verdicts: dict[bool, dict[tuple[str, str], str]] = {}
+    for i in range(rounds):
+        for in_process in ((True, False) if i % 2 == 0 else (False, True)):
+            start = time.perf_counter()
+            report = run_audit(targets, device=settings.device, profile="ci", claims=claims, progress=False,
+                               in_process=in_process, gate="reference")
+            times[in_process].append(time.perf_counter() - start)
+            verdicts[in_process] = {(r.target, r.check): r.status for r in report.results}
+    torch.set_num_threads(threads)
+    inproc, isolated = statistics.median(times[True]), statistics.median(times[False])
+    ratio = isolated / inproc if inproc > 0 else 0.0
+    same = verdicts[True] == verdicts[False]
+    case = f"targets={'reference' if settings.mode == 'tiny' else 'default set'}"
+    return [
+        Row(NAME, case, "wall time in-process", inproc, "s", note=f"median of {rounds} round(s)"),
+        Row(NAME, case, "wall time isolated", isolated, "s", note="a worker process per target"),
+        Row(NAME, case, "isolated / in-process", ratio, "x", f"<= {ISOLATION_BUDGET:g}x",
+            ratio <= ISOLATION_BUDGET,
+            f"{len(verdicts[False])} results; same verdicts in both modes: {'yes' if same else 'NO'}"),
+    ]
 
 
 def run(settings: Settings) -> list[Row]:
@@ -52,4 +99,4 @@ def run(settings: Settings) -> list[Row]:
                         share >= SHARE_TARGET if has_target else None,
                         f"target {summary.target_time_s:.2f} s of {summary.total_time_s:.2f} s in checks"))
         rows.append(Row(NAME, f"profile={profile}", "target share of wall time", share_wall * 100, "%"))
-    return rows
+    return rows + isolation_rows(settings)

@@ -232,7 +232,8 @@ def _summary(impl: str, adapter: Any, gated: bool, problems: list[str]) -> Targe
         impl=impl,
         capabilities=sorted(c.value for c in adapter.capabilities),
         conventions={
-            k: (v if not isinstance(v, tuple) else [str(x) for x in v]) for k, v in asdict(adapter.conventions).items()
+            k: (v if not isinstance(v, tuple) else [str(x) for x in v])
+            for k, v in asdict(adapter.conventions).items()
         },
         gated=gated,
         problems=problems,
@@ -404,7 +405,9 @@ def run_audit(
                 session.stop()
 
 
-def _start_session(entry: str | Adapter, limit: float, memory_limit_mib: float | None) -> tuple[str, Any, Any, Any]:
+def _start_session(
+    entry: str | Adapter, limit: float, memory_limit_mib: float | None
+) -> tuple[str, Any, Any, Any]:
     """(impl, adapter proxy or label, session, build failure) for one isolated target."""
     from transformer_conformance import isolation
 
@@ -412,7 +415,7 @@ def _start_session(entry: str | Adapter, limit: float, memory_limit_mib: float |
     if isinstance(entry, Adapter):
         try:
             pickle.dumps(entry)
-        except Exception as exc:  # noqa: BLE001 - whatever pickling raised
+        except Exception as exc:
             raise UsageError(
                 f"--impl: the Adapter instance {entry.name!r} cannot be sent to its worker process "
                 f"({type(exc).__name__}: {exc}); define its class at module level, pass a "

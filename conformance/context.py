@@ -185,7 +185,8 @@ class CheckContext:
                 raise
             except Exception as exc:
                 raise CheckFailure(
-                    FailureKind.RAISED, f"target {self.adapter.name!r}: {name} raised {type(exc).__name__}: {exc}"
+                    FailureKind.RAISED,
+                    f"target {self.adapter.name!r}: {name} raised {type(exc).__name__}: {exc}",
                 ) from exc
             finally:
                 self.target_time_s += self.session.target_time_s - before

@@ -12,6 +12,7 @@ the next check gets a fresh worker.
 """
 
 import atexit
+import contextlib
 import inspect
 import os
 import pickle
@@ -233,10 +234,8 @@ class TargetSession:
             return
         pid, conn = self.pid, self.conn
         self.conn = None
-        try:
+        with contextlib.suppress(OSError):
             conn.send_bytes(pickle.dumps(("bye",)))
-        except OSError:
-            pass
         _exited(pid, 0.5)
         self._kill(pid)
         conn.close()
@@ -245,10 +244,8 @@ class TargetSession:
 
     @staticmethod
     def _kill(pid: int) -> None:
-        try:
+        with contextlib.suppress(OSError):
             os.killpg(pid, signal.SIGKILL)
-        except OSError:
-            pass
 
     def begin_check(self, limit_s: float) -> None:
         """Start the clock of one check: every call must come back before ``limit_s`` from now."""
@@ -262,19 +259,15 @@ class TargetSession:
             self.stop()
             return
         if self.created and self.conn is not None:
-            try:
+            with contextlib.suppress(OSError):
                 self.conn.send_bytes(pickle.dumps(("release", self.created)))
-            except OSError:
-                pass
         self.created = []
 
     # -- calls -----------------------------------------------------------------------------------
     def _send(self, message: Any) -> None:
         assert self.conn is not None
-        try:
+        with contextlib.suppress(OSError):  # the worker died: the reply read tells how
             self.conn.send_bytes(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
-        except OSError:
-            pass  # the worker died: the reply read tells how
 
     def _die(self, failure: CheckFailure) -> CheckFailure:
         self.fatal = failure
@@ -289,8 +282,8 @@ class TargetSession:
             raise self._die(
                 CheckFailure(
                     FailureKind.TIMEOUT,
-                    f"check did not finish within the time limit of {self.limit_s:g} s (the target hung or is "
-                    f"far too slow, {doing}); its worker process was killed, the next check gets a fresh one",
+                    f"check did not finish within the time limit of {self.limit_s:g} s (the target hung or "
+                    f"is far too slow, {doing}); its worker was killed, the next check gets a new one",
                     allowed=self.limit_s,
                 )
             )
@@ -310,7 +303,8 @@ class TargetSession:
             if code < 0:
                 failure = CheckFailure(
                     FailureKind.CRASHED,
-                    f"target {self.label!r}: its worker process was killed by {_signal_name(code)} {doing}{limit}",
+                    f"target {self.label!r}: its worker process was killed by {_signal_name(code)} "
+                    f"{doing}{limit}",
                 )
             else:
                 failure = CheckFailure(
@@ -322,9 +316,11 @@ class TargetSession:
             raise failure
         try:
             return safe_loads(data)
-        except Exception as exc:  # noqa: BLE001 - whatever the worker sent
+        except Exception as exc:
             raise self._die(
-                CheckFailure(FailureKind.CRASHED, f"target {self.label!r}: unreadable reply from its worker ({exc})")
+                CheckFailure(
+                    FailureKind.CRASHED, f"target {self.label!r}: unreadable reply from its worker ({exc})"
+                )
             ) from None
 
     def _encode(self, args: Any, kwargs: Any, generators: list[torch.Generator]) -> bytes:
@@ -333,7 +329,7 @@ class TargetSession:
                 if value._rt_session is not self or value._rt_generation != self.generation:
                     raise CheckFailure(
                         FailureKind.CRASHED,
-                        f"target {self.label!r}: a handle from a worker process that has since ended was used",
+                        f"target {self.label!r}: a handle from a worker process that has ended was used",
                     )
                 return HandleRef, (value._rt_handle, value._rt_type, value._rt_path)
             if isinstance(value, torch.Generator):
@@ -356,8 +352,8 @@ class TargetSession:
     def call(self, handle: int, path: tuple[str, ...], args: Any, kwargs: Any, name: str) -> Any:
         """Run ``handle.path(*args, **kwargs)`` in the worker; failures raise ``CheckFailure``."""
         if self.fatal is not None or self.conn is None:
-            failure = self.fatal or CheckFailure(FailureKind.CRASHED, f"target {self.label!r}: no worker")
-            raise CheckFailure(failure.kind, failure.message, allowed=failure.allowed)
+            dead = self.fatal or CheckFailure(FailureKind.CRASHED, f"target {self.label!r}: no worker")
+            raise CheckFailure(dead.kind, dead.message, allowed=dead.allowed)
         generators: list[torch.Generator] = []
         payload = self._encode(args, kwargs, generators)
         self._send(("call", handle, path, payload))
@@ -371,10 +367,9 @@ class TargetSession:
         _, kind, message, extra = reply
         if kind == "raised":
             cause = _rebuild_exception(extra.get("exc_type", ""), extra.get("exc_module", ""), message)
-            failure: CheckFailure = TargetRaised(
+            raise TargetRaised(
                 f"target {self.label!r}: {name} raised {message}", cause=cause, trace=extra.get("traceback")
-            )
-            raise failure from cause
+            ) from cause
         raise _failure(kind, f"target {self.label!r}: {message}")
 
     def signature(self, handle: int, path: tuple[str, ...]) -> inspect.Signature:
@@ -404,7 +399,7 @@ def _rebuild_exception(type_name: str, module: str, message: str) -> BaseExcepti
     if isinstance(kind, type) and issubclass(kind, Exception):
         try:
             return kind(text)
-        except Exception:  # noqa: BLE001 - an exception type with another constructor
+        except Exception:
             pass
     return RemoteError(f"{module}.{type_name}: {text}")
 

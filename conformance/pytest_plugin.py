@@ -17,7 +17,14 @@ from typing import Any
 
 import pytest
 
-from transformer_conformance.api import UsageError, check_timeout, load_registry, resolve_device, run_audit, target_names
+from transformer_conformance.api import (
+    UsageError,
+    check_timeout,
+    load_registry,
+    resolve_device,
+    run_audit,
+    target_names,
+)
 from transformer_conformance.registry import Registry, load_builtin_checks
 from transformer_conformance.report import AuditReport
 from transformer_conformance.runner import BLOCKED, ERROR, FAIL, KNOWN_DEVIATION, NOT_APPLICABLE

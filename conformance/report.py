@@ -213,7 +213,9 @@ class AuditReport:
                 f"STALE deviation for {s['target']}: {s['entry']} [{s['source']} #{s['index']}]: {s['why']}"
             )
         for name in self.empty:
-            verdict = "allowed by --allow-empty" if self.allow_empty else "fails the gate; --allow-empty accepts it"
+            verdict = (
+                "allowed by --allow-empty" if self.allow_empty else "fails the gate; --allow-empty accepts it"
+            )
             parts.append(f"EMPTY target {name}: no check applied, nothing was verified ({verdict})")
         parts.append(self.matrix_text())
         for t in self.targets:

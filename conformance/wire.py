@@ -80,8 +80,22 @@ def dumps(obj: Any, reducer: Any = None) -> bytes:
 
 _ALLOWED = {
     ("builtins", name)
-    for name in ("tuple", "list", "dict", "set", "frozenset", "int", "float", "complex", "bool", "str",
-                 "bytes", "bytearray", "slice", "range")
+    for name in (
+        "tuple",
+        "list",
+        "dict",
+        "set",
+        "frozenset",
+        "int",
+        "float",
+        "complex",
+        "bool",
+        "str",
+        "bytes",
+        "bytearray",
+        "slice",
+        "range",
+    )
 }
 _ALLOWED |= {
     ("torch", "device"),
@@ -98,9 +112,13 @@ _ALLOWED |= {
 
 class _SafeUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _ALLOWED or (module == "torch" and isinstance(getattr(torch, name, None), torch.dtype)):
+        if (module, name) in _ALLOWED or (
+            module == "torch" and isinstance(getattr(torch, name, None), torch.dtype)
+        ):
             return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"the worker sent an object of a class the audit does not accept: {module}.{name}")
+        raise pickle.UnpicklingError(
+            f"the worker sent an object of a class the audit does not accept: {module}.{name}"
+        )
 
 
 def safe_loads(data: bytes) -> Any:

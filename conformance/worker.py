@@ -9,6 +9,7 @@ copies; anything else it returns (a model, a cache, a layer) stays here behind a
 Nothing the target does here can reach the audit process: see ``transformer_conformance.isolation``.
 """
 
+import contextlib
 import ctypes
 import inspect
 import os
@@ -86,7 +87,9 @@ class Worker:
             self.memory_limit = int(spec["memory_limit"])
             _, hard = resource.getrlimit(resource.RLIMIT_AS)
             soft = _vm_size() + self.memory_limit
-            resource.setrlimit(resource.RLIMIT_AS, (soft if hard == resource.RLIM_INFINITY else min(soft, hard), hard))
+            resource.setrlimit(
+                resource.RLIMIT_AS, (soft if hard == resource.RLIM_INFINITY else min(soft, hard), hard)
+            )
         try:
             if spec.get("impl") is not None:
                 adapter: Any = resolve_target(spec["impl"])
@@ -98,7 +101,7 @@ class Worker:
         except TargetError as exc:
             self.fail("usage", str(exc))
             return
-        except BaseException as exc:  # noqa: BLE001 - the target's factory, whatever it raised
+        except BaseException as exc:
             self.fail_from(exc, "building the target")
             return
         self.handles[0] = adapter
@@ -115,7 +118,9 @@ class Worker:
         if not isinstance(conventions, Conventions):
             raise TypeError(f"conventions must be a Conventions, got {type(conventions).__name__}")
         methods = sorted(
-            name for name in dir(type(adapter)) if not name.startswith("_") and callable(getattr(type(adapter), name))
+            name
+            for name in dir(type(adapter))
+            if not name.startswith("_") and callable(getattr(type(adapter), name))
         )
         attrs = {}
         for name in dir(adapter):
@@ -142,7 +147,8 @@ class Worker:
             what = f"SystemExit({exc.code!r})" if isinstance(exc, SystemExit) else type(exc).__name__
             self.fail("exited", f"the target raised {what} while {doing}")
         elif self.memory_limit and (
-            isinstance(exc, MemoryError) or (isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc))
+            isinstance(exc, MemoryError)
+            or (isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc))
         ):
             self.fail(
                 "memory-limit",
@@ -195,7 +201,9 @@ class Worker:
             if value.is_meta or value.device.type == "meta":
                 raise TargetProblem("not-plain-tensor", f"{where} is a meta tensor (it holds no values)")
             if value.layout != torch.strided:
-                raise TargetProblem("not-plain-tensor", f"{where} has layout {value.layout}, expected a dense tensor")
+                raise TargetProblem(
+                    "not-plain-tensor", f"{where} has layout {value.layout}, expected a dense tensor"
+                )
             return value.detach()
         if type(value) in PLAIN:
             return value
@@ -222,9 +230,9 @@ class Worker:
         try:
             with torch.no_grad():
                 result = fn(*args, **kwargs)
-            if torch.cuda.is_available() and torch.cuda.is_initialized():
+            if torch.cuda.is_available() and torch.cuda.is_initialized():  # type: ignore[no-untyped-call]
                 torch.cuda.synchronize()
-        except BaseException as exc:  # noqa: BLE001 - whatever the target raised
+        except BaseException as exc:
             self.fail_from(exc, f"in {name}")
             return
         elapsed = time.perf_counter() - start
@@ -247,7 +255,10 @@ class Worker:
     def signature(self, handle: int, path: tuple[str, ...]) -> None:
         try:
             sig = inspect.signature(self.resolve(handle, path))
-            params = [(p.name, int(p.kind), p.default is not inspect.Parameter.empty) for p in sig.parameters.values()]
+            params = [
+                (p.name, int(p.kind), p.default is not inspect.Parameter.empty)
+                for p in sig.parameters.values()
+            ]
         except (TypeError, ValueError) as exc:
             self.fail("raised", f"{type(exc).__name__}: {exc}")
             return
@@ -287,10 +298,8 @@ def _same(after: Tensor, before: Tensor) -> bool:
 
 def _die_with_parent() -> None:
     """Ask Linux to kill this process when its parent (the server) dies."""
-    try:
+    with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
 
 
 def _child(fd: int) -> None:
@@ -300,7 +309,7 @@ def _child(fd: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the audit's to handle
     try:
         Worker(Connection(fd)).serve()
-    except BaseException:  # noqa: BLE001 - a bug of the worker itself: say so, then end
+    except BaseException:
         traceback.print_exc()
         os._exit(70)
     os._exit(0)
@@ -316,10 +325,8 @@ def serve_forks(control: socket.socket) -> None:
             data, fds = b"", []
         if not data:
             for pid in children:
-                try:
+                with contextlib.suppress(OSError):
                     os.killpg(pid, signal.SIGKILL)
-                except OSError:
-                    pass
             os._exit(0)
         words = data.decode().split()
         if words[0] == "fork":

@@ -55,7 +55,12 @@ def test_planted_bug_in_my_attention_is_caught(monkeypatch):
     monkeypatch.setattr(my_attention, "my_attention", leaky)
     # the planted bug is a monkeypatch of this process, which a worker process would not see
     report = run_audit(
-        [my_attention.make()], profile="quick", seed=1, claims="mask.causal.*", progress=False, in_process=True
+        [my_attention.make()],
+        profile="quick",
+        seed=1,
+        claims="mask.causal.*",
+        progress=False,
+        in_process=True,
     )
     assert report.exit_code == 1
     assert any(r.status == "fail" for r in report.results)

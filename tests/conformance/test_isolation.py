@@ -184,7 +184,9 @@ def test_in_process_mode_is_not_isolated():
 
     saved = (tolerance.differential, tolerance.direct)
     try:
-        report = run_audit([hostile.PatchesTheOracle()], registry=fakes.REGISTRY, progress=False, in_process=True)
+        report = run_audit(
+            [hostile.PatchesTheOracle()], registry=fakes.REGISTRY, progress=False, in_process=True
+        )
         assert by_target(report, "hostile-patches-oracle")["dummy.attention"].status == "pass"
     finally:
         fakes.softmax_attention = original[0]
@@ -202,7 +204,9 @@ def test_bad_timeout_is_a_usage_error_before_any_check(value, capsys):
 def test_unwritable_report_path_is_a_usage_error(tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    code = main(["run", "--impl", "reference", "--check", "attention.shapes", "--json", str(blocker / "r.json")])
+    code = main(
+        ["run", "--impl", "reference", "--check", "attention.shapes", "--json", str(blocker / "r.json")]
+    )
     assert code == 2 and "not writable" in capsys.readouterr().err
 
 
@@ -212,14 +216,20 @@ def test_target_with_no_applicable_check_fails_the_gate_unless_allowed():
     assert "EMPTY target fake-f64-only" in report.summary_text()
     assert report.to_json()["empty_targets"] == ["fake-f64-only"]
     allowed = run_audit(
-        [fakes.Float64OnlyAdapter()], registry=fakes.REGISTRY, dtype="float32", progress=False, allow_empty=True
+        [fakes.Float64OnlyAdapter()],
+        registry=fakes.REGISTRY,
+        dtype="float32",
+        progress=False,
+        allow_empty=True,
     )
     assert allowed.exit_code == 0 and allowed.empty == ["fake-f64-only"]
 
 
 def test_deviation_file_follows_the_command_line_name(tmp_path):
     """An adapter that calls itself 'torch-mha' does not borrow the built-in torch-mha deviations."""
-    report = run_audit(["tests.conformance.fakes:make_posing_as_torch_mha"], registry=fakes.REGISTRY, progress=False)
+    report = run_audit(
+        ["tests.conformance.fakes:make_posing_as_torch_mha"], registry=fakes.REGISTRY, progress=False
+    )
     assert report.targets[0].name == "torch-mha"
     assert any("deviation file" in p for p in report.targets[0].problems)
     assert report.stale == []  # the built-in entries were not loaded, so none is stale either
