@@ -330,9 +330,9 @@ def run_audit(
     save_dir = Path(os.path.abspath(save_inputs)) if save_inputs else None
     deviation_dir = Path(os.path.abspath(deviations_dir)) if deviations_dir is not None else None
     if not in_process:
-        from transformer_conformance import isolation
+        from transformer_conformance.forkserver import prestart
 
-        isolation.prestart()  # torch imports in the fork server while the checks load here
+        prestart()  # torch imports in the fork server while the checks load here
 
     entries = _split(targets) if isinstance(targets, str) else list(targets)
     if not entries:

@@ -29,11 +29,17 @@ from torch import Tensor
 from transformer_conformance.wire import GeneratorState, HandleRef, dumps
 
 PLAIN = (int, float, bool, str, bytes, complex, type(None), torch.dtype, torch.device, torch.Size)
+#: What the fork server imports before forking: torch and the suite itself (the oracle's modules
+#: included, so a worker does not import them again), never a target.
 PRELOAD = (
     "transformer_conformance.adapter",
     "transformer_conformance.context",
     "transformer_conformance.targets",
     "transformer_conformance.targets.reference",
+    "transformer_conformance.reference.model",
+    "transformer_conformance.reference.sampling",
+    "transformer_conformance.reference.loss",
+    "transformer_conformance.reference.generation",
 )
 
 
@@ -348,6 +354,51 @@ def serve_forks(control: socket.socket) -> None:
             control.sendall(f"{code}\n".encode())
 
 
+def warm_up() -> None:
+    """Run torch's common CPU kernels once, single-threaded (so no thread pool exists to be forked):
+    each forked worker then starts warm instead of paying torch's first-call costs again. Only torch
+    and the oracle run here, never a target."""
+    from torch import nn
+    from torch.nn import functional as F
+
+    from transformer_conformance.reference.config import TransformerConfig
+    from transformer_conformance.reference.model import DecoderOnlyLM, EncoderDecoder
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    cfg = TransformerConfig.tiny()
+    ids = torch.randint(3, cfg.vocab_size, (2, 4))
+    keep = torch.ones(2, 4, dtype=torch.bool)
+    x = torch.randn(2, 4, cfg.d_model)
+    for grad in (False, True):
+        with torch.set_grad_enabled(grad):
+            lm, ed = DecoderOnlyLM(cfg).eval(), EncoderDecoder(cfg).eval()
+            lm(ids, keep)
+            lm.step(ids[:, :2], lm.new_cache(2))
+            ed(ids, ids, keep, keep)
+            enc = nn.TransformerEncoderLayer(
+                cfg.d_model, cfg.num_heads, cfg.d_ff, 0.0, batch_first=True
+            ).eval()
+            enc(x, src_key_padding_mask=~keep)
+            dec = nn.TransformerDecoderLayer(
+                cfg.d_model, cfg.num_heads, cfg.d_ff, 0.0, batch_first=True
+            ).eval()
+            dec(
+                x,
+                x,
+                tgt_mask=nn.Transformer.generate_square_subsequent_mask(4),
+                memory_key_padding_mask=~keep,
+            )
+            mha = nn.MultiheadAttention(cfg.d_model, cfg.num_heads, batch_first=True).eval()
+            mha(x, x, x, key_padding_mask=~keep)
+            q = x.view(2, 4, cfg.num_heads, -1).transpose(1, 2)
+            F.scaled_dot_product_attention(q, q, q, is_causal=True)
+            F.layer_norm(x, (cfg.d_model,))
+            torch.multinomial(torch.softmax(x[:, 0].double(), -1), 1)
+    torch.set_num_threads(threads)
+
+
 def main() -> None:
     """Entry point of the fork server (argument: the control socket's file descriptor)."""
     import importlib
@@ -355,6 +406,8 @@ def main() -> None:
     control = socket.socket(fileno=int(sys.argv[1]))
     for name in PRELOAD:
         importlib.import_module(name)
+    with contextlib.suppress(Exception):  # a warm-up that fails only costs speed
+        warm_up()
     control.sendall(b"ready\n")
     serve_forks(control)
 
