@@ -91,6 +91,8 @@ class ForkServer:
         try:
             self.control.close()
         finally:
+            if not self.ready:  # still importing: it has no worker yet, and nothing to finish
+                self.process.kill()
             try:
                 self.process.wait(5)
             except subprocess.TimeoutExpired:
