@@ -239,7 +239,11 @@ def test_bad_input_raises_clear_error(builder, names, shapes_only, device):
 
 
 @pytest.mark.claim("attention.qk-same-width", "attention.kv-same-count")
-@pytest.mark.parametrize("builder", [wrong_dk, keys_values_count, mask_shape], ids=lambda b: b.__name__)
+@pytest.mark.parametrize(
+    "builder",
+    [wrong_dk, keys_values_count, mask_shape, additive_mask_pos_inf, additive_mask_nan],
+    ids=lambda b: b.__name__,
+)
 def test_clear_error_check_rejects_lenient_mutant(builder, device):
     names = next(names for b, names, _ in CASES if b is builder)
     with pytest.raises(AssertionError):
