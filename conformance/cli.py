@@ -1,8 +1,10 @@
 """Command line: ``transformer-conformance run --impl TARGET[,TARGET...]`` and
 ``transformer-conformance list`` (also ``python -m transformer_conformance``).
 
-Exit codes: 0 every gated check passed (known deviations allowed), 1 a failure or a stale
-deviation entry, 2 a usage error (unknown target, check or dtype; CUDA requested but absent).
+Exit codes: 0 every gated check passed (known deviations allowed), 1 a failure, a stale
+deviation entry or a gated target on which no check applied, 2 a usage error (unknown target,
+check or dtype; CUDA requested but absent; a timeout that is not a finite positive number; a
+report path that cannot be written), found before any check runs.
 """
 
 import argparse
@@ -91,6 +93,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="torch intra-op threads on the CPU (default 1: the checks use small tensors, where more threads "
         "mostly add contention; 0 keeps torch's own default)",
     )
+    run.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run the targets in this process (for debugging with pdb). UNSAFE for gating: a target can "
+        "then exit, crash or hang the audit, patch the oracle or modify its inputs. Default: each target "
+        "runs in its own worker process",
+    )
+    run.add_argument(
+        "--memory-limit",
+        type=float,
+        default=None,
+        metavar="MIB",
+        help="address space each target's worker may add beyond its start-up size; past it the check "
+        "fails with kind memory-limit",
+    )
+    run.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="a gated target on which no check applies (no capability, or every check not-applicable) "
+        "does not fail the run (it is still reported)",
+    )
     run.add_argument("-q", "--quiet", action="store_true", help="print only the final line")
     listing = sub.add_parser("list", help="show targets, claims and checks")
     listing.add_argument("--checks-from", default=None, metavar="MODULE:REGISTRY", help=CHECKS_FROM_HELP)
@@ -153,6 +176,9 @@ def cmd_run(args: argparse.Namespace, registry: Registry | None) -> int:
         checks_from=args.checks_from,
         deviations_dir=args.deviations,
         progress=args.progress,
+        in_process=args.in_process,
+        memory_limit_mib=args.memory_limit,
+        allow_empty=args.allow_empty,
     )
     text = report.summary_text()
     print(text.splitlines()[-1] if args.quiet else text)

@@ -17,11 +17,17 @@ from typing import Any
 
 import pytest
 
-from transformer_conformance.api import UsageError, load_registry, resolve_device, run_audit
+from transformer_conformance.api import (
+    UsageError,
+    check_timeout,
+    load_registry,
+    resolve_device,
+    run_audit,
+    target_names,
+)
 from transformer_conformance.registry import Registry, load_builtin_checks
 from transformer_conformance.report import AuditReport
 from transformer_conformance.runner import BLOCKED, ERROR, FAIL, KNOWN_DEVIATION, NOT_APPLICABLE
-from transformer_conformance.targets import TargetError, resolve_target
 
 _STATE = pytest.StashKey["_AuditState"]()
 ENTRY_POINT = "transformer_conformance"
@@ -51,6 +57,19 @@ def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginMa
         default=None,
         metavar="DIR",
         help="directory of <target>.toml known-deviation files (default: the built-in one)",
+    )
+    group.addoption(
+        "--conformance-in-process",
+        action="store_true",
+        help="run the targets in the pytest process (debugging only; unsafe for gating)",
+    )
+    group.addoption(
+        "--conformance-memory-limit", type=float, default=None, metavar="MIB", help="per-target memory limit"
+    )
+    group.addoption(
+        "--conformance-allow-empty",
+        action="store_true",
+        help="a target on which no check applies does not fail",
     )
     group.addoption(
         "--conformance-checks-from",
@@ -85,6 +104,9 @@ class _AuditState:
                     registry=self.registry,
                     deviations_dir=opt("conformance_deviations"),
                     progress=False,
+                    in_process=opt("conformance_in_process"),
+                    memory_limit_mib=opt("conformance_memory_limit"),
+                    allow_empty=opt("conformance_allow_empty"),
                 )
             except UsageError as exc:
                 raise pytest.UsageError(f"conformance: {exc}") from exc
@@ -108,6 +130,11 @@ class ConformanceItem(pytest.Item):
         state = self.config.stash[_STATE]
         report = state.ensure_run(self.session)
         if self.check_id is None:
+            if self.target in report.gated_empty():
+                raise ConformanceFailure(
+                    f"EMPTY target {self.target}: no check applied, nothing was verified "
+                    "(--conformance-allow-empty accepts it)"
+                )
             stale = [s for s in report.stale if s["target"] == self.target]
             if stale:
                 raise ConformanceFailure(
@@ -172,9 +199,10 @@ def pytest_collection(session: pytest.Session) -> None:
     checks_from = config.getoption("conformance_checks_from")
     try:
         resolve_device(config.getoption("conformance_device"))
+        check_timeout(config.getoption("conformance_timeout"))
         registry = load_registry(checks_from) if checks_from else load_builtin_checks()
-        names = [resolve_target(i).name for i in impls]
-    except (UsageError, TargetError) as exc:
+        names = target_names(impls, config.getoption("conformance_in_process"))
+    except UsageError as exc:
         raise pytest.UsageError(f"conformance: {exc}") from exc
     config.stash[_STATE] = _AuditState(config, impls, registry, names)
 

@@ -62,6 +62,13 @@ def mask_to_keep(mask: Tensor, target_shape: tuple[int, ...]) -> tuple[Tensor, T
         )
     if mask.dtype == torch.bool:
         return mask, None
+    if mask.device.type != "meta":  # only -inf may hide a key; +inf or NaN would poison the row
+        require(
+            not bool((torch.isnan(mask) | (mask == float("inf"))).any()),
+            "mask",
+            "an additive bias of finite values and -inf (masked)",
+            "+inf or NaN entries",
+        )
     return mask != float("-inf"), mask
 
 

@@ -252,6 +252,15 @@ class EncoderDecoder(nn.Module):
         batch, chunk = tgt_chunk.shape
         require(chunk >= 1, "tgt_chunk", "at least one token", chunk)
         require_cache_consistent(cache, self.config.num_layers, batch)
+        if cache.memory is None:
+            cache.memory = memory.detach().clone()
+        else:  # the cached cross K/V belong to one source: another memory would be silently ignored
+            require(
+                cache.memory.shape == memory.shape and bool(torch.equal(cache.memory, memory)),
+                "memory",
+                "the memory this cache was started with (a cache serves one source; start a new_cache)",
+                f"a different memory of shape {list(memory.shape)}",
+            )
         x = self.embed_target(tgt_chunk, offset=cache.position)
         key_pad = extend_key_padding(cache, tgt_pad_chunk, batch, chunk)
         h: Tensor = self.decoder(x, memory, key_pad, src_pad, cache)

@@ -685,29 +685,39 @@ def encdec_memory_permutation(ctx: CheckContext) -> None:
 
 
 class ModuleCalls:
-    """The torch modules whose forward runs on this thread while the context is open.
+    """The torch modules whose forward runs in the target while the context is open.
 
     A global forward hook (``register_module_forward_hook``) sees every ``nn.Module`` call, whatever the
-    target's structure; calls from other threads are ignored, and the hook is removed on exit.
+    target's structure. Isolated, the hook runs in the target's worker (``TargetSession.trace_modules``);
+    in-process, it runs here and ignores calls from other threads. ``modules`` maps each module's
+    identity to its type name.
     """
 
-    def __init__(self) -> None:
-        self.modules: dict[int, nn.Module] = {}
+    def __init__(self, ctx: CheckContext) -> None:
+        self.ctx = ctx
+        self.modules: dict[int, str] = {}
         self._thread = threading.get_ident()
         self._handle: Any = None
 
     def _hook(self, module: nn.Module, args: Any, result: Any) -> None:
         if threading.get_ident() == self._thread:
-            self.modules[id(module)] = module
+            self.modules[id(module)] = type(module).__name__
 
     def __enter__(self) -> "ModuleCalls":
-        self._handle = torch.nn.modules.module.register_module_forward_hook(self._hook)
+        if self.ctx.session is not None:
+            self.ctx.session.trace_modules(True)
+        else:
+            self._handle = torch.nn.modules.module.register_module_forward_hook(self._hook)
         return self
 
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self._handle.remove()
+        if self.ctx.session is not None:
+            if kind is None:
+                self.modules = self.ctx.session.trace_modules(False)
+        else:
+            self._handle.remove()
 
     def ids(self) -> set[int]:
         """Identities of the modules seen."""
@@ -729,10 +739,10 @@ def encdec_encodes_once(ctx: CheckContext) -> None:
     tgt = _ids(ctx, p.cfg, p.b, SEQ)
     src_mask = ctx.to_target_mask(p.src_keep)
     ctx.record(src=p.src, src_pad=p.src_keep, tgt=tgt)
-    with ModuleCalls() as encoding:
+    with ModuleCalls(ctx) as encoding:
         memory = ctx.call(p.handle.encode, p.src, src_mask)
     memory = expect_tensor(ctx, "memory", memory, (*p.src.shape, p.cfg.d_model))
-    with ModuleCalls() as decoding:
+    with ModuleCalls(ctx) as decoding:
         ctx.call(p.handle.decode, tgt[:, :1], memory, src_mask, None)
     encoder_only = encoding.ids() - decoding.ids()
     if not encoder_only:
@@ -742,9 +752,9 @@ def encdec_encodes_once(ctx: CheckContext) -> None:
         )
     cache = ctx.call(p.handle.new_cache, p.b)
     for t in range(SEQ):
-        with ModuleCalls() as stepping:
+        with ModuleCalls(ctx) as stepping:
             ed_step(ctx, p.handle, p.cfg, tgt[:, t : t + 1], memory, cache, p.src_keep)
-        rerun = sorted({type(encoding.modules[i]).__name__ for i in encoder_only & stepping.ids()})
+        rerun = sorted({encoding.modules[i] for i in encoder_only & stepping.ids()})
         if rerun:
             ctx.fail(
                 FailureKind.PROPERTY,

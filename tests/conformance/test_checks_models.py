@@ -157,6 +157,7 @@ def test_frequency_check_has_power_against_a_wrong_temperature(device: torch.dev
             return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
     report = run_audit(
-        [Inverted()], check=["sampler.shape", "sampler.frequencies"], device=device, progress=False
+        [Inverted()], check=["sampler.shape", "sampler.frequencies"], device=device, progress=False,
+        in_process=True,  # a local class: it cannot be pickled to a worker process
     )
     assert {r.check: r.status for r in report.results}["sampler.frequencies"] == "fail"

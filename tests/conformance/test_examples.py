@@ -53,7 +53,15 @@ def test_planted_bug_in_my_attention_is_caught(monkeypatch):
         return original(q, k, v, hide, False)
 
     monkeypatch.setattr(my_attention, "my_attention", leaky)
-    report = run_audit([my_attention.make()], profile="quick", seed=1, claims="mask.causal.*", progress=False)
+    # the planted bug is a monkeypatch of this process, which a worker process would not see
+    report = run_audit(
+        [my_attention.make()],
+        profile="quick",
+        seed=1,
+        claims="mask.causal.*",
+        progress=False,
+        in_process=True,
+    )
     assert report.exit_code == 1
     assert any(r.status == "fail" for r in report.results)
 
@@ -68,5 +76,5 @@ def test_planted_bug_in_my_lm_is_caught(monkeypatch):
         return self.model.head(self.model.ln_f(x))
 
     monkeypatch.setattr(my_lm.TinyGPTHandle, "logits", future_peeking_logits)
-    report = run_audit([my_lm.make()], profile="quick", seed=1, progress=False)
+    report = run_audit([my_lm.make()], profile="quick", seed=1, progress=False, in_process=True)
     assert report.exit_code == 1
