@@ -250,7 +250,7 @@ def future_blind(ctx: CheckContext, case: AttnCase, alignment: str, *, explicit:
 def causal_is_causal(ctx: CheckContext) -> None:
     """``is_causal=True``: output i does not depend on keys after i's position (declared alignment;
     num_q == num_k and num_q != num_k)."""
-    alignment = ctx.adapter.conventions.causal_alignment
+    alignment = ctx.conventions.causal_alignment
     for case in attention_cases(ctx):
         future_blind(ctx, case, alignment, explicit=False)
 
@@ -279,7 +279,7 @@ def causal_explicit(ctx: CheckContext) -> None:
 def causal_diagonal_visible(ctx: CheckContext) -> None:
     """Under ``is_causal`` each query sees its own position: changing the value there moves the output,
     and the first query (which sees only its own key) returns exactly that value row."""
-    alignment = ctx.adapter.conventions.causal_alignment
+    alignment = ctx.conventions.causal_alignment
     for case in attention_cases(ctx, square=True):
         q, k, v = qkv(ctx, case)
         out, weights = run_attention(ctx, case, q, k, v, None, is_causal=True)
@@ -309,7 +309,7 @@ def causal_diagonal_visible(ctx: CheckContext) -> None:
 def causal_differential(ctx: CheckContext) -> None:
     """``is_causal`` equals the oracle with the declared alignment's causal mask; an explicit mask of
     either alignment equals the oracle with that mask (rows with a visible key)."""
-    declared = ctx.adapter.conventions.causal_alignment
+    declared = ctx.conventions.causal_alignment
     for case in attention_cases(ctx):
         q, k, v = qkv(ctx, case)
         for alignment, explicit in [(declared, False), *((a, True) for a in ALIGNMENTS)]:

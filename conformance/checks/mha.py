@@ -112,7 +112,7 @@ def run(
     out, weights = result
     ctx.expect_shape(f"output [{case.describe()}]", out, (case.b, case.nq, case.d_model))
     ctx.expect_dtype("output", out, x_q.dtype)
-    if not ctx.adapter.conventions.returns_weights:
+    if not ctx.conventions.returns_weights:
         return out, None
     ctx.expect_shape(f"weights [{case.describe()}]", weights, (case.b, case.h, case.nq, case.nk))
     return out, weights
@@ -169,7 +169,7 @@ def shapes(ctx: CheckContext) -> None:
 def differential(ctx: CheckContext) -> None:
     """With canonical weights the target matches the float64 reference layer (scale 1/sqrt(d_head), heads
     split by column blocks), without masks, with left/right key padding and with a causal mask."""
-    if not ctx.adapter.conventions.loads_weights:
+    if not ctx.conventions.loads_weights:
         raise NotApplicable(f"target {ctx.adapter.name!r} declares loads_weights=False")
     for case in mha_cases(ctx):
         layer = build(ctx, case)
@@ -349,10 +349,10 @@ def fully_masked_row_declared(ctx: CheckContext) -> None:
     follows it for a sample whose keys are all padding, while the other sample matches the oracle and
     its weight rows sum to 1. Credits only the row-sum claim (the target does not meet the policy).
     Not applicable under 'zero' or without returned weights."""
-    convention = ctx.adapter.conventions.fully_masked_row
+    convention = ctx.conventions.fully_masked_row
     if convention == "zero":
         raise NotApplicable("target declares the project policy 'zero' (see mha.fully-masked-row)")
-    if not ctx.adapter.conventions.returns_weights:
+    if not ctx.conventions.returns_weights:
         raise NotApplicable(f"target {ctx.adapter.name!r} declares returns_weights=False")
     for case in mha_cases(ctx):
         case = MhaCase(case.d_model, case.h, 2, case.nq, case.nk)
