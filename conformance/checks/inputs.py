@@ -149,3 +149,13 @@ def require_zero_policy(ctx: CheckContext) -> None:
             f"target {ctx.adapter.name!r} declares fully_masked_row={declared!r}, not the project "
             "policy 'zero' (its declared behaviour is judged by the '.declared' checks)"
         )
+
+
+def require_isolated_nonfinite(ctx: CheckContext) -> None:
+    """NotApplicable when the target declares that non-finite pad contents may reach real positions
+    (``Conventions.nonfinite_pads == "leak"``): the NaN-pad checks judge the declared guarantee."""
+    if ctx.conventions.nonfinite_pads != "isolated":
+        raise NotApplicable(
+            f"target {ctx.adapter.name!r} declares nonfinite_pads={ctx.conventions.nonfinite_pads!r}: NaN "
+            "pad contents may reach real positions (finite ones are judged by the padding-invariance checks)"
+        )

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from transformer_conformance.adapter import Capability
-from transformer_conformance.checks.inputs import require_zero_policy
+from transformer_conformance.checks.inputs import require_isolated_nonfinite, require_zero_policy
 from transformer_conformance.context import CheckContext, NotApplicable
 from transformer_conformance.reference.architecture import Architecture
 from transformer_conformance.reference.config import TransformerConfig
@@ -286,13 +286,14 @@ def encoder_layer_padding(ctx: CheckContext) -> None:
 
 @check(
     "encoder_layer.padding-nan",
-    claims=("mask.padding.invariance",),
+    claims=("mask.padding.nonfinite-isolated",),
     needs=(ENC,),
     depends_on=("encoder_layer.padding-invariance",),
     kind="metamorphic",
 )
 def encoder_layer_padding_nan(ctx: CheckContext) -> None:
     """NaN in pad rows (e.g. NaN embeddings of a pad id) changes nothing at real positions."""
+    require_isolated_nonfinite(ctx)
     _pad_invariance(ctx, lambda x: [float("nan")], enc=True)
 
 
@@ -480,13 +481,14 @@ def decoder_layer_padding(ctx: CheckContext) -> None:
 
 @check(
     "decoder_layer.padding-nan",
-    claims=("mask.padding.invariance",),
+    claims=("mask.padding.nonfinite-isolated",),
     needs=(DEC,),
     depends_on=("decoder_layer.padding-invariance",),
     kind="metamorphic",
 )
 def decoder_layer_padding_nan(ctx: CheckContext) -> None:
     """NaN in target and memory pad rows changes nothing at real target positions."""
+    require_isolated_nonfinite(ctx)
     _pad_invariance(ctx, lambda x: [float("nan")], enc=False)
 
 

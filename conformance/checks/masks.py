@@ -32,6 +32,7 @@ from transformer_conformance.checks.inputs import (
     qkv,
     query_positions,
     random_keep,
+    require_isolated_nonfinite,
 )
 from transformer_conformance.context import CheckContext, FailureKind, NotApplicable
 from transformer_conformance.evidence import attached, attention_slice, influence_map
@@ -195,13 +196,15 @@ def padding_invariance(ctx: CheckContext) -> None:
 
 @check(
     "mask.padding.nan-contents",
-    claims=("mask.padding.invariance", "mask.padding.pad-value-arbitrary"),
+    claims=("mask.padding.nonfinite-isolated",),
     needs=ATTN,
     depends_on=(SHAPES,),
     kind="metamorphic",
 )
 def padding_nan_contents(ctx: CheckContext) -> None:
-    """NaN in padded keys/values (e.g. NaN pad embeddings) changes nothing at real positions."""
+    """NaN in padded keys/values (e.g. NaN pad embeddings) changes nothing at real positions (not
+    applicable to a target declaring nonfinite_pads='leak')."""
+    require_isolated_nonfinite(ctx)
     for case in attention_cases(ctx):
         for side in ("right", "left"):
             padded_self_attention(ctx, case, side, float("nan"), 1.0)

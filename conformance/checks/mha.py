@@ -21,6 +21,7 @@ from transformer_conformance.checks.inputs import (
     huge_value,
     padding_keep,
     permutation,
+    require_isolated_nonfinite,
     require_zero_policy,
 )
 from transformer_conformance.context import CheckContext, FailureKind, NotApplicable
@@ -274,13 +275,15 @@ def padding_invariance(ctx: CheckContext) -> None:
 
 @check(
     "mha.padding.nan-contents",
-    claims=("mask.padding.invariance",),
+    claims=("mask.padding.nonfinite-isolated",),
     needs=MHA,
     depends_on=(SHAPES,),
     kind="metamorphic",
 )
 def padding_nan_contents(ctx: CheckContext) -> None:
-    """NaN pad contents (e.g. NaN pad embeddings) change nothing at real positions."""
+    """NaN pad contents (e.g. NaN pad embeddings) change nothing at real positions (not applicable to
+    a target declaring nonfinite_pads='leak')."""
+    require_isolated_nonfinite(ctx)
     padded_memory(ctx, float("nan"), ("right", "left"))
 
 

@@ -151,3 +151,21 @@ def test_declared_head_width_sets_the_audited_sizes() -> None:
     got = statuses(target, ["lm.shape"])
     assert got["lm.shape"][0] == "pass"
     assert set(target.seen) == {16}
+
+
+@pytest.mark.claim("mask.padding.invariance", "mask.padding.nonfinite-isolated")
+def test_nonfinite_pad_contents_are_a_declared_guarantee_of_their_own() -> None:
+    from dataclasses import replace
+
+    from transformer_conformance.targets.torch_sdpa import make_math
+
+    checks = ["attention.shapes", "mask.padding.invariance", "mask.padding.nan-contents"]
+    default = make_math()
+    got = statuses(default, checks)
+    assert got["mask.padding.invariance"][0] == "pass", got  # finite pad contents: SDPA is exact
+    assert got["mask.padding.nan-contents"][0] == "fail", got  # declared isolated (default): 0 * NaN leaks
+    leaky = make_math()
+    leaky.conventions = replace(leaky.conventions, nonfinite_pads="leak")
+    got = statuses(leaky, checks)
+    assert got["mask.padding.nan-contents"][0] == "not-applicable", got
+    assert "nonfinite_pads" in got["mask.padding.nan-contents"][1]
