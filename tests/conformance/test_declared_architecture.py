@@ -163,7 +163,8 @@ def test_nonfinite_pad_contents_are_a_declared_guarantee_of_their_own() -> None:
     default = make_math()
     got = statuses(default, checks)
     assert got["mask.padding.invariance"][0] == "pass", got  # finite pad contents: SDPA is exact
-    assert got["mask.padding.nan-contents"][0] == "fail", got  # declared isolated (default): 0 * NaN leaks
+    # declared isolated (the default): 0 * NaN leaks, the recorded deviation of torch-sdpa-math
+    assert got["mask.padding.nan-contents"][0] == "known-deviation", got
     leaky = make_math()
     leaky.conventions = replace(leaky.conventions, nonfinite_pads="leak")
     got = statuses(leaky, checks)
