@@ -314,10 +314,17 @@ def fully_masked_row_declared(ctx: CheckContext) -> None:
                     f"[{case.describe()}]",
                 )
         else:
-            mean = r.v.double().mean(dim=-2, keepdim=True).expand(case.b, case.h, case.nq, case.dv)
-            ctx.compare_direct(
-                "fully masked row: declared 'uniform' (mean of the values)", dead_out, mean[dead]
-            )
+            if convention == "uniform":
+                mean = r.v.double().mean(dim=-2, keepdim=True).expand(case.b, case.h, case.nq, case.dv)
+                ctx.compare_direct(
+                    "fully masked row: declared 'uniform' (mean of the values)", dead_out, mean[dead]
+                )
+            else:
+                ctx.compare_direct(
+                    "fully masked row: declared zero output (x-transformers)",
+                    dead_out,
+                    torch.zeros_like(dead_out, dtype=torch.float64),
+                )
             ctx.compare_direct(
                 "fully masked row weights: 1/num_k", dead_w, torch.full_like(dead_w.double(), 1 / case.nk)
             )

@@ -348,7 +348,8 @@ def fully_masked_row(ctx: CheckContext) -> None:
     depends_on=(SHAPES,),
 )
 def fully_masked_row_declared(ctx: CheckContext) -> None:
-    """A target declaring a convention other than the zero policy (nan: NaN rows; uniform: finite rows)
+    """A target declaring a convention other than the zero policy (nan: NaN rows; uniform: finite rows;
+    zero_output_uniform_weights: a zero output row)
     follows it for a sample whose keys are all padding, while the other sample matches the oracle and
     its weight rows sum to 1. Credits only the row-sum claim (the target does not meet the policy).
     Not applicable under 'zero' or without returned weights."""
@@ -371,6 +372,10 @@ def fully_masked_row_declared(ctx: CheckContext) -> None:
             )
         if convention == "uniform":
             ctx.expect_finite("fully masked sample (declared 'uniform')", dead)
+        if convention == "zero_output_uniform_weights":
+            ctx.compare_direct(
+                "fully masked sample: declared zero output", dead, torch.zeros_like(dead, dtype=torch.float64)
+            )
         sums = w[1:].double().sum(dim=-1)
         ctx.compare_direct(
             f"weight row sums of the sample with visible keys [{case.describe()}]",

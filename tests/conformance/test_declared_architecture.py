@@ -170,3 +170,18 @@ def test_nonfinite_pad_contents_are_a_declared_guarantee_of_their_own() -> None:
     got = statuses(leaky, checks)
     assert got["mask.padding.nan-contents"][0] == "not-applicable", got
     assert "nonfinite_pads" in got["mask.padding.nan-contents"][1]
+
+
+@pytest.mark.claim("attention.weights.rows-sum-to-one")
+def test_the_x_transformers_fully_masked_policy_is_declarable() -> None:
+    from transformer_conformance.mutants.attention_zero_output_declared_gives_mean import (
+        AttentionZeroOutputDeclaredGivesMeanMutant,
+        ZeroOutputUniformWeights,
+    )
+
+    checks = ["attention.shapes", "attention.fully-masked-row", "attention.fully-masked-row.declared"]
+    got = statuses(ZeroOutputUniformWeights(), checks)
+    assert got["attention.fully-masked-row.declared"][0] == "pass", got
+    assert got["attention.fully-masked-row"][0] == "not-applicable", got
+    bad = statuses(AttentionZeroOutputDeclaredGivesMeanMutant(), checks)
+    assert bad["attention.fully-masked-row.declared"][0] == "fail", bad
