@@ -5,16 +5,28 @@ methods it supports and lists exactly those in ``capabilities``; checks needing 
 reported "not-applicable" (naming the missing capability) instead of failing.
 
 Conventions are declared, never guessed: a check converts its canonical inputs (e.g. a boolean
-mask where True = may attend) into the target's declared convention before calling it.
+mask where True = may attend) into the target's declared convention before calling it. ``conventions``
+is the adapter-wide default; ``capability_conventions`` overrides it per capability (a torch SDPA
+function with True = attend beside an ``nn.MultiheadAttention`` with True = masked), read through
+``conventions_for``.
+
+The architecture is declared too: ``architecture`` is the reference ``Architecture`` the target's
+models and attention follow (``None``: the notes' architecture), overridable per capability with
+``capability_architectures``. Checks build their oracle from it (a ``VariantLM`` for a Llama-like LM,
+grouped-query attention for GQA) and report "not-applicable", with the reason, what the declaration
+rules out. ``built_from`` names the capabilities a composite capability is made of (default: all the
+target declares), so that a broken component blocks only what is really built on it.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor
+
+from transformer_conformance.reference.architecture import Architecture
 
 
 class Capability(StrEnum):
@@ -63,13 +75,15 @@ class Conventions:
 
     mask_polarity: Literal["true_attends", "true_masks"] = "true_attends"
     causal_alignment: Literal["top-left", "bottom-right"] = "bottom-right"
-    fully_masked_row: Literal["zero", "nan", "uniform"] = "zero"
+    fully_masked_row: Literal["zero", "nan", "uniform", "zero_output_uniform_weights"] = "zero"
     sinusoidal_layout: Literal["interleaved", "concatenated"] = "interleaved"
     norm_placement: Literal["post", "pre"] = "post"
     layer_norm_eps: float = 1e-5
     temperature_zero: Literal["greedy", "error"] = "greedy"
     returns_weights: bool = True
     loads_weights: bool = True
+    nonfinite_pads: Literal["isolated", "leak"] = "isolated"
+    supported_d_heads: tuple[int, ...] = ()
     dtypes: tuple[torch.dtype, ...] = field(default_factory=_default_dtypes)
 
 
@@ -84,6 +98,41 @@ class Adapter:
     name: str = "unnamed"
     capabilities: frozenset[Capability] = frozenset()
     conventions: Conventions = Conventions()
+    #: Per-capability overrides of ``conventions`` (a capability missing here uses the default).
+    capability_conventions: ClassVar[Mapping[Capability, Conventions]] = {}
+    #: The architecture the target's models and attention follow (None: the notes' architecture).
+    architecture: Architecture | None = None
+    #: Per-capability overrides of ``architecture``.
+    capability_architectures: ClassVar[Mapping[Capability, Architecture]] = {}
+    #: For a composite capability, the capabilities it is built from (missing: every declared one).
+    components: ClassVar[Mapping[Capability, frozenset[Capability]]] = {}
+
+    def conventions_for(self, capabilities: Capability | Iterable[Capability] | None = None) -> Conventions:
+        """The conventions of ``capabilities``: the first override among them (in ``Capability``
+        order), else the adapter-wide ``conventions``.
+
+        Claims: attention.fully-masked-row, mask.causal.alignment.
+        """
+        wanted = {capabilities} if isinstance(capabilities, Capability) else set(capabilities or ())
+        for cap in Capability:
+            if cap in wanted and cap in self.capability_conventions:
+                return self.capability_conventions[cap]
+        return self.conventions
+
+    def architecture_for(self, capabilities: Capability | Iterable[Capability] | None = None) -> Architecture:
+        """The declared ``Architecture`` of ``capabilities`` (the notes' default when none is declared).
+
+        Claims: arch.notes-default.
+        """
+        wanted = {capabilities} if isinstance(capabilities, Capability) else set(capabilities or ())
+        for cap in Capability:
+            if cap in wanted and cap in self.capability_architectures:
+                return self.capability_architectures[cap]
+        return self.architecture if self.architecture is not None else Architecture()
+
+    def built_from(self, capability: Capability) -> frozenset[Capability]:
+        """The capabilities ``capability`` is built from (default: every capability the target declares)."""
+        return self.components.get(capability, self.capabilities)
 
     def _unsupported(self, capability: Capability) -> NotImplementedError:
         return NotImplementedError(

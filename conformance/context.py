@@ -17,9 +17,10 @@ from typing import Any, NoReturn
 import torch
 from torch import Tensor
 
-from transformer_conformance.adapter import Adapter
+from transformer_conformance.adapter import Adapter, Capability, Conventions
 from transformer_conformance.evidence import error_sample
 from transformer_conformance.reference import tolerance
+from transformer_conformance.reference.architecture import Architecture
 
 
 class FailureKind(StrEnum):
@@ -136,9 +137,11 @@ class CheckContext:
         seed: int,
         check_id: str,
         session: Any = None,
+        needs: frozenset[Capability] = frozenset(),
     ) -> None:
         self.adapter = adapter
         self.session = session  # the target's worker (isolation.TargetSession); None in-process
+        self.needs = needs
         self.device = torch.device(device)
         self.dtype = dtype
         self.profile = profile
@@ -239,11 +242,21 @@ class CheckContext:
             self.target_calls += 1
         self.fail(FailureKind.PROPERTY, f"{what}: expected an error, the target returned normally")
 
+    @property
+    def conventions(self) -> Conventions:
+        """The target's conventions for the capabilities this check needs (``Adapter.conventions_for``)."""
+        return self.adapter.conventions_for(self.needs)
+
+    @property
+    def architecture(self) -> Architecture:
+        """The target's declared architecture for this check's capabilities (notes' default if none)."""
+        return self.adapter.architecture_for(self.needs)
+
     def to_target_mask(self, keep: Tensor | None) -> Tensor | None:
         """Canonical boolean mask (True = may attend) -> the target's declared polarity."""
         if keep is None:
             return None
-        if self.adapter.conventions.mask_polarity == "true_masks":
+        if self.conventions.mask_polarity == "true_masks":
             return ~keep
         return keep
 

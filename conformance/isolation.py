@@ -18,15 +18,17 @@ import pickle
 import signal
 import sys
 import time
+from collections.abc import Iterable
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
-from transformer_conformance.adapter import Capability, Conventions
+from transformer_conformance.adapter import Adapter, Capability, Conventions
 from transformer_conformance.context import CheckFailure, FailureKind, TargetRaised
 from transformer_conformance.forkserver import fork_server
+from transformer_conformance.reference.architecture import Architecture
 from transformer_conformance.wire import GeneratorState, HandleRef, dumps, safe_loads
 
 
@@ -340,6 +342,15 @@ class RemoteObject:
         return f"<{self.__qualname__} in the worker of {self._rt_session.label!r}>"
 
 
+def _conventions(fields: dict[str, Any]) -> Conventions:
+    """A ``Conventions`` from the plain values a worker sent (tuples may arrive as lists)."""
+    values = dict(fields)
+    for name, value in values.items():
+        if isinstance(value, list):
+            values[name] = tuple(value)
+    return Conventions(**values)
+
+
 class RemoteAdapter:
     """``ctx.adapter`` of an isolated target: its declarations as values, its methods as proxies."""
 
@@ -347,13 +358,34 @@ class RemoteAdapter:
         self._session = session
         self.name: str = description["name"]
         self.capabilities = frozenset(Capability(c) for c in description["capabilities"])
-        fields = dict(description["conventions"])
-        fields["dtypes"] = tuple(fields.get("dtypes", ()))
-        self.conventions = Conventions(**fields)
+        self.conventions = _conventions(description["conventions"])
+        self.capability_conventions = {
+            Capability(c): _conventions(v) for c, v in description.get("capability_conventions", {}).items()
+        }
+        arch = description.get("architecture")
+        self.architecture = None if arch is None else Architecture(**arch)
+        archs = description.get("capability_architectures", {})
+        self.capability_architectures = {Capability(c): Architecture(**v) for c, v in archs.items()}
+        self.components = {
+            Capability(c): frozenset(Capability(x) for x in v)
+            for c, v in description.get("components", {}).items()
+        }
         self._problems: list[str] = list(description["problems"])
         self._methods = set(description["methods"])
         self._attrs: dict[str, Any] = dict(description["attrs"])
         self.type_name: str = description["type"]
+
+    def conventions_for(self, capabilities: Capability | Iterable[Capability] | None = None) -> Conventions:
+        """As ``Adapter.conventions_for``, on the declarations the worker sent."""
+        return Adapter.conventions_for(cast(Adapter, self), capabilities)
+
+    def architecture_for(self, capabilities: Capability | Iterable[Capability] | None = None) -> Architecture:
+        """As ``Adapter.architecture_for``, on the declarations the worker sent."""
+        return Adapter.architecture_for(cast(Adapter, self), capabilities)
+
+    def built_from(self, capability: Capability) -> frozenset[Capability]:
+        """As ``Adapter.built_from``, on the declarations the worker sent."""
+        return Adapter.built_from(cast(Adapter, self), capability)
 
     def declaration_problems(self) -> list[str]:
         """As ``Adapter.declaration_problems``, computed in the worker."""

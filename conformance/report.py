@@ -212,10 +212,14 @@ class AuditReport:
             parts.append(
                 f"STALE deviation for {s['target']}: {s['entry']} [{s['source']} #{s['index']}]: {s['why']}"
             )
+        gated = {t.name for t in self.targets if t.gated}
         for name in self.empty:
-            verdict = (
-                "allowed by --allow-empty" if self.allow_empty else "fails the gate; --allow-empty accepts it"
-            )
+            if name not in gated:
+                verdict = "not gated"
+            elif self.allow_empty:
+                verdict = "allowed by --allow-empty"
+            else:
+                verdict = "fails the gate; --allow-empty accepts it"
             parts.append(f"EMPTY target {name}: no check applied, nothing was verified ({verdict})")
         parts.append(self.matrix_text())
         for t in self.targets:

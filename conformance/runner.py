@@ -155,6 +155,18 @@ def order_checks(checks: Sequence[CheckSpec]) -> list[CheckSpec]:
     return ordered
 
 
+def _built_on(adapter: Adapter, spec: CheckSpec, dependency: CheckSpec | None) -> bool:
+    """Whether ``dependency`` judges something ``spec``'s capabilities are built from: a check of the
+    same capability always is; another capability's only when the target's ``built_from`` (default:
+    everything it declares) names it, so a broken optional MHA does not block an LM that never uses it."""
+    if dependency is None or dependency.needs <= spec.needs:
+        return True
+    parts = set(spec.needs)
+    for cap in spec.needs:
+        parts |= adapter.built_from(cap)
+    return dependency.needs <= parts
+
+
 @dataclass
 class _Outcome:
     status: str = ERROR
@@ -307,9 +319,11 @@ def run_target(
     results: dict[str, CheckResult] = {}
     dev_name, dt_name = settings.device.type, dtype_name(settings.dtype)
     active = [d for d in deviations if d.applies_to_run(dev_name, dt_name)]
-    dtype_ok = settings.dtype in adapter.conventions.dtypes
+    specs = {c.id: c for c in checks}
 
     for spec in order_checks(checks):
+        declared_dtypes = adapter.conventions_for(spec.needs).dtypes
+        dtype_ok = settings.dtype in declared_dtypes
         if on_start is not None:
             on_start(spec)
         result = CheckResult(
@@ -328,7 +342,11 @@ def run_target(
         # capability, e.g. a layer without a separate attention function). A known deviation blocks too:
         # the dependent's result would only restate the accepted deviation.
         held = (PASS, NOT_APPLICABLE)
-        blocking = [d for d in spec.depends_on if d in results and results[d].status not in held]
+        blocking = [
+            d
+            for d in spec.depends_on
+            if d in results and results[d].status not in held and _built_on(adapter, spec, specs.get(d))
+        ]
         unknown = [d for d in spec.depends_on if known_ids is not None and d not in known_ids]
         if unknown:
             result.message = f"harness error: check {spec.id} depends on unknown check(s) {unknown}"
@@ -339,7 +357,7 @@ def run_target(
             result.status = NOT_APPLICABLE
             result.message = (
                 f"target does not declare dtype {dt_name} (declares "
-                f"{', '.join(dtype_name(d) for d in adapter.conventions.dtypes)})"
+                f"{', '.join(dtype_name(d) for d in declared_dtypes)})"
             )
         elif blocking:
             dep = results[blocking[0]]
@@ -354,6 +372,7 @@ def run_target(
                 seed=settings.seed,
                 check_id=spec.id,
                 session=session,
+                needs=spec.needs,
             )
             start = time.perf_counter()
             if session is not None:

@@ -64,6 +64,21 @@ def _vm_size() -> int:
     return 0
 
 
+#: The adapter's declarations, sent as plain values by ``Worker.describe`` (not as attributes).
+DECLARATIONS = frozenset(
+    {"name", "capabilities", "conventions", "capability_conventions", "architecture",
+     "capability_architectures", "components"}
+)  # fmt: skip
+
+
+#: Adapter methods whose result is a handle (a model, a cache) even when it is a plain dict or list:
+#: it stays in the worker, so a cache updated in place by ``step`` is the same object at every step.
+HANDLE_RESULTS = frozenset(
+    {"build_mha", "build_layer_norm", "build_ffn", "build_encoder_layer", "build_decoder_layer",
+     "build_encoder_decoder", "build_lm", "new_cache"}
+)  # fmt: skip
+
+
 class Worker:
     """One target's adapter and the objects it handed out."""
 
@@ -132,15 +147,27 @@ class Worker:
         )
         attrs = {}
         for name in dir(adapter):
-            if name.startswith("_") or name in methods or name in ("capabilities", "conventions", "name"):
+            if name.startswith("_") or name in methods or name in DECLARATIONS:
                 continue
             value = getattr(adapter, name, None)
             if isinstance(value, PLAIN):
                 attrs[name] = value
+        architecture = adapter.architecture
         return {
             "name": str(adapter.name),
             "capabilities": sorted(Capability(c).value for c in adapter.capabilities),
             "conventions": asdict(conventions),
+            "capability_conventions": {
+                Capability(c).value: asdict(v) for c, v in dict(adapter.capability_conventions).items()
+            },
+            "architecture": None if architecture is None else asdict(architecture),
+            "capability_architectures": {
+                Capability(c).value: asdict(v) for c, v in dict(adapter.capability_architectures).items()
+            },
+            "components": {
+                Capability(c).value: sorted(Capability(x).value for x in v)
+                for c, v in dict(adapter.components).items()
+            },
             "problems": [str(p) for p in adapter.declaration_problems()],
             "methods": methods,
             "attrs": attrs,
@@ -220,6 +247,10 @@ class Worker:
             return items if isinstance(value, list) else tuple(items)
         if type(value) is dict:
             return {k: self.export(v, f"{where}[{k!r}]") for k, v in value.items()}
+        return self.keep(value)
+
+    def keep(self, value: Any) -> HandleRef:
+        """Keep ``value`` in this worker and hand the audit a reference to it."""
         ident = self.next_id
         self.next_id += 1
         self.handles[ident] = value
@@ -253,7 +284,10 @@ class Worker:
                 )
                 return
         try:
-            value = self.export(result, f"the result of {name}")
+            if path and path[-1] in HANDLE_RESULTS:
+                value = self.keep(result)  # a model or a cache: it lives here, whatever its type
+            else:
+                value = self.export(result, f"the result of {name}")
         except TargetProblem as problem:
             self.fail(problem.kind, problem.message)
             return

@@ -91,7 +91,7 @@ def masked_softmax(scores: Tensor, keep: Tensor | None) -> Tensor:
 def weighted_values(weights: Tensor, values: Tensor, keep: Tensor | None) -> Tensor:
     """``weights @ values`` in which no query touches a value row it may not see (NaN-safe padding).
 
-    Claims: mask.padding.invariance, mask.padding.pad-value-arbitrary.
+    Claims: mask.padding.invariance, mask.padding.pad-value-arbitrary, mask.padding.nonfinite-isolated.
     """
     if keep is None:
         return weights @ values

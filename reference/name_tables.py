@@ -7,7 +7,11 @@ the same table serves tests, conformance adapters and users. Transforms:
 - ``copy``: one tensor to one tensor;
 - ``qkv_per_head``: a fused ``[heads * 3 * d_head, ...]`` query/key/value projection laid out head by
   head (GPT-NeoX's ``query_key_value``: for head ``h`` rows ``q, k, v`` of ``d_head`` each) to the
-  three separate projections; ``from_reference`` joins them back.
+  three separate projections; ``from_reference`` joins them back;
+- ``qkv_concat``: a fused projection that is ``cat(q, k, v)`` along its first axis (a fused ``Linear``
+  weight or bias), split into three equal parts;
+- ``transpose``: one ``[in, out]`` matrix (GPT-2's ``Conv1D``) to the reference's ``[out, in]``;
+- ``qkv_concat_transposed``: GPT-2's ``c_attn`` weight ``cat(q, k, v).T`` of shape ``[in, 3 * out]``.
 
 ``to_reference`` fails on a missing source tensor and on any source tensor no rule consumes, so a
 table that forgets a weight is an error, never a silently random parameter.
@@ -21,7 +25,7 @@ from torch import Tensor
 
 from transformer_conformance.reference.checking import ReferenceInputError, require
 
-TRANSFORMS: tuple[str, ...] = ("copy", "qkv_per_head")
+TRANSFORMS: tuple[str, ...] = ("copy", "qkv_per_head", "qkv_concat", "transpose", "qkv_concat_transposed")
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,31 @@ def _join_qkv(parts: tuple[Tensor, ...], num_heads: int) -> Tensor:
     return stacked.reshape(3 * q.shape[0], *q.shape[1:])
 
 
+def _split(tensor: Tensor, transform: str, num_heads: int) -> tuple[Tensor, ...]:
+    """Source tensor -> reference tensors under ``transform``."""
+    if transform == "copy":
+        return (tensor,)
+    if transform == "transpose":
+        return (tensor.T.contiguous(),)
+    if transform == "qkv_per_head":
+        return _split_qkv(tensor, num_heads)
+    fused = tensor.T if transform == "qkv_concat_transposed" else tensor
+    require(fused.shape[0] % 3 == 0, "fused qkv", "a first axis divisible by 3", fused.shape[0])
+    return tuple(part.contiguous() for part in fused.chunk(3, dim=0))
+
+
+def _join(parts: tuple[Tensor, ...], transform: str, num_heads: int) -> Tensor:
+    """Reference tensors -> the source tensor under ``transform`` (the inverse of ``_split``)."""
+    if transform == "copy":
+        return parts[0]
+    if transform == "transpose":
+        return parts[0].T.contiguous()
+    if transform == "qkv_per_head":
+        return _join_qkv(parts, num_heads)
+    fused = torch.cat(parts, dim=0)
+    return fused.T.contiguous() if transform == "qkv_concat_transposed" else fused
+
+
 def to_reference(
     state: Mapping[str, Tensor], table: NameTable, *, num_layers: int, num_heads: int
 ) -> dict[str, Tensor]:
@@ -84,8 +113,7 @@ def to_reference(
             )
         used.add(source)
         tensor = state[source]
-        parts = (tensor,) if transform == "copy" else _split_qkv(tensor, num_heads)
-        out.update(zip(targets, parts))
+        out.update(zip(targets, _split(tensor, transform, num_heads)))
     unused = sorted(k for k in state if k not in used and not any(k.endswith(s) for s in table.ignore))
     if unused:
         raise ReferenceInputError(
@@ -106,8 +134,7 @@ def from_reference(
         missing = [t for t in targets if t not in state]
         if missing:
             raise ReferenceInputError(f"argument 'state': expected reference tensors {missing}, got none")
-        parts = tuple(state[t] for t in targets)
-        out[source] = parts[0] if transform == "copy" else _join_qkv(parts, num_heads)
+        out[source] = _join(tuple(state[t] for t in targets), transform, num_heads)
     return out
 
 
@@ -197,3 +224,45 @@ def present_rules(table: NameTable, state: Mapping[str, Tensor]) -> NameTable:
     """
     kept = tuple(rule for rule in table.rules if rule[0].replace("{i}", "0") in state)
     return NameTable(table.name, kept, table.ignore)
+
+
+HF_GPT2 = NameTable(
+    name="Hugging Face GPT-2",
+    rules=(
+        ("transformer.wte.weight", ("embed.weight",), "copy"),
+        ("transformer.wpe.weight", ("pos_embed.weight",), "copy"),
+        (
+            "transformer.h.{i}.attn.c_attn.weight",
+            tuple(f"layers.{{i}}.attn.w_{p}.weight" for p in "qkv"),
+            "qkv_concat_transposed",
+        ),
+        (
+            "transformer.h.{i}.attn.c_attn.bias",
+            tuple(f"layers.{{i}}.attn.w_{p}.bias" for p in "qkv"),
+            "qkv_concat",
+        ),
+        *(
+            (f"transformer.h.{{i}}.{hf}.weight", (f"layers.{{i}}.{ref}.weight",), "transpose")
+            for hf, ref in (
+                ("attn.c_proj", "attn.w_o"),
+                ("mlp.c_fc", "ffn.w_up"),
+                ("mlp.c_proj", "ffn.w_down"),
+            )
+        ),
+        *(
+            (f"transformer.h.{{i}}.{hf}.{w}", (f"layers.{{i}}.{ref}.{w}",), "copy")
+            for hf, ref, ws in (
+                ("attn.c_proj", "attn.w_o", ("bias",)),
+                ("mlp.c_fc", "ffn.w_up", ("bias",)),
+                ("mlp.c_proj", "ffn.w_down", ("bias",)),
+                ("ln_1", "norm_1", ("weight", "bias")),
+                ("ln_2", "norm_2", ("weight", "bias")),
+            )
+            for w in ws
+        ),
+        ("transformer.ln_f.weight", ("final_norm.weight",), "copy"),
+        ("transformer.ln_f.bias", ("final_norm.bias",), "copy"),
+        ("lm_head.weight", ("lm_head.weight",), "copy"),
+    ),
+    ignore=("attn.bias", "attn.masked_bias"),
+)

@@ -17,6 +17,7 @@ CHECK_MODULES: tuple[str, ...] = (
     "models",
     "sampler",
     "loss",
+    "variants",
 )
 
 for _name in CHECK_MODULES:

@@ -60,7 +60,7 @@ def run_attention(
     out, weights = result
     ctx.expect_shape(f"output [{case.describe()}]", out, (case.b, case.h, case.nq, case.dv))
     ctx.expect_dtype("output", out, q.dtype)
-    if not ctx.adapter.conventions.returns_weights:
+    if not ctx.conventions.returns_weights:
         return out, None
     ctx.expect_shape(f"weights [{case.describe()}]", weights, (case.b, case.h, case.nq, case.nk))
     return out, weights
@@ -136,7 +136,7 @@ def weights_shape(ctx: CheckContext) -> None:
     cases (``LONG`` positions: a blockwise kernel that returns one key block of weights is caught).
     Not applicable to a target that declares it returns no weights: the pattern is then not
     observable."""
-    if not ctx.adapter.conventions.returns_weights:
+    if not ctx.conventions.returns_weights:
         raise NotApplicable(f"target {ctx.adapter.name!r} declares returns_weights=False")
     cases = attention_cases(ctx)
     cases += [AttnCase(c.b, c.h, c.nk, c.nk, c.d, c.dv) for c in cases]  # self-attention: L x L
@@ -306,10 +306,10 @@ def fully_masked_row_declared(ctx: CheckContext) -> None:
     to 1. Credits only the row-sum claim: such a target does not meet the
     policy ``attention.fully-masked-row``. Not applicable under 'zero' (judged by the policy check) or
     without returned weights."""
-    convention = ctx.adapter.conventions.fully_masked_row
+    convention = ctx.conventions.fully_masked_row
     if convention == "zero":
         raise NotApplicable("target declares the project policy 'zero' (see attention.fully-masked-row)")
-    if not ctx.adapter.conventions.returns_weights:
+    if not ctx.conventions.returns_weights:
         raise NotApplicable(f"target {ctx.adapter.name!r} declares returns_weights=False")
     for case in attention_cases(ctx):
         r = _masked_row_case(ctx, case)
@@ -324,10 +324,17 @@ def fully_masked_row_declared(ctx: CheckContext) -> None:
                     f"[{case.describe()}]",
                 )
         else:
-            mean = r.v.double().mean(dim=-2, keepdim=True).expand(case.b, case.h, case.nq, case.dv)
-            ctx.compare_direct(
-                "fully masked row: declared 'uniform' (mean of the values)", dead_out, mean[dead]
-            )
+            if convention == "uniform":
+                mean = r.v.double().mean(dim=-2, keepdim=True).expand(case.b, case.h, case.nq, case.dv)
+                ctx.compare_direct(
+                    "fully masked row: declared 'uniform' (mean of the values)", dead_out, mean[dead]
+                )
+            else:
+                ctx.compare_direct(
+                    "fully masked row: declared zero output (x-transformers)",
+                    dead_out,
+                    torch.zeros_like(dead_out, dtype=torch.float64),
+                )
             ctx.compare_direct(
                 "fully masked row weights: 1/num_k", dead_w, torch.full_like(dead_w.double(), 1 / case.nk)
             )

@@ -35,7 +35,9 @@ def build(
     ref64 = ref64.to(ctx.device).eval()
     ref.load_state_dict({k: v.to(ctx.dtype) for k, v in ref64.state_dict().items()})
     ref = ref.to(device=ctx.device, dtype=ctx.dtype).eval()
-    state = {k: v.detach().clone() for k, v in ref.state_dict().items()}
+    state: dict[str, Tensor] | None = {k: v.detach().clone() for k, v in ref.state_dict().items()}
+    if not ctx.conventions.loads_weights:
+        state = None  # as documented: the target uses its own weights
     fn = ctx.call(ctx.adapter.build_ffn, d_model, d_ff, state, ctx.device, ctx.dtype)
     return fn, ref64, ref
 
@@ -68,7 +70,7 @@ def shapes(ctx: CheckContext) -> None:
 )
 def differential(ctx: CheckContext) -> None:
     """Matches W_2 relu(W_1 x + b_1) + b_2 of the float64 reference with the same canonical weights."""
-    if not ctx.adapter.conventions.loads_weights:
+    if not ctx.conventions.loads_weights:
         raise NotApplicable(f"target {ctx.adapter.name!r} declares loads_weights=False")
     for d_model, d_ff in SIZES:
         fn, ref64, ref = build(ctx, d_model, d_ff)

@@ -127,7 +127,7 @@ def query_positions(nq: int, nk: int, alignment: str) -> list[int]:
 
 def half_dtypes(ctx: CheckContext) -> list[torch.dtype]:
     """float16 / bfloat16 among the target's declared dtypes; NotApplicable when it declares neither."""
-    found = [dt for dt in (torch.float16, torch.bfloat16) if dt in ctx.adapter.conventions.dtypes]
+    found = [dt for dt in (torch.float16, torch.bfloat16) if dt in ctx.conventions.dtypes]
     if not found:
         raise NotApplicable(f"target {ctx.adapter.name!r} declares no float16/bfloat16 support")
     return found
@@ -143,9 +143,19 @@ def permutation(ctx: CheckContext, n: int) -> Tensor:
 
 def require_zero_policy(ctx: CheckContext) -> None:
     """NotApplicable unless the target declares the project policy for fully masked rows ("zero")."""
-    declared = ctx.adapter.conventions.fully_masked_row
+    declared = ctx.conventions.fully_masked_row
     if declared != "zero":
         raise NotApplicable(
             f"target {ctx.adapter.name!r} declares fully_masked_row={declared!r}, not the project "
             "policy 'zero' (its declared behaviour is judged by the '.declared' checks)"
+        )
+
+
+def require_isolated_nonfinite(ctx: CheckContext) -> None:
+    """NotApplicable when the target declares that non-finite pad contents may reach real positions
+    (``Conventions.nonfinite_pads == "leak"``): the NaN-pad checks judge the declared guarantee."""
+    if ctx.conventions.nonfinite_pads != "isolated":
+        raise NotApplicable(
+            f"target {ctx.adapter.name!r} declares nonfinite_pads={ctx.conventions.nonfinite_pads!r}: NaN "
+            "pad contents may reach real positions (finite ones are judged by the padding-invariance checks)"
         )

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from transformer_conformance.adapter import Capability
-from transformer_conformance.context import CheckContext
+from transformer_conformance.context import CheckContext, NotApplicable
 from transformer_conformance.reference.layernorm import layer_norm
 from transformer_conformance.registry import check
 
@@ -44,7 +44,9 @@ def build(
     else:
         weight = ctx.randn(d, dtype=torch.float64) + 1.0
         bias = ctx.randn(d, dtype=torch.float64)
-    state = {"weight": weight.to(ctx.dtype), "bias": bias.to(ctx.dtype)}
+    state: dict[str, Tensor] | None = {"weight": weight.to(ctx.dtype), "bias": bias.to(ctx.dtype)}
+    if not ctx.conventions.loads_weights:
+        state = None  # as documented: the target's own (freshly initialised: 1 and 0) weights
     fn = ctx.call(ctx.adapter.build_layer_norm, d, state, ctx.device, ctx.dtype)
     return fn, weight, bias
 
@@ -76,8 +78,11 @@ def shapes(ctx: CheckContext) -> None:
     kind="differential",
 )
 def differential(ctx: CheckContext) -> None:
-    """Matches (x - mean) / sqrt(biased var + eps) * weight + bias with the declared eps."""
-    eps = ctx.adapter.conventions.layer_norm_eps
+    """Matches (x - mean) / sqrt(biased var + eps) * weight + bias with the declared eps (not applicable
+    when the target declares loads_weights=False)."""
+    if not ctx.conventions.loads_weights:
+        raise NotApplicable(f"target {ctx.adapter.name!r} declares loads_weights=False")
+    eps = ctx.conventions.layer_norm_eps
     for d in WIDTHS:
         fn, weight, bias = build(ctx, d)
         x = ln_inputs(ctx, d)
@@ -94,7 +99,7 @@ def zero_mean_unit_var(ctx: CheckContext) -> None:
     """With weight 1 and bias 0 each row has mean 0 and biased variance var / (var + eps) (unit and
     small-variance rows; constant and offset rows amplify rounding by 1/sqrt(eps) and are judged by the
     differential check instead)."""
-    eps = ctx.adapter.conventions.layer_norm_eps
+    eps = ctx.conventions.layer_norm_eps
     for d in WIDTHS[1:]:
         fn, _, _ = build(ctx, d, identity=True)
         x = ln_inputs(ctx, d)[:2]

@@ -20,8 +20,9 @@ import torch
 from torch import Tensor, nn
 
 from transformer_conformance.adapter import Capability
-from transformer_conformance.checks.inputs import require_zero_policy
+from transformer_conformance.checks.inputs import require_isolated_nonfinite, require_zero_policy
 from transformer_conformance.context import CheckContext, NotApplicable
+from transformer_conformance.reference.architecture import Architecture
 from transformer_conformance.reference.config import TransformerConfig
 from transformer_conformance.reference.decoder import DecoderLayer
 from transformer_conformance.reference.encoder import EncoderLayer
@@ -40,11 +41,29 @@ SIDES: tuple[Side, ...] = ("right", "left")
 
 
 def layer_config(ctx: CheckContext, **overrides: Any) -> TransformerConfig:
-    """The tiny config in the target's declared residual placement and LayerNorm eps."""
-    conv = ctx.adapter.conventions
-    fields: dict[str, Any] = {"norm_placement": conv.norm_placement, "eps": conv.layer_norm_eps}
+    """The tiny config in the target's declared architecture, residual placement and LayerNorm eps; at
+    the first declared head width (``Conventions.supported_d_heads``: d_model = 4 heads of it)."""
+    conv = ctx.conventions
+    fields: dict[str, Any] = {
+        "norm_placement": conv.norm_placement,
+        "eps": conv.layer_norm_eps,
+        "arch": ctx.architecture,
+    }
+    if conv.supported_d_heads:
+        d_head = conv.supported_d_heads[0]
+        fields.update(d_model=4 * d_head, d_ff=8 * d_head)
     fields.update(overrides)
     return TransformerConfig.tiny(**fields)
+
+
+def require_notes_architecture(ctx: CheckContext, cfg: TransformerConfig, what: str) -> None:
+    """NotApplicable when the declared architecture is not the notes' one: the reference ``what`` (an
+    encoder or decoder layer, the encoder-decoder) speaks only that architecture."""
+    if cfg.arch != Architecture():
+        raise NotApplicable(
+            f"target {ctx.adapter.name!r} declares a non-default architecture ({cfg.arch}); the reference "
+            f"{what} is built in the notes' architecture only"
+        )
 
 
 def draw_int(ctx: CheckContext, low: int, high: int) -> int:
@@ -106,7 +125,7 @@ def canonical_module(ctx: CheckContext, factory: Callable[[], nn.Module]) -> nn.
 def state_of(ctx: CheckContext, module: nn.Module) -> dict[str, Tensor] | None:
     """The module's canonical ``state_dict`` in ``ctx.dtype`` on ``ctx.device``, or ``None`` when the
     target declares it cannot load weights (it then uses its own random weights)."""
-    if not ctx.adapter.conventions.loads_weights:
+    if not ctx.conventions.loads_weights:
         return None
     return {
         k: v.detach().to(device=ctx.device, dtype=ctx.dtype if v.is_floating_point() else v.dtype).clone()
@@ -123,7 +142,7 @@ def oracle_copies(ctx: CheckContext, module: nn.Module) -> tuple[nn.Module, nn.M
 
 def require_weights(ctx: CheckContext) -> None:
     """NotApplicable unless the target can take the canonical reference weights."""
-    if not ctx.adapter.conventions.loads_weights:
+    if not ctx.conventions.loads_weights:
         raise NotApplicable(f"target {ctx.adapter.name!r} declares loads_weights=False")
 
 
@@ -155,6 +174,7 @@ def run_oracle(fn: Callable[..., Tensor], *args: Any) -> Tensor:
 
 def build_encoder(ctx: CheckContext, cfg: TransformerConfig) -> tuple[Callable[..., Any], nn.Module]:
     """(target encoder layer, canonical reference layer in float64 on CPU) for ``cfg``."""
+    require_notes_architecture(ctx, cfg, "encoder layer")
     module = canonical_module(ctx, lambda: EncoderLayer(cfg))
     layer = ctx.call(ctx.adapter.build_encoder_layer, cfg, state_of(ctx, module), ctx.device, ctx.dtype)
     return layer, module
@@ -162,6 +182,7 @@ def build_encoder(ctx: CheckContext, cfg: TransformerConfig) -> tuple[Callable[.
 
 def build_decoder(ctx: CheckContext, cfg: TransformerConfig) -> tuple[Callable[..., Any], nn.Module]:
     """(target decoder layer, canonical reference layer in float64 on CPU) for ``cfg``."""
+    require_notes_architecture(ctx, cfg, "decoder layer")
     module = canonical_module(ctx, lambda: DecoderLayer(cfg))
     layer = ctx.call(ctx.adapter.build_decoder_layer, cfg, state_of(ctx, module), ctx.device, ctx.dtype)
     return layer, module
@@ -265,13 +286,14 @@ def encoder_layer_padding(ctx: CheckContext) -> None:
 
 @check(
     "encoder_layer.padding-nan",
-    claims=("mask.padding.invariance",),
+    claims=("mask.padding.nonfinite-isolated",),
     needs=(ENC,),
     depends_on=("encoder_layer.padding-invariance",),
     kind="metamorphic",
 )
 def encoder_layer_padding_nan(ctx: CheckContext) -> None:
     """NaN in pad rows (e.g. NaN embeddings of a pad id) changes nothing at real positions."""
+    require_isolated_nonfinite(ctx)
     _pad_invariance(ctx, lambda x: [float("nan")], enc=True)
 
 
@@ -351,7 +373,7 @@ def encoder_layer_fully_padded(ctx: CheckContext) -> None:
     x = ctx.randn(2, n, cfg.d_model)
     y = enc_call(ctx, layer, x, keep)
     ctx.expect_finite("output of a fully padded sample", y[1])
-    if not ctx.adapter.conventions.loads_weights:
+    if not ctx.conventions.loads_weights:
         return
     oracle, same = oracle_copies(ctx, module)
     want = run_oracle(oracle, x.to(torch.float64), keep)
@@ -460,13 +482,14 @@ def decoder_layer_padding(ctx: CheckContext) -> None:
 
 @check(
     "decoder_layer.padding-nan",
-    claims=("mask.padding.invariance",),
+    claims=("mask.padding.nonfinite-isolated",),
     needs=(DEC,),
     depends_on=("decoder_layer.padding-invariance",),
     kind="metamorphic",
 )
 def decoder_layer_padding_nan(ctx: CheckContext) -> None:
     """NaN in target and memory pad rows changes nothing at real target positions."""
+    require_isolated_nonfinite(ctx)
     _pad_invariance(ctx, lambda x: [float("nan")], enc=False)
 
 

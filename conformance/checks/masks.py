@@ -33,6 +33,7 @@ from transformer_conformance.checks.inputs import (
     qkv,
     query_positions,
     random_keep,
+    require_isolated_nonfinite,
 )
 from transformer_conformance.context import CheckContext, FailureKind, NotApplicable
 from transformer_conformance.evidence import attached, attention_slice, influence_map
@@ -196,13 +197,15 @@ def padding_invariance(ctx: CheckContext) -> None:
 
 @check(
     "mask.padding.nan-contents",
-    claims=("mask.padding.invariance", "mask.padding.pad-value-arbitrary"),
+    claims=("mask.padding.nonfinite-isolated",),
     needs=ATTN,
     depends_on=(SHAPES,),
     kind="metamorphic",
 )
 def padding_nan_contents(ctx: CheckContext) -> None:
-    """NaN in padded keys/values (e.g. NaN pad embeddings) changes nothing at real positions."""
+    """NaN in padded keys/values (e.g. NaN pad embeddings) changes nothing at real positions (not
+    applicable to a target declaring nonfinite_pads='leak')."""
+    require_isolated_nonfinite(ctx)
     for case in attention_cases(ctx):
         for side in ("right", "left"):
             padded_self_attention(ctx, case, side, float("nan"), 1.0)
@@ -251,7 +254,7 @@ def future_blind(ctx: CheckContext, case: AttnCase, alignment: str, *, explicit:
 def causal_is_causal(ctx: CheckContext) -> None:
     """``is_causal=True``: output i does not depend on keys after i's position (declared alignment;
     num_q == num_k and num_q != num_k)."""
-    alignment = ctx.adapter.conventions.causal_alignment
+    alignment = ctx.conventions.causal_alignment
     for case in attention_cases(ctx):
         future_blind(ctx, case, alignment, explicit=False)
 
@@ -280,7 +283,7 @@ def causal_explicit(ctx: CheckContext) -> None:
 def causal_diagonal_visible(ctx: CheckContext) -> None:
     """Under ``is_causal`` each query sees its own position: changing the value there moves the output,
     and the first query (which sees only its own key) returns exactly that value row."""
-    alignment = ctx.adapter.conventions.causal_alignment
+    alignment = ctx.conventions.causal_alignment
     for case in attention_cases(ctx, square=True):
         q, k, v = qkv(ctx, case)
         out, weights = run_attention(ctx, case, q, k, v, None, is_causal=True)
@@ -310,7 +313,7 @@ def causal_diagonal_visible(ctx: CheckContext) -> None:
 def causal_differential(ctx: CheckContext) -> None:
     """``is_causal`` equals the oracle with the declared alignment's causal mask; an explicit mask of
     either alignment equals the oracle with that mask (rows with a visible key)."""
-    declared = ctx.adapter.conventions.causal_alignment
+    declared = ctx.conventions.causal_alignment
     for case in attention_cases(ctx):
         q, k, v = qkv(ctx, case)
         for alignment, explicit in [(declared, False), *((a, True) for a in ALIGNMENTS)]:

@@ -21,6 +21,7 @@ from transformer_conformance.checks.inputs import (
     huge_value,
     padding_keep,
     permutation,
+    require_isolated_nonfinite,
     require_zero_policy,
 )
 from transformer_conformance.context import CheckContext, FailureKind, NotApplicable
@@ -112,7 +113,7 @@ def run(
     out, weights = result
     ctx.expect_shape(f"output [{case.describe()}]", out, (case.b, case.nq, case.d_model))
     ctx.expect_dtype("output", out, x_q.dtype)
-    if not ctx.adapter.conventions.returns_weights:
+    if not ctx.conventions.returns_weights:
         return out, None
     ctx.expect_shape(f"weights [{case.describe()}]", weights, (case.b, case.h, case.nq, case.nk))
     return out, weights
@@ -169,7 +170,7 @@ def shapes(ctx: CheckContext) -> None:
 def differential(ctx: CheckContext) -> None:
     """With canonical weights the target matches the float64 reference layer (scale 1/sqrt(d_head), heads
     split by column blocks), without masks, with left/right key padding and with a causal mask."""
-    if not ctx.adapter.conventions.loads_weights:
+    if not ctx.conventions.loads_weights:
         raise NotApplicable(f"target {ctx.adapter.name!r} declares loads_weights=False")
     for case in mha_cases(ctx):
         layer = build(ctx, case)
@@ -274,13 +275,15 @@ def padding_invariance(ctx: CheckContext) -> None:
 
 @check(
     "mha.padding.nan-contents",
-    claims=("mask.padding.invariance",),
+    claims=("mask.padding.nonfinite-isolated",),
     needs=MHA,
     depends_on=(SHAPES,),
     kind="metamorphic",
 )
 def padding_nan_contents(ctx: CheckContext) -> None:
-    """NaN pad contents (e.g. NaN pad embeddings) change nothing at real positions."""
+    """NaN pad contents (e.g. NaN pad embeddings) change nothing at real positions (not applicable to
+    a target declaring nonfinite_pads='leak')."""
+    require_isolated_nonfinite(ctx)
     padded_memory(ctx, float("nan"), ("right", "left"))
 
 
@@ -347,14 +350,15 @@ def fully_masked_row(ctx: CheckContext) -> None:
     depends_on=(SHAPES,),
 )
 def fully_masked_row_declared(ctx: CheckContext) -> None:
-    """A target declaring a convention other than the zero policy (nan: NaN rows; uniform: finite rows)
-    follows it for a sample whose keys are all padding, while the other sample stays finite and its
-    weight rows sum to 1. Credits only the row-sum claim (the target does not meet the policy).
+    """A target declaring a convention other than the zero policy (nan: NaN rows; uniform: finite rows;
+    zero_output_uniform_weights: a zero output row) follows it for a sample whose keys are all padding,
+    while the other sample stays finite and its weight rows sum to 1. Credits only the row-sum claim
+    (the target does not meet the policy).
     Not applicable under 'zero' or without returned weights."""
-    convention = ctx.adapter.conventions.fully_masked_row
+    convention = ctx.conventions.fully_masked_row
     if convention == "zero":
         raise NotApplicable("target declares the project policy 'zero' (see mha.fully-masked-row)")
-    if not ctx.adapter.conventions.returns_weights:
+    if not ctx.conventions.returns_weights:
         raise NotApplicable(f"target {ctx.adapter.name!r} declares returns_weights=False")
     for case in mha_cases(ctx):
         case = MhaCase(case.d_model, case.h, 2, case.nq, case.nk)
@@ -370,6 +374,10 @@ def fully_masked_row_declared(ctx: CheckContext) -> None:
             )
         if convention == "uniform":
             ctx.expect_finite("fully masked sample (declared 'uniform')", dead)
+        if convention == "zero_output_uniform_weights":
+            ctx.compare_direct(
+                "fully masked sample: declared zero output", dead, torch.zeros_like(dead, dtype=torch.float64)
+            )
         sums = w[1:].double().sum(dim=-1)
         ctx.compare_direct(
             f"weight row sums of the sample with visible keys [{case.describe()}]",

@@ -46,7 +46,7 @@ def shapes(ctx: CheckContext) -> None:
 def formula(ctx: CheckContext) -> None:
     """sin at the sine columns, cos at the cosine columns of the declared layout, frequency
     1/10000^(2i/d), positions up to 2000 (differential rule against the float64 table)."""
-    layout = ctx.adapter.conventions.sinusoidal_layout
+    layout = ctx.conventions.sinusoidal_layout
     for d in WIDTHS:
         actual = table(ctx, 2000, d)
         oracle64 = sinusoidal_encoding(2000, d, layout=layout, dtype=torch.float64, device=ctx.device)

@@ -157,7 +157,7 @@ def sampler_temperature_zero(ctx: CheckContext) -> None:
     """T = 0 per the declared convention: 'greedy' returns the argmax of every row (no division by
     zero, no NaN), 'error' raises."""
     logits = ctx.randn(64, VOCAB, scale=3.0)
-    if ctx.adapter.conventions.temperature_zero == "error":
+    if ctx.conventions.temperature_zero == "error":
         ctx.expect_error("T=0 (declared 'error')", ctx.adapter.sample, logits, 0.0, _generator(ctx))
         return
     ids = sample(ctx, logits, 0.0)

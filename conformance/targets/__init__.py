@@ -29,6 +29,7 @@ BUILTIN_TARGETS: dict[str, str] = {
     "torch-transformer": "transformer_conformance.targets.torch_layers:make_transformer",
     "torch-transformer-fastpath": "transformer_conformance.targets.torch_layers:make_transformer_fastpath",
     "hf-gpt2": "transformer_conformance.targets.hf_gpt2:make",
+    "hf-llama": "transformer_conformance.targets.hf_llama:make",
 }
 
 

@@ -172,9 +172,14 @@ class ReferenceAdapter(Adapter):
     def build_lm(
         self, config: Any, state: dict[str, Tensor] | None, device: torch.device, dtype: torch.dtype
     ) -> Any:
-        """reference.model.DecoderOnlyLM behind ``LMHandle``."""
+        """reference.model.DecoderOnlyLM behind ``LMHandle`` (a ``VariantLM`` for a config whose
+        ``arch`` is not the notes' default)."""
+        from transformer_conformance.reference.architecture import Architecture
         from transformer_conformance.reference.model import DecoderOnlyLM
+        from transformer_conformance.reference.variant_lm import VariantLM
 
+        if config.arch != Architecture():
+            return LMHandle(_build(lambda: VariantLM(config), state, device, dtype))
         return LMHandle(_build(lambda: DecoderOnlyLM(config), state, device, dtype))
 
     def sample(self, logits: Tensor, temperature: float, generator: torch.Generator | None) -> Tensor:

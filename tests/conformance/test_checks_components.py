@@ -88,6 +88,7 @@ def test_component_checks_are_registered_with_known_capabilities() -> None:
     "positional.sinusoidal.formula",
     "positional.sinusoidal.offset-dot-product",
     "positional.sinusoidal.relative-linear",
+    "mask.padding.nonfinite-isolated",
 )
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_reference_passes_every_component_check(device: torch.device, dtype: str) -> None:

@@ -78,3 +78,31 @@ def test_planted_bug_in_my_lm_is_caught(monkeypatch):
     monkeypatch.setattr(my_lm.TinyGPTHandle, "logits", future_peeking_logits)
     report = run_audit([my_lm.make()], profile="quick", seed=1, progress=False, in_process=True)
     assert report.exit_code == 1
+
+
+@pytest.mark.claim("lm.llama-equals-hf", "gqa.repeat-equivalence", "rotary.relative-dot-product")
+def test_my_llama_gets_and_passes_the_differential_check():
+    from transformer_conformance.examples import my_llama
+
+    report = run_audit([my_llama.make()], profile="quick", seed=1, progress=False)
+    assert report.exit_code == 0, report.summary_text()
+    got = {r.check: r.status for r in report.results}
+    lm_checks = {c: s for c, s in got.items() if c.startswith("lm.")}
+    assert set(lm_checks.values()) == {"pass"}, lm_checks
+    assert got["lm.reference"] == "pass"
+
+
+@pytest.mark.claim("lm.llama-equals-hf", "rotary.layouts")
+def test_my_llama_declared_with_the_other_rotary_layout_fails():
+    from dataclasses import replace
+
+    from transformer_conformance.examples import my_llama
+
+    class Misdeclared(my_llama.MyLlamaAdapter):
+        name = "my-llama-misdeclared"
+        architecture = replace(my_llama.MyLlamaAdapter.architecture, rope_layout="interleaved")
+
+    report = run_audit(  # in-process: a local class
+        [Misdeclared()], profile="quick", seed=1, progress=False, check=["lm.reference"], in_process=True
+    )
+    assert [r.status for r in report.results] == ["fail"]
