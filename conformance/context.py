@@ -21,6 +21,7 @@ from transformer_conformance.adapter import Adapter, Capability, Conventions
 from transformer_conformance.evidence import error_sample
 from transformer_conformance.reference import tolerance
 from transformer_conformance.reference.architecture import Architecture
+from transformer_conformance.wire import target_traceback
 
 
 class FailureKind(StrEnum):
@@ -209,8 +210,10 @@ class CheckContext:
             result = fn(*args, **kwargs)
             self._sync()
         except Exception as exc:
-            raise CheckFailure(
-                FailureKind.RAISED, f"target {self.adapter.name!r}: {name} raised {type(exc).__name__}: {exc}"
+            raise TargetRaised(
+                f"target {self.adapter.name!r}: {name} raised {type(exc).__name__}: {exc}",
+                cause=exc,
+                trace=target_traceback(exc),
             ) from exc
         finally:
             self.target_time_s += time.perf_counter() - start

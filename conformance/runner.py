@@ -186,6 +186,7 @@ def _run_in_thread(spec: CheckSpec, ctx: CheckContext, limit_s: float) -> _Outco
             outcome.status = PASS
         except CheckFailure as failure:
             outcome.status, outcome.failure = FAIL, failure
+            outcome.trace = getattr(failure, "trace", None)
         except NotApplicable as na:
             outcome.status, outcome.reason = NOT_APPLICABLE, na.reason
         except BaseException as exc:  # a bug in the check or the harness, not in the target

@@ -8,7 +8,9 @@ build an object of its choosing.
 
 import io
 import pickle
+import traceback
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -124,3 +126,33 @@ class _SafeUnpickler(pickle.Unpickler):
 def safe_loads(data: bytes) -> Any:
     """Unpickle what a worker sent, accepting only the allow-listed classes."""
     return _SafeUnpickler(io.BytesIO(data)).load()
+
+
+#: The suite's own folder: frames in it are the harness's, not the target's, except in the folders of
+#: the built-in targets, the planted-bug mutants and the examples (those are targets).
+_SUITE_DIR = Path(__file__).resolve().parent
+_TARGET_DIRS = tuple(_SUITE_DIR / name for name in ("targets", "mutants", "examples"))
+
+
+def _is_harness_frame(filename: str) -> bool:
+    path = Path(filename).resolve()
+    return path.is_relative_to(_SUITE_DIR) and not any(path.is_relative_to(d) for d in _TARGET_DIRS)
+
+
+def target_traceback(exc: BaseException, limit: int = 12) -> str:
+    """The traceback of an exception raised by a target, trimmed to the target's frames.
+
+    Frames of the suite itself (the worker, the context, the runner) are dropped, and at most the last
+    ``limit`` target frames are kept: what a reader needs to find the bug in their code."""
+    frames = [
+        f
+        for f in traceback.extract_tb(exc.__traceback__)
+        if not _is_harness_frame(f.filename)
+    ]
+    dropped = len(frames) - limit
+    lines = ["Traceback (the target's frames only):\n"]
+    if dropped > 0:
+        lines.append(f"  ... {dropped} earlier frame(s)\n")
+    lines += traceback.format_list(frames[-limit:])
+    lines += traceback.format_exception_only(type(exc), exc)
+    return "".join(lines)

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from transformer_conformance.wire import GeneratorState, HandleRef, dumps
+from transformer_conformance.wire import GeneratorState, HandleRef, dumps, target_traceback
 
 PLAIN = (int, float, bool, str, bytes, complex, type(None), torch.dtype, torch.device, torch.Size)
 #: What the fork server imports before forking: torch and the suite itself (the oracle's modules
@@ -196,7 +196,7 @@ class Worker:
                 f"{type(exc).__name__}: {exc}",
                 exc_type=type(exc).__name__,
                 exc_module=type(exc).__module__,
-                traceback="".join(traceback.format_exception(exc)[-8:]),
+                traceback=target_traceback(exc),
             )
 
     # -- calls ----------------------------------------------------------------------------------

@@ -46,6 +46,16 @@ def test_good_target_passes_and_missing_capability_is_not_applicable():
     assert report.exit_code == 0
 
 
+@pytest.mark.parametrize("in_process", [False, True], ids=["isolated", "in-process"])
+def test_raised_failure_shows_the_targets_traceback_only(in_process):
+    report = audit(fakes.RaisingAdapter(), seed=7, in_process=in_process)
+    trace = result(report, "fake-raising", "dummy.attention").traceback or ""
+    assert "the target's frames only" in trace
+    assert "fakes.py" in trace and "in attention" in trace and "RuntimeError: kernel exploded" in trace
+    for harness in ("worker.py", "context.py", "runner.py", "isolation.py"):
+        assert harness not in trace, trace
+
+
 def test_raising_target_is_a_raised_failure_and_blocks_dependents():
     report = audit(fakes.RaisingAdapter(), seed=7)
     r = result(report, "fake-raising", "dummy.attention")
