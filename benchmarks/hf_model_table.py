@@ -14,6 +14,7 @@ import argparse
 import json
 import re
 import resource
+import signal
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -41,7 +42,7 @@ SHOWN = {
     "not-applicable": "n-a",
     "blocked": "blocked",
 }
-TIMEOUT_S, MEMORY_BYTES, WORKERS = 240, 6 * 2**30, 2
+TIMEOUT_S, MEMORY_BYTES, WORKERS = 120, 8 * 2**30, 2
 START, END = "<!-- hf-table:start -->", "<!-- hf-table:end -->"
 
 
@@ -65,7 +66,7 @@ def worker(model_type: str) -> dict[str, Any]:
         hf_causal_lm.CausalLMHandle(model).logits(torch.ones(2, 4, dtype=torch.long))
     except Exception as exc:  # any build/forward failure is a skip reason
         return {"model_type": model_type, "skipped": _first_line(exc)}
-    report = run_audit([hf_causal_lm.PREFIX + model_type], profile="ci", progress=False)
+    report = run_audit([hf_causal_lm.PREFIX + model_type], profile="ci", progress=False, check=list(COLUMNS))
     return {
         "model_type": model_type,
         "results": {r.check: r.status for r in report.results if r.check in COLUMNS},
@@ -77,21 +78,61 @@ def _limit_memory() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (MEMORY_BYTES, MEMORY_BYTES))
 
 
-def run_one(model_type: str) -> dict[str, Any]:
-    """``worker(model_type)`` in a capped subprocess."""
-    cmd = [sys.executable, "-m", "benchmarks.hf_model_table", "--worker", model_type]
-    try:
-        done = subprocess.run(
-            cmd, capture_output=True, text=True, timeout=TIMEOUT_S, preexec_fn=_limit_memory, check=False
-        )
-    except subprocess.TimeoutExpired:
-        return {"model_type": model_type, "skipped": f"no result within {TIMEOUT_S} s"}
-    lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
-    if done.returncode != 0 or not lines:
-        tail = (done.stderr.strip().splitlines() or ["(no output)"])[-1][:140]
-        return {"model_type": model_type, "skipped": f"worker exit {done.returncode}: {tail}"}
-    result: dict[str, Any] = json.loads(lines[-1])
-    return result
+class _OverTime(BaseException):
+    """Raised by the alarm when one model type takes longer than ``TIMEOUT_S`` (not an ``Exception``, so
+    the audit's own error handling does not turn it into a failed check)."""
+
+
+def _alarm(signum: int, frame: Any) -> None:
+    raise _OverTime
+
+
+def worker_batch(model_types: list[str]) -> None:
+    """``worker`` for each model type in turn (one import of torch and transformers), one JSON line each."""
+    signal.signal(signal.SIGALRM, _alarm)
+    for model_type in model_types:
+        signal.alarm(TIMEOUT_S)
+        try:
+            row = worker(model_type)
+        except _OverTime:
+            row = {"model_type": model_type, "skipped": f"no result within {TIMEOUT_S} s"}
+        finally:
+            signal.alarm(0)
+        print(json.dumps(row), flush=True)
+
+
+def run_batch(model_types: list[str]) -> list[dict[str, Any]]:
+    """``worker_batch`` in a memory-capped subprocess; a type whose worker dies is skipped with the
+    reason and the rest of the batch rerun in a fresh process."""
+    rows: list[dict[str, Any]] = []
+    todo = list(model_types)
+    while todo:
+        cmd = [sys.executable, "-m", "benchmarks.hf_model_table", "--worker", ",".join(todo)]
+        try:
+            done = subprocess.run(
+                cmd,
+                capture_output=True,
+                text=True,
+                timeout=TIMEOUT_S * (len(todo) + 1),
+                preexec_fn=_limit_memory,
+                check=False,
+            )
+            stdout, why = (
+                done.stdout,
+                f"worker exit {done.returncode}: "
+                + ((done.stderr.strip().splitlines() or ["(no output)"])[-1][:140]),
+            )
+        except subprocess.TimeoutExpired as exc:
+            out = exc.stdout or b""
+            stdout = out.decode() if isinstance(out, bytes) else out
+            why = "worker timed out"
+        got = [json.loads(ln) for ln in stdout.splitlines() if ln.startswith("{")]
+        rows += got
+        todo = todo[len(got) :]
+        if todo:
+            rows.append({"model_type": todo[0], "skipped": why})
+            todo = todo[1:]
+    return rows
 
 
 def model_types() -> list[str]:
@@ -131,19 +172,22 @@ def write_readme(path: Path, table: str) -> None:
 def main() -> None:
     """Command line (see the module docstring)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--worker", help="internal: audit one model type and print one JSON line")
+    parser.add_argument("--worker", help="internal: audit these model types, one JSON line each")
     parser.add_argument("--only", help="comma-separated model types (default: all)")
     parser.add_argument("--readme", type=Path, help="write the table between the README markers")
     parser.add_argument("--json", type=Path, help="write every row (with failure messages) as JSON")
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.worker)))
+        worker_batch(args.worker.split(","))
         return
     import transformers
 
     types = args.only.split(",") if args.only else model_types()
+    batches = [types[i::WORKERS] for i in range(WORKERS)]
     with ThreadPoolExecutor(WORKERS) as pool:
-        rows = list(pool.map(run_one, types))
+        rows = sorted(
+            (r for rows in pool.map(run_batch, batches) for r in rows), key=lambda r: r["model_type"]
+        )
     table = markdown(rows, transformers.__version__)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

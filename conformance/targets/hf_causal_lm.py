@@ -20,6 +20,9 @@ How the handle drives the model, as ``generate()`` does:
   (ALiBi models such as BLOOM and MPT) derive positions themselves from the attention mask;
 - ``attention_mask`` is always passed (all ones without padding; 1 = real token), over past + chunk for
   a cached step: the cache does not remember which slots were padding, so the handle does;
+- recurrent models (``CHUNK_MASK_TYPES``: Mamba and its kin) take the mask of the new chunk only,
+  as their ``prepare_inputs_for_generation`` shows (it drops the mask after the first step); a mask over
+  past + chunk is silently misread by them;
 - the cache is the one the model creates itself on a first call with ``use_cache=True`` (a
   ``DynamicCache`` for attention models, the model's own cache class for hybrid/recurrent ones),
   handed back through ``cache=`` (transformers 5's name; ``past_key_values=`` on older versions).
@@ -70,6 +73,8 @@ FF_NAMES = (
 EXPERT_NAMES = ("num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts")
 EXPERTS_PER_TOKEN_NAMES = ("num_experts_per_tok", "moe_topk", "top_k", "num_selected_experts")
 POSITION_NAMES = ("max_position_embeddings", "n_positions", "max_seq_len", "n_ctx", "seq_length")
+#: Model types whose ``attention_mask`` covers the new chunk only on a cached step (state-space models).
+CHUNK_MASK_TYPES = frozenset({"mamba", "mamba2", "falcon_mamba"})
 TOKEN_ID_NAMES = ("pad_token_id", "bos_token_id", "eos_token_id")
 RANDOM_NAMES = ("dropout", "pdrop", "jitter")
 
@@ -87,7 +92,9 @@ def _has(config: Any, name: str) -> bool:
     return isinstance(getattr(config, name, None), int) and not isinstance(getattr(config, name), bool)
 
 
-def tiny_overrides(default: Any, vocab_size: int, dropout: float, pad_id: int) -> dict[str, Any]:
+def tiny_overrides(
+    default: Any, vocab_size: int, dropout: float, pad_id: int, window: int = TINY_WINDOW
+) -> dict[str, Any]:
     """The keyword overrides that shrink ``default`` (a config of transformers' defaults) to tiny sizes.
 
     Layers 2, hidden 32, heads 4 (head_dim 8), key/value heads 2 where the default groups queries (1 when
@@ -115,7 +122,7 @@ def tiny_overrides(default: Any, vocab_size: int, dropout: float, pad_id: int) -
     if _has(default, "head_dim"):
         out["head_dim"] = TINY_HIDDEN // TINY_HEADS
     if _has(default, "sliding_window"):
-        out["sliding_window"] = TINY_WINDOW
+        out["sliding_window"] = window
     for name in TOKEN_ID_NAMES:
         if hasattr(default, name):
             out[name] = pad_id if name == "pad_token_id" else None
@@ -125,14 +132,16 @@ def tiny_overrides(default: Any, vocab_size: int, dropout: float, pad_id: int) -
     return out
 
 
-def tiny_config(model_type: str, vocab_size: int, dropout: float = 0.0, pad_id: int = 0) -> Any:
+def tiny_config(
+    model_type: str, vocab_size: int, dropout: float = 0.0, pad_id: int = 0, window: int = TINY_WINDOW
+) -> Any:
     """``AutoConfig.for_model(model_type)`` rebuilt with ``tiny_overrides`` (so derived fields such as
     per-layer ``layer_types`` follow), decoder mode on, eager-free ``sdpa`` attention.
     Claims: sizes.base.
     """
     transformers = _transformers()
     default = transformers.AutoConfig.for_model(model_type)
-    overrides = tiny_overrides(default, vocab_size, dropout, pad_id)
+    overrides = tiny_overrides(default, vocab_size, dropout, pad_id, window)
     config = transformers.AutoConfig.for_model(model_type, **overrides, is_decoder=True)
     layers = next((getattr(config, n) for n in LAYER_NAMES if _has(config, n)), TINY_LAYERS)
     for name in ("layer_types", "layers_block_type", "block_types"):
@@ -155,10 +164,10 @@ def model_class(model_type: str) -> Any:
 
 
 def build_causal_lm(
-    model_type: str, config: Any, device: torch.device, dtype: torch.dtype
+    model_type: str, config: Any, device: torch.device, dtype: torch.dtype, window: int = TINY_WINDOW
 ) -> tuple[nn.Module, Any]:
     """(model in eval mode on device/dtype, its tiny config): seeded random init of the tiny config."""
-    hf_config = tiny_config(model_type, config.vocab_size, config.dropout, config.pad_id)
+    hf_config = tiny_config(model_type, config.vocab_size, config.dropout, config.pad_id, window)
     cls = model_class(model_type)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(BUILD_SEED)
@@ -192,16 +201,21 @@ def generate_positions(mask: Tensor) -> Tensor:
 class CausalLMHandle:
     """``logits`` / ``new_cache`` / ``step`` over any ``*ForCausalLM`` model (see module doc)."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, chunk_mask_only: bool = False) -> None:
         self.model = model
+        self.chunk_mask_only = chunk_mask_only
         params = inspect.signature(model.forward).parameters
         self.takes_positions = "position_ids" in params
         self.cache_kwarg = "cache" if "cache" in params else "past_key_values"
 
     def _run(self, ids: Tensor, mask: Tensor, cache: CausalLMCache | None) -> Tensor:
-        kwargs: dict[str, Any] = {"attention_mask": mask, "use_cache": cache is not None}
+        c = ids.shape[1]
+        kwargs: dict[str, Any] = {
+            "attention_mask": mask[:, -c:] if self.chunk_mask_only else mask,
+            "use_cache": cache is not None,
+        }
         if self.takes_positions:
-            kwargs["position_ids"] = generate_positions(mask)[:, -ids.shape[1] :]
+            kwargs["position_ids"] = generate_positions(mask)[:, -c:]
         if cache is not None and cache.kv is not None:
             kwargs[self.cache_kwarg] = cache.kv
         with torch.no_grad():
@@ -242,8 +256,9 @@ class HFCausalLMAdapter(Adapter):
     conventions = Conventions(norm_placement="pre", loads_weights=False, dtypes=(torch.float32,))
     handle_class: type[CausalLMHandle] = CausalLMHandle
 
-    def __init__(self, model_type: str) -> None:
+    def __init__(self, model_type: str, sliding_window: int = TINY_WINDOW) -> None:
         self.model_type = model_type
+        self.sliding_window = sliding_window
         self.name = PREFIX + model_type
         self._loss_model: nn.Module | None = None
 
@@ -251,8 +266,8 @@ class HFCausalLMAdapter(Adapter):
         self, config: Any, state: dict[str, Tensor] | None, device: torch.device, dtype: torch.dtype
     ) -> CausalLMHandle:
         """The model type at tiny sizes (random weights; ``state`` is ignored: ``loads_weights=False``)."""
-        model, _ = build_causal_lm(self.model_type, config, device, dtype)
-        return self.handle_class(model)
+        model, _ = build_causal_lm(self.model_type, config, device, dtype, self.sliding_window)
+        return self.handle_class(model, self.model_type in CHUNK_MASK_TYPES)
 
     def next_token_loss(self, logits: Tensor, ids: Tensor, pad_id: int | None) -> Tensor:
         """The model class's own ``loss_function`` (what ``labels=`` runs) on ``labels = ids``, pads -> -100.

@@ -75,3 +75,25 @@ def test_tiny_config_shrinks_and_keeps_grouped_query_ratio() -> None:
 def test_positions_count_from_the_first_real_token() -> None:
     mask = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1]])
     assert generate_positions(mask).tolist() == [[0, 0, 0, 1], [0, 1, 2, 3]]
+
+
+@pytest.mark.claim("kvcache.equals-recompute")
+def test_mistral_window_of_one_cache_disagrees_with_recompute() -> None:
+    """A real finding (docs/findings/mistral_sliding_window_1_cache.py): transformers 5.24's sliding-window
+    cache keeps ``keys[:, :, -w + 1:]``, every key for w = 1, so Mistral's cached steps see the whole past
+    while the full forward sees one token. The audit catches it; a window of 2 passes. If a newer
+    transformers fixes the slice, this test fails: update the finding and the README table."""
+    failing = run_audit(
+        [HFCausalLMAdapter("mistral", sliding_window=1)],
+        profile="ci",
+        progress=False,
+        check=["lm.cache-equals-recompute"],
+    )
+    assert [r.status for r in failing.results] == ["fail"]
+    passing = run_audit(
+        [HFCausalLMAdapter("mistral", sliding_window=2)],
+        profile="ci",
+        progress=False,
+        check=["lm.cache-equals-recompute"],
+    )
+    assert [r.status for r in passing.results] == ["pass"]
