@@ -59,11 +59,15 @@ def worker(model_type: str) -> dict[str, Any]:
     from transformer_conformance.reference.config import TransformerConfig
     from transformer_conformance.targets import hf_causal_lm
 
+    if model_type in hf_causal_lm.NOT_DRIVEN:
+        return {"model_type": model_type, "skipped": "not driven: " + hf_causal_lm.NOT_DRIVEN[model_type]}
     try:
         model, _ = hf_causal_lm.build_causal_lm(
             model_type, TransformerConfig.tiny(), torch.device("cpu"), torch.float32
         )
-        hf_causal_lm.CausalLMHandle(model).logits(torch.ones(2, 4, dtype=torch.long))
+        logits = hf_causal_lm.CausalLMHandle(model).logits(torch.ones(2, 4, dtype=torch.long))
+        if logits.shape[-1] != TransformerConfig.tiny().vocab_size:
+            raise ValueError(f"vocabulary not shrunk (nested text config?): logits {tuple(logits.shape)}")
     except Exception as exc:  # any build/forward failure is a skip reason
         return {"model_type": model_type, "skipped": _first_line(exc)}
     report = run_audit([hf_causal_lm.PREFIX + model_type], profile="ci", progress=False, check=list(COLUMNS))

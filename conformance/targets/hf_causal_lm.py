@@ -23,6 +23,8 @@ How the handle drives the model, as ``generate()`` does:
 - recurrent models (``CHUNK_MASK_TYPES``: Mamba and its kin) take the mask of the new chunk only,
   as their ``prepare_inputs_for_generation`` shows (it drops the mask after the first step); a mask over
   past + chunk is silently misread by them;
+- a model that returns no cache (GPT-1, RWKV's state under another name) is fed the whole sequence at
+  each step, as ``generate()`` does with ``use_cache=False``: its cache checks then test that path;
 - the cache is the one the model creates itself on a first call with ``use_cache=True`` (a
   ``DynamicCache`` for attention models, the model's own cache class for hybrid/recurrent ones),
   handed back through ``cache=`` (transformers 5's name; ``past_key_values=`` on older versions).
@@ -55,9 +57,16 @@ TINY_LAYERS, TINY_HIDDEN, TINY_HEADS, TINY_FF = 2, 32, 4, 64
 TINY_EXPERTS, TINY_EXPERTS_PER_TOKEN, TINY_WINDOW, TINY_MAX_POSITIONS = 4, 2, 4, 128
 
 #: Common config attribute names for each size (the first that a config has is set; all present are).
-LAYER_NAMES = ("num_hidden_layers", "n_layer", "num_layers", "n_layers")
+LAYER_NAMES = ("num_hidden_layers", "n_layer", "num_layers", "n_layers", "decoder_layers", "encoder_layers")
 HIDDEN_NAMES = ("hidden_size", "n_embd", "d_model", "dim", "embed_dim", "model_dim")
-HEAD_NAMES = ("num_attention_heads", "n_head", "num_heads", "n_heads", "decoder_attention_heads")
+HEAD_NAMES = (
+    "num_attention_heads",
+    "n_head",
+    "num_heads",
+    "n_heads",
+    "decoder_attention_heads",
+    "encoder_attention_heads",
+)
 KV_HEAD_NAMES = ("num_key_value_heads", "num_kv_heads", "n_head_kv", "multi_query_group_num")
 FF_NAMES = (
     "intermediate_size",
@@ -66,6 +75,7 @@ FF_NAMES = (
     "d_ff",
     "ffn_hidden_size",
     "decoder_ffn_dim",
+    "encoder_ffn_dim",
     "moe_intermediate_size",
     "shared_expert_intermediate_size",
     "expert_intermediate_size",
@@ -73,10 +83,28 @@ FF_NAMES = (
 EXPERT_NAMES = ("num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts")
 EXPERTS_PER_TOKEN_NAMES = ("num_experts_per_tok", "moe_topk", "top_k", "num_selected_experts")
 POSITION_NAMES = ("max_position_embeddings", "n_positions", "max_seq_len", "n_ctx", "seq_length")
+#: Model types this adapter does not drive (its handle cannot call them correctly), with the reason.
+NOT_DRIVEN: dict[str, str] = {
+    "rwkv": "recurrent state travels as `state=` with its own length rules; the adapter speaks `cache=`",
+    "xlstm": "xLSTMCache rejects the adapter's cached steps (matC_old has wrong shape); driving not solved",
+    "cpmant": "cached steps raise a position-bias size mismatch (34 vs 33); driving not solved",
+    "dory": "looped decoder: cached steps raise a key-length mismatch (6 vs 5); its default "
+    "recurrent_kv_cache_mode='last_loop' is approximate by design",
+}
+
 #: Model types whose ``attention_mask`` covers the new chunk only on a cached step (state-space models).
 CHUNK_MASK_TYPES = frozenset({"mamba", "mamba2", "falcon_mamba"})
 TOKEN_ID_NAMES = ("pad_token_id", "bos_token_id", "eos_token_id")
 RANDOM_NAMES = ("dropout", "pdrop", "jitter")
+#: Per-layer type lists of hybrid models (attention, linear attention, recurrent, ...).
+LAYER_TYPE_NAMES = ("layer_types", "layers_block_type", "block_types")
+#: Periodic attention layouts (Jamba): attention every 2nd layer from layer 1, so 2 layers hold both.
+PERIOD_OVERRIDES = {
+    "attn_layer_period": 2,
+    "attn_layer_offset": 1,
+    "expert_layer_period": 2,
+    "expert_layer_offset": 1,
+}
 
 
 def _transformers() -> Any:
@@ -90,6 +118,11 @@ def _transformers() -> Any:
 
 def _has(config: Any, name: str) -> bool:
     return isinstance(getattr(config, name, None), int) and not isinstance(getattr(config, name), bool)
+
+
+def _derived(config: Any, name: str) -> bool:
+    """Whether ``name`` is a read-only property computed from other fields (not to be set)."""
+    return isinstance(getattr(type(config), name, None), property)
 
 
 def tiny_overrides(
@@ -129,6 +162,17 @@ def tiny_overrides(
     for name, value in vars(default).items():
         if isinstance(value, float) and any(part in name for part in RANDOM_NAMES):
             out[name] = dropout
+    out.update({n: v for n, v in PERIOD_OVERRIDES.items() if _has(default, n)})
+    if isinstance(getattr(default, "causal", None), bool):
+        out["causal"] = True  # XLM: a language model only with causal=True (is_decoder is not read)
+    for name in LAYER_TYPE_NAMES:
+        types = getattr(default, name, None)
+        if isinstance(types, list) and types and not _derived(default, name):
+            # the shortest prefix that holds every kind of layer, and at least TINY_LAYERS layers
+            needed = max(types.index(kind) for kind in set(types)) + 1
+            layers = max(TINY_LAYERS, needed)
+            out[name] = types[:layers]
+            out.update({n: layers for n in LAYER_NAMES if _has(default, n)})
     return out
 
 
@@ -144,9 +188,9 @@ def tiny_config(
     overrides = tiny_overrides(default, vocab_size, dropout, pad_id, window)
     config = transformers.AutoConfig.for_model(model_type, **overrides, is_decoder=True)
     layers = next((getattr(config, n) for n in LAYER_NAMES if _has(config, n)), TINY_LAYERS)
-    for name in ("layer_types", "layers_block_type", "block_types"):
+    for name in LAYER_TYPE_NAMES:
         value = getattr(config, name, None)
-        if isinstance(value, list) and len(value) > layers:
+        if isinstance(value, list) and len(value) > layers and not _derived(config, name):
             setattr(config, name, value[:layers])
     return config
 
@@ -182,6 +226,8 @@ class CausalLMCache:
     batch: int
     kv: Any = None
     mask: Tensor | None = field(default=None)
+    #: For a model that returns no cache (``generate()`` then feeds it the whole sequence): the ids so far.
+    ids: Tensor | None = None
 
     @property
     def past(self) -> int:
@@ -246,7 +292,13 @@ class CausalLMHandle:
         chunk_mask = torch.ones_like(ids_chunk) if pad_mask_chunk is None else pad_mask_chunk.to(torch.long)
         past = cache.mask if cache.mask is not None else chunk_mask[:, :0]
         cache.mask = torch.cat([past, chunk_mask], dim=1)
-        return self._run(ids_chunk, cache.mask, cache)
+        if cache.ids is not None:
+            cache.ids = torch.cat([cache.ids, ids_chunk], dim=1)
+            return self._run(cache.ids, cache.mask, None)[:, -ids_chunk.shape[1] :]
+        logits = self._run(ids_chunk, cache.mask, cache)
+        if cache.kv is None:
+            cache.ids = ids_chunk
+        return logits
 
 
 class HFCausalLMAdapter(Adapter):
@@ -292,4 +344,8 @@ def make(model_type: str) -> HFCausalLMAdapter:
     if importlib.util.find_spec("transformers") is None:
         raise TargetError(f"target '{PREFIX}{model_type}' needs {REQUIREMENT!r}: pip install '{REQUIREMENT}'")
     model_class(model_type)
+    if model_type in NOT_DRIVEN:
+        raise TargetError(
+            f"target '{PREFIX}{model_type}': not driven by this adapter: {NOT_DRIVEN[model_type]}"
+        )
     return HFCausalLMAdapter(model_type)
