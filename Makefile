@@ -6,12 +6,12 @@ PY     := $(BIN)/python
 STAMP  := $(VENV)/.installed
 SDPA_TARGETS  := torch-sdpa-math,torch-sdpa-flash,torch-sdpa-efficient,torch-sdpa-cudnn
 LAYER_TARGETS := torch-encoder-layer,torch-encoder-layer-fastpath,torch-decoder-layer
-MODEL_TARGETS := torch-transformer,torch-transformer-fastpath,hf-gpt2,hf-llama
+MODEL_TARGETS := torch-transformer,torch-transformer-fastpath,hf-gpt2,hf-llama,hf-causal-lm:llama
 TARGETS ?= reference,$(SDPA_TARGETS),torch-mha,torch-layernorm,$(LAYER_TARGETS),$(MODEL_TARGETS)
 PROFILE ?= ci
 DEVICE  ?= cpu
 
-.PHONY: env test lint typecheck pytest conformance spec bench clean
+.PHONY: env test lint typecheck pytest conformance spec bench hf-table clean
 
 env: $(STAMP)
 
@@ -49,6 +49,10 @@ spec: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks --json reports/bench.json
+
+# Every decoder-only transformers model type through hf-causal-lm:<model_type> (minutes); table -> README.
+hf-table: $(STAMP)
+	$(PY) -m benchmarks.hf_model_table --readme README.md --json reports/hf-table.json
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .hypothesis reports build

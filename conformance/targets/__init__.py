@@ -3,7 +3,9 @@
 Add a built-in target with one line in ``BUILTIN_TARGETS``. Planted-bug mutants need no line: every
 module of ``transformer_conformance.mutants`` with a ``make()`` factory is registered as
 ``mutant.<module name>`` (underscores become dashes). Anything else given to ``--impl`` must be
-``package.module:factory``, where ``factory()`` returns an ``Adapter``.
+``package.module:factory``, where ``factory()`` returns an ``Adapter``. A name
+``hf-causal-lm:<model_type>`` builds the generic transformers adapter for that model type
+(``targets/hf_causal_lm.py``).
 """
 
 import importlib
@@ -31,6 +33,10 @@ BUILTIN_TARGETS: dict[str, str] = {
     "hf-gpt2": "transformer_conformance.targets.hf_gpt2:make",
     "hf-llama": "transformer_conformance.targets.hf_llama:make",
 }
+
+
+#: Target family: ``hf-causal-lm:<model_type>`` (any decoder-only transformers architecture).
+HF_CAUSAL_LM_PREFIX = "hf-causal-lm:"
 
 
 def _mutant_targets() -> dict[str, str]:
@@ -74,6 +80,10 @@ def load_factory(spec: str) -> Callable[[], Adapter]:
 
 def resolve_target(name: str) -> Adapter:
     """Build the adapter for a built-in name or a ``package.module:factory`` string."""
+    if name.startswith(HF_CAUSAL_LM_PREFIX):
+        from transformer_conformance.targets import hf_causal_lm
+
+        return hf_causal_lm.make(name.removeprefix(HF_CAUSAL_LM_PREFIX))
     if name in BUILTIN_TARGETS:
         factory = load_factory(BUILTIN_TARGETS[name])
     elif ":" in name:

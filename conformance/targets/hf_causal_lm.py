@@ -1,0 +1,351 @@
+"""The generic ``hf-causal-lm:<model_type>`` target: any decoder-only ``transformers`` architecture,
+built offline from its default config shrunk to tiny sizes, audited with the metamorphic LM checks.
+
+``--impl hf-causal-lm:llama`` (or ``:gpt2``, ``:mistral``, ...) builds
+``AutoConfig.for_model(model_type)`` -- transformers' defaults for that architecture, no download --
+shrinks it with ``tiny_config`` (2 layers, hidden 32, 4 heads, ...; ratios such as grouped-query heads
+and MoE routing kept valid), and instantiates the class ``MODEL_FOR_CAUSAL_LM_MAPPING_NAMES`` names for
+it with seeded random weights. ``HF_HUB_OFFLINE=1`` and ``TRANSFORMERS_OFFLINE=1`` are set before
+``transformers`` is imported. The canonical weights cannot be mapped without a name table of the
+architecture, so the adapter declares ``loads_weights=False`` and the differential ``lm.reference`` is
+not-applicable; the metamorphic checks (causality, padding on both sides, batch independence, cache ==
+recompute, chunked prefill, padded cached prompts, determinism in eval, teacher forcing) need no
+architecture and run on every model type. The loss is the model's own ``loss_function``.
+
+How the handle drives the model, as ``generate()`` does:
+
+- position convention ``POSITION_IDS = "from_first_token"``: ``position_ids = cumsum(mask) - 1`` with pad
+  slots set to 0, over the whole mask (past + chunk) of a cached step, sliced to the chunk -- a
+  left-padded row's first real token is at position 0. Models whose forward takes no ``position_ids``
+  (ALiBi models such as BLOOM and MPT) derive positions themselves from the attention mask;
+- ``attention_mask`` is always passed (all ones without padding; 1 = real token), over past + chunk for
+  a cached step: the cache does not remember which slots were padding, so the handle does;
+- recurrent models (``CHUNK_MASK_TYPES``: Mamba and its kin) take the mask of the new chunk only,
+  as their ``prepare_inputs_for_generation`` shows (it drops the mask after the first step); a mask over
+  past + chunk is silently misread by them;
+- a model that returns no cache (GPT-1, RWKV's state under another name) is fed the whole sequence at
+  each step, as ``generate()`` does with ``use_cache=False``: its cache checks then test that path;
+- the cache is the one the model creates itself on a first call with ``use_cache=True`` (a
+  ``DynamicCache`` for attention models, the model's own cache class for hybrid/recurrent ones),
+  handed back through ``cache=`` (transformers 5's name; ``past_key_values=`` on older versions).
+
+Config dropouts (every float attribute whose name contains ``dropout``, ``pdrop`` or ``jitter``) take
+the check's ``dropout``, so ``lm.determinism`` tests that eval mode switches them all off.
+"""
+
+import importlib.util
+import inspect
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from transformer_conformance.adapter import Adapter, Capability, Conventions
+from transformer_conformance.targets import TargetError
+
+#: The prefix of the target names this adapter serves: ``hf-causal-lm:<model_type>``.
+PREFIX = "hf-causal-lm:"
+REQUIREMENT = "transformers>=5.0"
+BUILD_SEED = 0
+#: How positions are counted under left padding (the reference ``Architecture.position_ids`` names).
+POSITION_IDS = "from_first_token"
+
+#: Tiny sizes. Hidden 32 with 4 heads gives a head width of 8 (rotary codes need an even one).
+TINY_LAYERS, TINY_HIDDEN, TINY_HEADS, TINY_FF = 2, 32, 4, 64
+TINY_EXPERTS, TINY_EXPERTS_PER_TOKEN, TINY_WINDOW, TINY_MAX_POSITIONS = 4, 2, 4, 128
+
+#: Common config attribute names for each size (the first that a config has is set; all present are).
+LAYER_NAMES = ("num_hidden_layers", "n_layer", "num_layers", "n_layers", "decoder_layers", "encoder_layers")
+HIDDEN_NAMES = ("hidden_size", "n_embd", "d_model", "dim", "embed_dim", "model_dim")
+HEAD_NAMES = (
+    "num_attention_heads",
+    "n_head",
+    "num_heads",
+    "n_heads",
+    "decoder_attention_heads",
+    "encoder_attention_heads",
+)
+KV_HEAD_NAMES = ("num_key_value_heads", "num_kv_heads", "n_head_kv", "multi_query_group_num")
+FF_NAMES = (
+    "intermediate_size",
+    "n_inner",
+    "ffn_dim",
+    "d_ff",
+    "ffn_hidden_size",
+    "decoder_ffn_dim",
+    "encoder_ffn_dim",
+    "moe_intermediate_size",
+    "shared_expert_intermediate_size",
+    "expert_intermediate_size",
+)
+EXPERT_NAMES = ("num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts")
+EXPERTS_PER_TOKEN_NAMES = ("num_experts_per_tok", "moe_topk", "top_k", "num_selected_experts")
+POSITION_NAMES = ("max_position_embeddings", "n_positions", "max_seq_len", "n_ctx", "seq_length")
+#: Model types this adapter does not drive (its handle cannot call them correctly), with the reason.
+NOT_DRIVEN: dict[str, str] = {
+    "rwkv": "recurrent state travels as `state=` with its own length rules; the adapter speaks `cache=`",
+    "xlstm": "xLSTMCache rejects the adapter's cached steps (matC_old has wrong shape); driving not solved",
+    "cpmant": "cached steps raise a position-bias size mismatch (34 vs 33); driving not solved",
+    "dory": "looped decoder: cached steps raise a key-length mismatch (6 vs 5); its default "
+    "recurrent_kv_cache_mode='last_loop' is approximate by design",
+}
+
+#: Model types whose ``attention_mask`` covers the new chunk only on a cached step (state-space models).
+CHUNK_MASK_TYPES = frozenset({"mamba", "mamba2", "falcon_mamba"})
+TOKEN_ID_NAMES = ("pad_token_id", "bos_token_id", "eos_token_id")
+RANDOM_NAMES = ("dropout", "pdrop", "jitter")
+#: Per-layer type lists of hybrid models (attention, linear attention, recurrent, ...).
+LAYER_TYPE_NAMES = ("layer_types", "layers_block_type", "block_types")
+#: Periodic attention layouts (Jamba): attention every 2nd layer from layer 1, so 2 layers hold both.
+PERIOD_OVERRIDES = {
+    "attn_layer_period": 2,
+    "attn_layer_offset": 1,
+    "expert_layer_period": 2,
+    "expert_layer_offset": 1,
+}
+
+
+def _transformers() -> Any:
+    """Import ``transformers`` with the Hub switched off (nothing is ever downloaded)."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    import transformers
+
+    return transformers
+
+
+def _has(config: Any, name: str) -> bool:
+    return isinstance(getattr(config, name, None), int) and not isinstance(getattr(config, name), bool)
+
+
+def _derived(config: Any, name: str) -> bool:
+    """Whether ``name`` is a read-only property computed from other fields (not to be set)."""
+    return isinstance(getattr(type(config), name, None), property)
+
+
+def tiny_overrides(
+    default: Any, vocab_size: int, dropout: float, pad_id: int, window: int = TINY_WINDOW
+) -> dict[str, Any]:
+    """The keyword overrides that shrink ``default`` (a config of transformers' defaults) to tiny sizes.
+
+    Layers 2, hidden 32, heads 4 (head_dim 8), key/value heads 2 where the default groups queries (1 when
+    it is multi-query), FFN width 64, 4 experts with 2 per token, sliding windows of 4 (so windows act at
+    the checks' lengths), 128 positions, the check's vocabulary; token ids inside the vocabulary; every
+    dropout-like float set to ``dropout``. Only attributes the config has are overridden.
+    Claims: sizes.base (the same architecture at small sizes).
+    """
+    out: dict[str, Any] = {"vocab_size": vocab_size}
+    heads = next((getattr(default, n) for n in HEAD_NAMES if _has(default, n)), TINY_HEADS)
+    for names, value in (
+        (LAYER_NAMES, TINY_LAYERS),
+        (HIDDEN_NAMES, TINY_HIDDEN),
+        (HEAD_NAMES, TINY_HEADS),
+        (FF_NAMES, TINY_FF),
+        (EXPERT_NAMES, TINY_EXPERTS),
+        (EXPERTS_PER_TOKEN_NAMES, TINY_EXPERTS_PER_TOKEN),
+        (POSITION_NAMES, TINY_MAX_POSITIONS),
+    ):
+        out.update({n: value for n in names if _has(default, n)})
+    for name in KV_HEAD_NAMES:
+        if _has(default, name):
+            kv = getattr(default, name)
+            out[name] = TINY_HEADS if kv >= heads else (1 if kv == 1 else TINY_HEADS // 2)
+    if _has(default, "head_dim"):
+        out["head_dim"] = TINY_HIDDEN // TINY_HEADS
+    if _has(default, "sliding_window"):
+        out["sliding_window"] = window
+    for name in TOKEN_ID_NAMES:
+        if hasattr(default, name):
+            out[name] = pad_id if name == "pad_token_id" else None
+    for name, value in vars(default).items():
+        if isinstance(value, float) and any(part in name for part in RANDOM_NAMES):
+            out[name] = dropout
+    out.update({n: v for n, v in PERIOD_OVERRIDES.items() if _has(default, n)})
+    if isinstance(getattr(default, "causal", None), bool):
+        out["causal"] = True  # XLM: a language model only with causal=True (is_decoder is not read)
+    for name in LAYER_TYPE_NAMES:
+        types = getattr(default, name, None)
+        if isinstance(types, list) and types and not _derived(default, name):
+            # the shortest prefix that holds every kind of layer, and at least TINY_LAYERS layers
+            needed = max(types.index(kind) for kind in set(types)) + 1
+            layers = max(TINY_LAYERS, needed)
+            out[name] = types[:layers]
+            out.update({n: layers for n in LAYER_NAMES if _has(default, n)})
+    return out
+
+
+def tiny_config(
+    model_type: str, vocab_size: int, dropout: float = 0.0, pad_id: int = 0, window: int = TINY_WINDOW
+) -> Any:
+    """``AutoConfig.for_model(model_type)`` rebuilt with ``tiny_overrides`` (so derived fields such as
+    per-layer ``layer_types`` follow), decoder mode on, eager-free ``sdpa`` attention.
+    Claims: sizes.base.
+    """
+    transformers = _transformers()
+    default = transformers.AutoConfig.for_model(model_type)
+    overrides = tiny_overrides(default, vocab_size, dropout, pad_id, window)
+    config = transformers.AutoConfig.for_model(model_type, **overrides, is_decoder=True)
+    layers = next((getattr(config, n) for n in LAYER_NAMES if _has(config, n)), TINY_LAYERS)
+    for name in LAYER_TYPE_NAMES:
+        value = getattr(config, name, None)
+        if isinstance(value, list) and len(value) > layers and not _derived(config, name):
+            setattr(config, name, value[:layers])
+    return config
+
+
+def model_class(model_type: str) -> Any:
+    """The ``*ForCausalLM`` class transformers maps ``model_type`` to (TargetError when there is none)."""
+    transformers = _transformers()
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    names = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(model_type)
+    if names is None:
+        raise TargetError(f"target '{PREFIX}{model_type}': {model_type!r} is no causal-LM model type")
+    name = names[0] if isinstance(names, (tuple, list)) else names
+    return getattr(transformers, name)
+
+
+def build_causal_lm(
+    model_type: str, config: Any, device: torch.device, dtype: torch.dtype, window: int = TINY_WINDOW
+) -> tuple[nn.Module, Any]:
+    """(model in eval mode on device/dtype, its tiny config): seeded random init of the tiny config."""
+    hf_config = tiny_config(model_type, config.vocab_size, config.dropout, config.pad_id, window)
+    cls = model_class(model_type)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(BUILD_SEED)
+        model: nn.Module = cls(hf_config)
+    return model.to(device=device, dtype=dtype).eval(), hf_config
+
+
+@dataclass
+class CausalLMCache:
+    """The model's own cache object (None until the first step) and the attention mask [b, past]."""
+
+    batch: int
+    kv: Any = None
+    mask: Tensor | None = field(default=None)
+    #: For a model that returns no cache (``generate()`` then feeds it the whole sequence): the ids so far.
+    ids: Tensor | None = None
+
+    @property
+    def past(self) -> int:
+        """Slots already in the cache."""
+        return 0 if self.mask is None else int(self.mask.shape[1])
+
+
+def generate_positions(mask: Tensor) -> Tensor:
+    """``position_ids`` as ``generate()`` computes them: ``cumsum(mask) - 1``, pad slots set to 0.
+
+    Claims: positional.from-first-token convention (``POSITION_IDS``).
+    """
+    positions = mask.long().cumsum(-1) - 1
+    return positions.masked_fill(mask == 0, 0)
+
+
+class CausalLMHandle:
+    """``logits`` / ``new_cache`` / ``step`` over any ``*ForCausalLM`` model (see module doc)."""
+
+    def __init__(self, model: nn.Module, chunk_mask_only: bool = False) -> None:
+        self.model = model
+        self.chunk_mask_only = chunk_mask_only
+        params = inspect.signature(model.forward).parameters
+        self.takes_positions = "position_ids" in params
+        self.cache_kwarg = "cache" if "cache" in params else "past_key_values"
+
+    def _run(self, ids: Tensor, mask: Tensor, cache: CausalLMCache | None) -> Tensor:
+        c = ids.shape[1]
+        kwargs: dict[str, Any] = {
+            "attention_mask": mask[:, -c:] if self.chunk_mask_only else mask,
+            "use_cache": cache is not None,
+        }
+        if self.takes_positions:
+            kwargs["position_ids"] = generate_positions(mask)[:, -c:]
+        if cache is not None and cache.kv is not None:
+            kwargs[self.cache_kwarg] = cache.kv
+        with torch.no_grad():
+            out = self.model(input_ids=ids, **kwargs)
+        if cache is not None:
+            returned = getattr(out, "cache", None)
+            cache.kv = returned if returned is not None else getattr(out, "past_key_values", None)
+        logits: Tensor = out.logits
+        return logits
+
+    def logits(self, ids: Tensor, pad_mask: Tensor | None = None) -> Tensor:
+        """Teacher-forced logits [b, l, vocab]; ``pad_mask`` (True = real token) is the attention mask.
+
+        Claims: mask.padding.invariance, mask.causal.future-blind.
+        """
+        mask = torch.ones_like(ids) if pad_mask is None else pad_mask.to(torch.long)
+        return self._run(ids, mask, None)
+
+    def new_cache(self, batch: int) -> CausalLMCache:
+        """An empty cache: the model creates its own cache object on the first step."""
+        return CausalLMCache(batch)
+
+    def step(self, ids_chunk: Tensor, cache: CausalLMCache, pad_mask_chunk: Tensor | None = None) -> Tensor:
+        """Logits of ``c >= 1`` new tokens on ``cache``; the mask over past + chunk is passed whole.
+
+        Claims: kvcache.equals-recompute, kvcache.chunked-prefill, mask.padding.invariance.
+        """
+        chunk_mask = torch.ones_like(ids_chunk) if pad_mask_chunk is None else pad_mask_chunk.to(torch.long)
+        past = cache.mask if cache.mask is not None else chunk_mask[:, :0]
+        cache.mask = torch.cat([past, chunk_mask], dim=1)
+        if cache.ids is not None:
+            cache.ids = torch.cat([cache.ids, ids_chunk], dim=1)
+            return self._run(cache.ids, cache.mask, None)[:, -ids_chunk.shape[1] :]
+        logits = self._run(ids_chunk, cache.mask, cache)
+        if cache.kv is None:
+            cache.ids = ids_chunk
+        return logits
+
+
+class HFCausalLMAdapter(Adapter):
+    """Any ``transformers`` decoder-only model type at tiny sizes, with its own loss function."""
+
+    capabilities = frozenset({Capability.DECODER_LM, Capability.LOSS})
+    conventions = Conventions(norm_placement="pre", loads_weights=False, dtypes=(torch.float32,))
+    handle_class: type[CausalLMHandle] = CausalLMHandle
+
+    def __init__(self, model_type: str, sliding_window: int = TINY_WINDOW) -> None:
+        self.model_type = model_type
+        self.sliding_window = sliding_window
+        self.name = PREFIX + model_type
+        self._loss_model: nn.Module | None = None
+
+    def build_lm(
+        self, config: Any, state: dict[str, Tensor] | None, device: torch.device, dtype: torch.dtype
+    ) -> CausalLMHandle:
+        """The model type at tiny sizes (random weights; ``state`` is ignored: ``loads_weights=False``)."""
+        model, _ = build_causal_lm(self.model_type, config, device, dtype, self.sliding_window)
+        return self.handle_class(model, self.model_type in CHUNK_MASK_TYPES)
+
+    def next_token_loss(self, logits: Tensor, ids: Tensor, pad_id: int | None) -> Tensor:
+        """The model class's own ``loss_function`` (what ``labels=`` runs) on ``labels = ids``, pads -> -100.
+
+        Claims: loss.shifted-cross-entropy, loss.ignores-padding.
+        """
+        if self._loss_model is None:
+            from transformer_conformance.reference.config import TransformerConfig
+
+            tiny = TransformerConfig.tiny(vocab_size=logits.shape[-1])
+            self._loss_model, _ = build_causal_lm(self.model_type, tiny, torch.device("cpu"), torch.float32)
+        labels = ids if pad_id is None else ids.masked_fill(ids == pad_id, -100)
+        loss_model: Any = self._loss_model
+        loss_function: Any = loss_model.loss_function
+        loss: Tensor = loss_function(logits, labels, vocab_size=logits.shape[-1])
+        return loss
+
+
+def make(model_type: str) -> HFCausalLMAdapter:
+    """Factory for ``--impl hf-causal-lm:<model_type>``; a usage error without transformers or for a
+    model type that has no causal-LM class."""
+    if importlib.util.find_spec("transformers") is None:
+        raise TargetError(f"target '{PREFIX}{model_type}' needs {REQUIREMENT!r}: pip install '{REQUIREMENT}'")
+    model_class(model_type)
+    if model_type in NOT_DRIVEN:
+        raise TargetError(
+            f"target '{PREFIX}{model_type}': not driven by this adapter: {NOT_DRIVEN[model_type]}"
+        )
+    return HFCausalLMAdapter(model_type)
