@@ -9,6 +9,7 @@ time; an exception becomes a RAISED failure), and judges the result with ``ctx.e
 
 import hashlib
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -21,7 +22,7 @@ from transformer_conformance.adapter import Adapter, Capability, Conventions
 from transformer_conformance.evidence import error_sample
 from transformer_conformance.reference import tolerance
 from transformer_conformance.reference.architecture import Architecture
-from transformer_conformance.wire import target_traceback
+from transformer_conformance.wire import MAX_WARNINGS, target_traceback, warning_lines
 
 
 class FailureKind(StrEnum):
@@ -154,6 +155,7 @@ class CheckContext:
         self.tensors: dict[str, Any] = {}
         self.target_time_s = 0.0
         self.target_calls = 0
+        self.warnings: list[str] = []  # warnings the target raised during this check, one line each
 
     @property
     def examples(self) -> int:
@@ -184,6 +186,11 @@ class CheckContext:
         if self.device.type == "cuda" and torch.cuda.is_available():
             torch.cuda.synchronize(self.device)
 
+    def _note_warnings(self, lines: list[str]) -> None:
+        for line in lines:
+            if line not in self.warnings and len(self.warnings) < MAX_WARNINGS:
+                self.warnings.append(line)
+
     def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Call into the target, timing it as target time; any exception is a RAISED failure.
 
@@ -192,7 +199,7 @@ class CheckContext:
         and the target time is the time measured inside the worker."""
         name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or type(fn).__name__
         if self.session is not None:
-            before = self.session.target_time_s
+            before, warned = self.session.target_time_s, len(self.session.warnings)
             try:
                 return fn(*args, **kwargs)
             except CheckFailure:
@@ -205,10 +212,14 @@ class CheckContext:
             finally:
                 self.target_time_s += self.session.target_time_s - before
                 self.target_calls += 1
+                self._note_warnings(self.session.warnings[warned:])
         start = time.perf_counter()
         try:
-            result = fn(*args, **kwargs)
-            self._sync()
+            with warnings.catch_warnings(record=True) as caught:  # in-process: best effort (threads)
+                warnings.simplefilter("always")
+                result = fn(*args, **kwargs)
+                self._sync()
+            self._note_warnings(warning_lines(caught))
         except Exception as exc:
             raise TargetRaised(
                 f"target {self.adapter.name!r}: {name} raised {type(exc).__name__}: {exc}",

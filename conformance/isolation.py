@@ -85,6 +85,7 @@ class TargetSession:
         self.limit_s = float("inf")
         self.fatal: CheckFailure | None = None
         self.target_time_s = 0.0
+        self.warnings: list[str] = []  # what the target warned during this check (worker-side capture)
         self.created: list[int] = []
         self.description: dict[str, Any] | None = None
         self.adapter: RemoteAdapter | None = None
@@ -146,6 +147,7 @@ class TargetSession:
         self.limit_s = limit_s
         self.deadline = time.monotonic() + limit_s
         self.target_time_s = 0.0
+        self.warnings = []
 
     def end_check(self) -> None:
         """Free the objects the check's calls left in the worker; a dead worker is cleaned up."""
@@ -253,7 +255,8 @@ class TargetSession:
         self._send(("call", handle, path, payload))
         reply = self._receive(f"in {name}")
         if reply[0] == "ok":
-            _, value, elapsed, states = reply
+            value, elapsed, states = reply[1:4]
+            self.warnings.extend(str(w) for w in (reply[4] if len(reply) > 4 else ()))
             self.target_time_s += float(elapsed)
             for gen, state in zip(generators, states):
                 gen.set_state(state)

@@ -201,6 +201,8 @@ class AuditReport:
             lines.append(f"  saved inputs: {r.saved_inputs}")
         if r.traceback:
             lines.append("  " + r.traceback.rstrip().replace("\n", "\n  "))
+        if r.warnings:
+            lines.append(f"  the target warned ({len(r.warnings)}): " + "; ".join(r.warnings[:3]))
         if r.repro:
             lines.append(f"  repro: {r.repro}")
         return "\n".join(lines)

@@ -68,6 +68,7 @@ class CheckResult:
     saved_inputs: str | None = None
     traceback: str | None = None
     evidence: dict[str, Any] | None = None  # small arrays that show a failure (conformance/evidence.py)
+    warnings: list[str] = field(default_factory=list)  # what the target warned during the check
 
     @property
     def harness_time_s(self) -> float:
@@ -383,6 +384,7 @@ def run_target(
             result.duration_s = time.perf_counter() - start
             result.target_time_s = min(ctx.target_time_s, result.duration_s)
             result.inputs = dict(ctx.inputs)
+            result.warnings = list(ctx.warnings)
             result.status = outcome.status
             if outcome.failure is not None:
                 failure = outcome.failure

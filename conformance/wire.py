@@ -9,6 +9,7 @@ build an object of its choosing.
 import io
 import pickle
 import traceback
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -156,3 +157,19 @@ def target_traceback(exc: BaseException, limit: int = 12) -> str:
     lines += traceback.format_list(frames[-limit:])
     lines += traceback.format_exception_only(type(exc), exc)
     return "".join(lines)
+
+
+#: At most this many distinct warnings are kept per call (a target may warn in a loop).
+MAX_WARNINGS = 20
+
+
+def warning_lines(caught: "list[warnings.WarningMessage] | None") -> list[str]:
+    """Distinct warnings a target raised during one call, one line each (category, text, where)."""
+    lines: list[str] = []
+    for w in caught or ():
+        line = f"{w.category.__name__}: {str(w.message)[:300]} ({Path(w.filename).name}:{w.lineno})"
+        if line not in lines:
+            lines.append(line)
+        if len(lines) == MAX_WARNINGS:
+            break
+    return lines

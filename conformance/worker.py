@@ -20,13 +20,14 @@ import socket
 import sys
 import time
 import traceback
+import warnings
 from multiprocessing.connection import Connection
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from transformer_conformance.wire import GeneratorState, HandleRef, dumps, target_traceback
+from transformer_conformance.wire import GeneratorState, HandleRef, dumps, target_traceback, warning_lines
 
 PLAIN = (int, float, bool, str, bytes, complex, type(None), torch.dtype, torch.device, torch.Size)
 #: What the fork server imports before forking: torch and the suite itself (the oracle's modules
@@ -267,13 +268,15 @@ class Worker:
         name = ".".join(path) or type(fn).__qualname__
         start = time.perf_counter()
         try:
-            with torch.no_grad():
+            with torch.no_grad(), warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
                 result = fn(*args, **kwargs)
-            if torch.cuda.is_available() and torch.cuda.is_initialized():  # type: ignore[no-untyped-call]
-                torch.cuda.synchronize()
+                if torch.cuda.is_available() and torch.cuda.is_initialized():  # type: ignore[no-untyped-call]
+                    torch.cuda.synchronize()
         except BaseException as exc:
             self.fail_from(exc, f"in {name}")
             return
+        raised_warnings = warning_lines(caught)
         elapsed = time.perf_counter() - start
         for i, (tensor, before) in enumerate(snapshots):
             if not _same(tensor, before):
@@ -292,7 +295,7 @@ class Worker:
             self.fail(problem.kind, problem.message)
             return
         states = [g.get_state() for g in generators]
-        self.send(("ok", value, elapsed, states))
+        self.send(("ok", value, elapsed, states, raised_warnings))
 
     def signature(self, handle: int, path: tuple[str, ...]) -> None:
         try:

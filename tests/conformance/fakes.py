@@ -6,6 +6,7 @@ crash of the whole process (for the streamed-report test).
 
 import os
 import threading
+import warnings
 
 import torch
 from torch import Tensor
@@ -38,6 +39,16 @@ class RaisingAdapter(GoodAdapter):
 
     def attention(self, q, k, v, *, mask, is_causal):
         raise RuntimeError("kernel exploded")
+
+
+class WarningAdapter(GoodAdapter):
+    """Correct, but warns at every call (captured into the report, per check)."""
+
+    name = "fake-warning"
+
+    def attention(self, q, k, v, *, mask, is_causal):
+        warnings.warn("this kernel is deprecated", UserWarning, stacklevel=1)
+        return softmax_attention(q, k, v)
 
 
 HANG_RELEASE = threading.Event()

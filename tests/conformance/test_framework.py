@@ -56,6 +56,15 @@ def test_raised_failure_shows_the_targets_traceback_only(in_process):
         assert harness not in trace, trace
 
 
+@pytest.mark.parametrize("in_process", [False, True], ids=["isolated", "in-process"])
+def test_warnings_of_the_target_are_captured_per_check(in_process):
+    report = audit(fakes.WarningAdapter(), seed=7, in_process=in_process)
+    r = result(report, "fake-warning", "dummy.attention")
+    assert r.status == "pass"
+    assert [w.split(" (")[0] for w in r.warnings] == ["UserWarning: this kernel is deprecated"]
+    assert "fakes.py:" in r.warnings[0]
+
+
 def test_raising_target_is_a_raised_failure_and_blocks_dependents():
     report = audit(fakes.RaisingAdapter(), seed=7)
     r = result(report, "fake-raising", "dummy.attention")
