@@ -5,6 +5,7 @@ Used by the CLI (``python -m transformer_conformance run``) and the pytest plugi
 """
 
 import fnmatch
+import inspect
 import json
 import random
 import sys
@@ -23,7 +24,13 @@ from transformer_conformance.reference.tolerance import TOLERANCE_VERSION
 from transformer_conformance.registry import DEFAULT_REGISTRY, CheckSpec, Registry, load_builtin_checks
 from transformer_conformance.report import AuditReport, TargetSummary, claim_statements
 from transformer_conformance.runner import CheckResult, RunSettings, dtype_name, run_target, stale_deviations
-from transformer_conformance.targets import TargetError, import_object, resolve_target
+from transformer_conformance.targets import (
+    TargetError,
+    add_import_paths,
+    import_object,
+    import_root,
+    resolve_target,
+)
 
 DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
@@ -150,10 +157,19 @@ def cli_path(path: Path) -> str:
 
 
 def repro_options(
-    checks_from: str | None, deviations_dir: Path | None, timeout: float | None
+    checks_from: str | None,
+    deviations_dir: Path | None,
+    timeout: float | None,
+    import_paths: Sequence[Path] = (),
 ) -> tuple[str, ...]:
-    """The options besides impl/check/seed/device/dtype/profile that change what a rerun does."""
+    """The options besides impl/check/seed/device/dtype/profile that change what a rerun does;
+    ``import_paths`` (where an adapter or registry was imported from) become absolute ``--path DIR``
+    options, except the current directory (every run imports from it; the printed interpreter is
+    relative to it too), so an out-of-tree adapter is found as printed."""
     extra: list[str] = []
+    for path in dict.fromkeys(p.resolve() for p in import_paths):
+        if path != Path.cwd().resolve():
+            extra += ["--path", str(path)]
     if checks_from:
         extra += ["--checks-from", checks_from]
     if deviations_dir is not None and deviations_dir.resolve() != DEFAULT_DIR.resolve():
@@ -173,6 +189,13 @@ def _progress_stream(progress: bool | TextIO | None) -> TextIO | None:
     return progress
 
 
+def _source_file(adapter: Adapter) -> str | None:
+    try:
+        return inspect.getsourcefile(type(adapter))
+    except TypeError:
+        return None
+
+
 def run_audit(
     targets: Sequence[str | Adapter] | str,
     *,
@@ -190,12 +213,15 @@ def run_audit(
     deviations_dir: str | Path | None = None,
     progress: bool | TextIO | None = None,
     checks_from: str | None = None,
+    import_paths: Sequence[str | Path] = (),
 ) -> AuditReport:
     """Audit ``targets`` (built-in names, ``package.module:factory`` strings or ``Adapter``s).
 
     ``registry`` (a ``Registry``) or ``checks_from`` (``package.module:attribute`` naming one)
     REPLACES the built-in checks; neither given: the built-in checks. Failures carry a repro
-    command naming this interpreter and every option that changes what runs.
+    command naming this interpreter and every option that changes what runs. ``import_paths``
+    (``--path``) and the current working directory are put first on ``sys.path`` before
+    ``package.module`` targets are imported.
 
     Claims: every claim realised by a selected check. Returns the report; its ``exit_code`` is 0
     when every gated target passed all applicable checks and no deviation entry is stale.
@@ -215,6 +241,7 @@ def run_audit(
         seed = CI_SEED if prof.derandomized else random.SystemRandom().randrange(2**31)
 
     # Targets first: an unknown target is a usage error before anything runs.
+    add_import_paths(import_paths)
     entries = _split(targets) if isinstance(targets, str) else list(targets)
     if not entries:
         raise UsageError("--impl: expected at least one target")
@@ -243,6 +270,8 @@ def run_audit(
     else:
         reg = load_builtin_checks()
     specs = select_checks(reg, claims, check)
+    imported = [impl for impl, _ in adapters if ":" in impl] + ([checks_from] if checks_from else [])
+    roots = [import_root(spec) for spec in imported]
     all_specs = reg.all()
     deviation_dir = Path(deviations_dir) if deviations_dir is not None else None
     try:
@@ -305,7 +334,9 @@ def run_audit(
                 time_limit_s=limit,
                 impl=impl,
                 save_inputs=Path(save_inputs) if save_inputs else None,
-                repro_options=repro_options(checks_from, deviation_dir, timeout),
+                repro_options=repro_options(
+                    checks_from, deviation_dir, timeout, [r for r in roots if r is not None]
+                ),
             )
             summaries.append(
                 TargetSummary(
@@ -318,6 +349,7 @@ def run_audit(
                     },
                     gated=adapter.name in gated_names or impl in gated_names,
                     problems=adapter.declaration_problems(),
+                    source=_source_file(adapter),
                 )
             )
             mine = run_target(

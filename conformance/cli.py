@@ -6,6 +6,7 @@ deviation entry, 2 a usage error (unknown target, check or dtype; CUDA requested
 """
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +19,9 @@ from transformer_conformance.registry import Registry, load_builtin_checks
 from transformer_conformance.report import claim_statements
 from transformer_conformance.targets import BUILTIN_TARGETS
 
+#: Environment variable naming the targets when ``--impl`` is not given (the pytest plugin reads it
+#: too, for ``--conformance-impl``).
+IMPL_ENV = "CONFORMANCE_IMPL"
 CHECKS_FROM_HELP = (
     "package.module:attribute naming a conformance.registry.Registry; its checks REPLACE the "
     "built-in ones (only its checks run). To add to the built-in checks, build that Registry "
@@ -33,10 +37,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the checks against one or more targets")
+    env_impl = os.environ.get(IMPL_ENV) or None
     run.add_argument(
         "--impl",
-        required=True,
-        help="comma-separated targets: built-in names (see `list`) or package.module:factory",
+        required=env_impl is None,
+        default=env_impl,
+        help="comma-separated targets: built-in names (see `list`) or package.module:factory, "
+        f"imported with the current directory on sys.path (default: ${IMPL_ENV})",
+    )
+    run.add_argument(
+        "--path",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="put DIR first on sys.path before importing package.module targets (repeatable; "
+        "repro commands carry it for adapters imported from outside the installed packages)",
     )
     run.add_argument("--device", default="cpu", help="cpu | cuda | auto (default: cpu)")
     run.add_argument("--dtype", default="float32", choices=["float32", "float64", "float16", "bfloat16"])
@@ -69,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--deviations",
         type=Path,
         default=None,
-        help="directory of <target>.toml known-deviation files (default: the built-in one)",
+        help="directory of <target>.toml known-deviation files, added to the built-in ones (an entry "
+        "for the same claim and check replaces the built-in entry)",
     )
     run.add_argument("--checks-from", default=None, metavar="MODULE:REGISTRY", help=CHECKS_FROM_HELP)
     run.add_argument(
@@ -145,6 +161,7 @@ def cmd_run(args: argparse.Namespace, registry: Registry | None) -> int:
         checks_from=args.checks_from,
         deviations_dir=args.deviations,
         progress=args.progress,
+        import_paths=args.path,
     )
     text = report.summary_text()
     print(text.splitlines()[-1] if args.quiet else text)

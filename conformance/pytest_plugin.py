@@ -12,16 +12,15 @@ Installed, the entry point loads the plugin: use the bare option. ``-p transform
 skipped instead of registering the same module twice.
 """
 
+import os
 from collections.abc import Generator, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from transformer_conformance.api import UsageError, load_registry, resolve_device, run_audit
-from transformer_conformance.registry import Registry, load_builtin_checks
-from transformer_conformance.report import AuditReport
-from transformer_conformance.runner import BLOCKED, ERROR, FAIL, KNOWN_DEVIATION, NOT_APPLICABLE
-from transformer_conformance.targets import TargetError, resolve_target
+if TYPE_CHECKING:  # imported inside the hooks, only when an audit is asked for (torch is heavy)
+    from transformer_conformance.registry import Registry
+    from transformer_conformance.report import AuditReport
 
 _STATE = pytest.StashKey["_AuditState"]()
 ENTRY_POINT = "transformer_conformance"
@@ -37,9 +36,10 @@ def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginMa
     group = parser.getgroup("conformance", "Transformer conformance audit")
     group.addoption(
         "--conformance-impl",
-        default=None,
+        default=os.environ.get("CONFORMANCE_IMPL") or None,
         metavar="TARGET[,TARGET...]",
-        help="audit these targets (built-in names or package.module:factory)",
+        help="audit these targets (built-in names or package.module:factory, imported with the "
+        "current directory on sys.path; default: $CONFORMANCE_IMPL)",
     )
     group.addoption("--conformance-profile", default="ci", choices=["quick", "ci", "thorough"])
     group.addoption("--conformance-device", default="cpu", help="cpu | cuda | auto")
@@ -50,7 +50,8 @@ def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginMa
         "--conformance-deviations",
         default=None,
         metavar="DIR",
-        help="directory of <target>.toml known-deviation files (default: the built-in one)",
+        help="directory of <target>.toml known-deviation files, added to the built-in ones (an entry "
+        "for the same claim and check replaces the built-in entry)",
     )
     group.addoption(
         "--conformance-checks-from",
@@ -61,14 +62,18 @@ def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginMa
 
 
 class _AuditState:
-    def __init__(self, config: pytest.Config, impls: list[str], registry: Registry, names: list[str]) -> None:
+    def __init__(
+        self, config: pytest.Config, impls: list[str], registry: "Registry", names: list[str]
+    ) -> None:
         self.config = config
         self.impls = impls
         self.registry = registry
         self.names = names
         self.report: AuditReport | None = None
 
-    def ensure_run(self, session: pytest.Session) -> AuditReport:
+    def ensure_run(self, session: pytest.Session) -> "AuditReport":
+        from transformer_conformance.api import UsageError, run_audit
+
         if self.report is None:
             mine = [i for i in session.items if isinstance(i, ConformanceItem)]
             wanted = sorted({i.check_id for i in mine if i.check_id})
@@ -105,6 +110,8 @@ class ConformanceItem(pytest.Item):
 
     def runtest(self) -> None:
         """Look up (running the audit first if needed) this item's result and map it to an outcome."""
+        from transformer_conformance.runner import BLOCKED, ERROR, FAIL, KNOWN_DEVIATION, NOT_APPLICABLE
+
         state = self.config.stash[_STATE]
         report = state.ensure_run(self.session)
         if self.check_id is None:
@@ -143,7 +150,7 @@ class ConformanceItem(pytest.Item):
 class ConformanceCollector(pytest.Collector):
     """The ``conformance`` node: one item per (target, check) and one deviations item per target."""
 
-    def __init__(self, *, targets: list[str], registry: Registry, **kwargs: Any) -> None:
+    def __init__(self, *, targets: list[str], registry: "Registry", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.targets = targets
         self.registry = registry
@@ -168,6 +175,10 @@ def pytest_collection(session: pytest.Session) -> None:
     impl = config.getoption("conformance_impl")
     if not impl:
         return
+    from transformer_conformance.api import UsageError, load_registry, resolve_device
+    from transformer_conformance.registry import load_builtin_checks
+    from transformer_conformance.targets import TargetError, resolve_target
+
     impls = [s.strip() for s in str(impl).split(",") if s.strip()]
     checks_from = config.getoption("conformance_checks_from")
     try:

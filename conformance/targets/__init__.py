@@ -4,11 +4,18 @@ Add a built-in target with one line in ``BUILTIN_TARGETS``. Planted-bug mutants 
 module of ``transformer_conformance.mutants`` with a ``make()`` factory is registered as
 ``mutant.<module name>`` (underscores become dashes). Anything else given to ``--impl`` must be
 ``package.module:factory``, where ``factory()`` returns an ``Adapter``.
+
+``package.module`` is imported with the current working directory on ``sys.path`` (put first when
+it is not there), so every entry point (the ``transformer-conformance`` console script, ``python -m
+transformer_conformance``, the pytest plugin) finds an adapter module of the directory it runs in.
 """
 
 import importlib
+import os
 import pkgutil
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
 
 import transformer_conformance.mutants
 from transformer_conformance.adapter import Adapter
@@ -28,7 +35,7 @@ BUILTIN_TARGETS: dict[str, str] = {
     "torch-decoder-layer": "transformer_conformance.targets.torch_layers:make_decoder_layer",
     "torch-transformer": "transformer_conformance.targets.torch_layers:make_transformer",
     "torch-transformer-fastpath": "transformer_conformance.targets.torch_layers:make_transformer_fastpath",
-    "hf-gpt2": "conformance.targets.hf_gpt2:make",
+    "hf-gpt2": "transformer_conformance.targets.hf_gpt2:make",
 }
 
 
@@ -36,7 +43,7 @@ def _mutant_targets() -> dict[str, str]:
     """``mutant.<name>`` for every module of ``transformer_conformance.mutants`` (found, not imported)."""
     found = pkgutil.iter_modules(transformer_conformance.mutants.__path__)
     return {
-        f"mutant.{info.name.replace('_', '-')}": f"conformance.mutants.{info.name}:make"
+        f"mutant.{info.name.replace('_', '-')}": f"transformer_conformance.mutants.{info.name}:make"
         for info in sorted(found, key=lambda m: m.name)
         if not info.name.startswith("_")
     }
@@ -49,11 +56,39 @@ class TargetError(ValueError):
     """``--impl`` names no known target, or its factory does not give an ``Adapter``."""
 
 
+def add_import_paths(paths: Iterable[str | Path] = ()) -> None:
+    """Put ``paths`` (``--path``) and the current working directory first on ``sys.path``, each once."""
+    present = {os.path.abspath(p or os.curdir) for p in sys.path}
+    for entry in [*(os.path.abspath(p) for p in paths), os.getcwd()]:
+        if entry not in present:
+            sys.path.insert(0, entry)
+            present.add(entry)
+
+
+def import_root(spec: str) -> Path | None:
+    """The directory that must be on ``sys.path`` to import the (already imported) module of
+    ``package.module:attr``; None when the module is installed (site-packages, the standard library)
+    or unknown. Repro commands carry it as ``--path DIR``."""
+    module_name = spec.partition(":")[0]
+    module = sys.modules.get(module_name)
+    file = getattr(module, "__file__", None)
+    if not file:
+        return None
+    root = Path(file).resolve().parent
+    depth = module_name.count(".") + (Path(file).name == "__init__.py")
+    for _ in range(depth):
+        root = root.parent
+    if {"site-packages", "dist-packages"} & set(root.parts) or root == Path(os.__file__).resolve().parent:
+        return None
+    return root
+
+
 def import_object(spec: str) -> object:
-    """Import ``"package.module:attribute"`` and return the attribute."""
+    """Import ``"package.module:attribute"`` (the cwd on ``sys.path``) and return the attribute."""
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
         raise TargetError(f"target {spec!r}: expected a built-in name or 'package.module:factory'")
+    add_import_paths()
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:

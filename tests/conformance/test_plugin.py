@@ -86,3 +86,35 @@ def test_naming_the_plugin_with_dash_p_is_harmless(pytester):
     # with the package installed this used to abort: the entry point registered the module twice
     result = pytester.runpytest("-p", "transformer_conformance.pytest_plugin", *PLUGIN, *NAN)
     result.assert_outcomes(failed=1, skipped=2, passed=1)
+
+
+HEAVY = ("torch", "transformers", "jaxtyping", "beartype", "numpy")
+PROBE = f"""
+import sys
+
+HEAVY = {HEAVY!r}
+
+
+def test_report_modules():
+    mine = sorted(m for m in sys.modules if m.split(".")[0] in HEAVY or m.startswith("transformer_"))
+    print("MODULES=" + ",".join(mine))
+"""
+
+
+def loaded_modules(pytester, *args):
+    result = pytester.runpytest_subprocess("-s", "-p", "no:cacheprovider", *args)
+    result.assert_outcomes(passed=1)
+    line = next(s for s in result.outlines if "MODULES=" in s)
+    return set(line.partition("MODULES=")[2].split(",")) - {""}
+
+
+def test_without_the_option_the_plugin_imports_nothing_heavy(pytester, monkeypatch):
+    """A project that never asks for an audit pays for the plugin module only (no torch, reference,
+    jaxtyping or transformers): compared with the same run with the plugin blocked, since other
+    installed plugins (jaxtyping's own) may import their package."""
+    pytester.makepyfile(PROBE)
+    monkeypatch.delenv("CONFORMANCE_IMPL", raising=False)
+    baseline = loaded_modules(pytester, "-p", "no:transformer_conformance")
+    with_plugin = loaded_modules(pytester, *LOAD)
+    assert "torch" not in with_plugin
+    assert with_plugin - baseline == {"transformer_conformance", "transformer_conformance.pytest_plugin"}
