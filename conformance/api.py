@@ -19,7 +19,7 @@ import torch
 
 from transformer_conformance.adapter import Adapter
 from transformer_conformance.context import CI_SEED, PROFILES
-from transformer_conformance.deviations import DEFAULT_DIR, DeviationFileError, load_for_target
+from transformer_conformance.deviations import DEFAULT_DIR, Deviation, DeviationFileError, load_for_target
 from transformer_conformance.reference.tolerance import TOLERANCE_VERSION
 from transformer_conformance.registry import DEFAULT_REGISTRY, CheckSpec, Registry, load_builtin_checks
 from transformer_conformance.report import AuditReport, TargetSummary, claim_statements
@@ -179,14 +179,61 @@ def repro_options(
     return tuple(extra)
 
 
-def _progress_stream(progress: bool | TextIO | None) -> TextIO | None:
-    if progress is None:
-        return sys.stderr if sys.stderr.isatty() else None
-    if progress is True:
-        return sys.stderr
-    if progress is False:
-        return None
-    return progress
+class _Progress:
+    """Progress of a run on stderr: a tqdm bar (counts, rate, ETA) on a terminal, one line per
+    finished target otherwise (CI logs); a given stream gets one line per check instead."""
+
+    def __init__(self, progress: bool | TextIO | None, total: int, targets: int) -> None:
+        self.total, self.targets, self.done, self.targets_done = total, targets, 0, 0
+        self.lines: TextIO | None = None  # per-check lines
+        self.per_target: TextIO | None = None
+        self.bar: Any = None
+        if progress is False:
+            return
+        if progress is None or progress is True:
+            if sys.stderr.isatty():
+                from tqdm import tqdm  # type: ignore[import-untyped]  # (no stubs shipped)
+
+                self.bar = tqdm(total=total, unit="check", file=sys.stderr, dynamic_ncols=True, leave=True)
+            else:
+                self.per_target = sys.stderr
+        else:
+            self.lines = progress
+
+    def result(self, result: CheckResult) -> None:
+        """One check finished."""
+        self.done += 1
+        if self.bar is not None:
+            self.bar.set_description_str(result.target, refresh=False)
+            self.bar.update(1)
+        if self.lines is not None:
+            extra = f" [{result.failure_kind}]" if result.failure_kind else ""
+            self.lines.write(
+                f"[{self.done:>4}/{self.total}] {result.target} :: {result.check} ... {result.status}{extra} "
+                f"({result.duration_s:.2f}s)\n"
+            )
+            self.lines.flush()
+
+    def target(self, name: str, results: Sequence[CheckResult]) -> None:
+        """Every check of one target finished."""
+        self.targets_done += 1
+        if self.per_target is None:
+            return
+        counts: dict[str, int] = {}
+        for r in results:
+            counts[r.status] = counts.get(r.status, 0) + 1
+        text = ", ".join(f"{n} {status}" for status, n in counts.items()) or "no checks"
+        seconds = sum(r.duration_s for r in results)
+        self.per_target.write(
+            f"[{self.targets_done}/{self.targets} targets, {self.done}/{self.total} checks] {name}: {text} "
+            f"({seconds:.1f}s)\n"
+        )
+        self.per_target.flush()
+
+    def close(self) -> None:
+        """Finish the bar (if any)."""
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _source_file(adapter: Adapter) -> str | None:
@@ -196,7 +243,29 @@ def _source_file(adapter: Adapter) -> str | None:
         return None
 
 
-def run_audit(
+@dataclass
+class TargetPlan:
+    """One target of an audit: its adapter, run settings, deviations and report summary."""
+
+    impl: str
+    adapter: Adapter
+    settings: RunSettings
+    deviations: list[Deviation]
+    summary: TargetSummary
+
+
+@dataclass
+class AuditPlan:
+    """Everything resolved before a check runs (bad arguments are usage errors by then)."""
+
+    config: dict[str, Any]
+    targets: list[TargetPlan]
+    specs: list[CheckSpec]  # the selected checks
+    all_specs: list[CheckSpec]  # every check of the registry (deviation entries are judged against it)
+    claims: list[str]  # --claims patterns
+
+
+def plan_audit(
     targets: Sequence[str | Adapter] | str,
     *,
     device: str | torch.device = "cpu",
@@ -206,27 +275,15 @@ def run_audit(
     claims: str | Sequence[str] | None = None,
     check: str | Sequence[str] | None = None,
     timeout: float | None = None,
-    report_paths: ReportPaths | None = None,
     gate: str | Sequence[str] | None = None,
     save_inputs: str | Path | None = None,
     registry: Registry | None = None,
     deviations_dir: str | Path | None = None,
-    progress: bool | TextIO | None = None,
     checks_from: str | None = None,
     import_paths: Sequence[str | Path] = (),
-) -> AuditReport:
-    """Audit ``targets`` (built-in names, ``package.module:factory`` strings or ``Adapter``s).
-
-    ``registry`` (a ``Registry``) or ``checks_from`` (``package.module:attribute`` naming one)
-    REPLACES the built-in checks; neither given: the built-in checks. Failures carry a repro
-    command naming this interpreter and every option that changes what runs. ``import_paths``
-    (``--path``) and the current working directory are put first on ``sys.path`` before
-    ``package.module`` targets are imported.
-
-    Claims: every claim realised by a selected check. Returns the report; its ``exit_code`` is 0
-    when every gated target passed all applicable checks and no deviation entry is stale.
-    """
-    started = time.perf_counter()
+) -> AuditPlan:
+    """Resolve targets, checks, deviations and settings as ``run_audit`` does, running nothing
+    (the pytest plugin runs the plan one check per item)."""
     if profile not in PROFILES:
         raise UsageError(f"--profile: expected one of {sorted(PROFILES)}, got {profile!r}")
     prof = PROFILES[profile]
@@ -271,8 +328,7 @@ def run_audit(
         reg = load_builtin_checks()
     specs = select_checks(reg, claims, check)
     imported = [impl for impl, _ in adapters if ":" in impl] + ([checks_from] if checks_from else [])
-    roots = [import_root(spec) for spec in imported]
-    all_specs = reg.all()
+    roots = [r for r in map(import_root, imported) if r is not None]
     deviation_dir = Path(deviations_dir) if deviations_dir is not None else None
     try:
         deviations = {a.name: load_for_target(a.name, deviation_dir) for _, a in adapters}
@@ -293,15 +349,107 @@ def run_audit(
         "tolerance_version": TOLERANCE_VERSION,
         "torch": torch.__version__,
     }
+    plans = []
+    for impl, adapter in adapters:
+        settings = RunSettings(
+            device=dev,
+            dtype=dt,
+            profile=prof,
+            seed=seed,
+            time_limit_s=limit,
+            impl=impl,
+            save_inputs=Path(save_inputs) if save_inputs else None,
+            repro_options=repro_options(checks_from, deviation_dir, timeout, roots),
+        )
+        summary = TargetSummary(
+            name=adapter.name,
+            impl=impl,
+            capabilities=sorted(c.value for c in adapter.capabilities),
+            conventions={
+                k: (v if not isinstance(v, tuple) else [str(x) for x in v])
+                for k, v in asdict(adapter.conventions).items()
+            },
+            gated=adapter.name in gated_names or impl in gated_names,
+            problems=adapter.declaration_problems(),
+            source=_source_file(adapter),
+        )
+        plans.append(TargetPlan(impl, adapter, settings, deviations[adapter.name], summary))
+    return AuditPlan(config, plans, specs, reg.all(), _split(claims))
+
+
+def target_stale(plan: AuditPlan, target: TargetPlan, results: Sequence[CheckResult]) -> list[dict[str, Any]]:
+    """The stale deviation entries of ``target`` given its ``results`` (report records)."""
+    settings = target.settings
+    found = stale_deviations(
+        target.deviations, results, plan.all_specs, settings.device.type, dtype_name(settings.dtype)
+    )
+    return [
+        {
+            "target": target.adapter.name,
+            "entry": entry.describe(),
+            "source": entry.source,
+            "index": entry.index,
+            "why": why,
+        }
+        for entry, why in found
+    ]
+
+
+def run_audit(
+    targets: Sequence[str | Adapter] | str,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: str | torch.dtype = "float32",
+    profile: str = "ci",
+    seed: int | None = None,
+    claims: str | Sequence[str] | None = None,
+    check: str | Sequence[str] | None = None,
+    timeout: float | None = None,
+    report_paths: ReportPaths | None = None,
+    gate: str | Sequence[str] | None = None,
+    save_inputs: str | Path | None = None,
+    registry: Registry | None = None,
+    deviations_dir: str | Path | None = None,
+    progress: bool | TextIO | None = None,
+    checks_from: str | None = None,
+    import_paths: Sequence[str | Path] = (),
+) -> AuditReport:
+    """Audit ``targets`` (built-in names, ``package.module:factory`` strings or ``Adapter``s).
+
+    ``registry`` (a ``Registry``) or ``checks_from`` (``package.module:attribute`` naming one)
+    REPLACES the built-in checks; neither given: the built-in checks. Failures carry a repro
+    command naming this interpreter and every option that changes what runs. ``import_paths``
+    (``--path``) and the current working directory are put first on ``sys.path`` before
+    ``package.module`` targets are imported.
+
+    Claims: every claim realised by a selected check. Returns the report; its ``exit_code`` is 0
+    when every gated target passed all applicable checks and no deviation entry is stale.
+    """
+    started = time.perf_counter()
+    plan = plan_audit(
+        targets,
+        device=device,
+        dtype=dtype,
+        profile=profile,
+        seed=seed,
+        claims=claims,
+        check=check,
+        timeout=timeout,
+        gate=gate,
+        save_inputs=save_inputs,
+        registry=registry,
+        deviations_dir=deviations_dir,
+        checks_from=checks_from,
+        import_paths=import_paths,
+    )
+    config, specs = plan.config, plan.specs
     paths = report_paths or ReportPaths()
     stream_path = paths.stream_path()
     stream = None
     if stream_path is not None:
         stream_path.parent.mkdir(parents=True, exist_ok=True)
         stream = stream_path.open("w", encoding="utf-8")
-    out = _progress_stream(progress)
-    total = len(specs) * len(adapters)
-    done = 0
+    bar = _Progress(progress, len(specs) * len(plan.targets), len(plan.targets))
 
     def emit(record: dict[str, Any]) -> None:
         if stream is not None:
@@ -309,68 +457,27 @@ def run_audit(
             stream.flush()
 
     def on_result(result: CheckResult) -> None:
-        nonlocal done
-        done += 1
         emit({"event": "result", **result.to_json()})
-        if out is not None:
-            extra = f" [{result.failure_kind}]" if result.failure_kind else ""
-            out.write(
-                f"[{done:>4}/{total}] {result.target} :: {result.check} ... {result.status}{extra} "
-                f"({result.duration_s:.2f}s)\n"
-            )
-            out.flush()
+        bar.result(result)
 
     results: list[CheckResult] = []
     summaries: list[TargetSummary] = []
     stale: list[dict[str, Any]] = []
     try:
         emit({"event": "start", "config": config})
-        for impl, adapter in adapters:
-            settings = RunSettings(
-                device=dev,
-                dtype=dt,
-                profile=prof,
-                seed=seed,
-                time_limit_s=limit,
-                impl=impl,
-                save_inputs=Path(save_inputs) if save_inputs else None,
-                repro_options=repro_options(
-                    checks_from, deviation_dir, timeout, [r for r in roots if r is not None]
-                ),
-            )
-            summaries.append(
-                TargetSummary(
-                    name=adapter.name,
-                    impl=impl,
-                    capabilities=sorted(c.value for c in adapter.capabilities),
-                    conventions={
-                        k: (v if not isinstance(v, tuple) else [str(x) for x in v])
-                        for k, v in asdict(adapter.conventions).items()
-                    },
-                    gated=adapter.name in gated_names or impl in gated_names,
-                    problems=adapter.declaration_problems(),
-                    source=_source_file(adapter),
-                )
-            )
+        for target in plan.targets:
+            summaries.append(target.summary)
             mine = run_target(
-                adapter,
+                target.adapter,
                 specs,
-                settings,
-                deviations[adapter.name],
+                target.settings,
+                target.deviations,
                 on_result=on_result,
-                known_ids={s.id for s in all_specs},
+                known_ids={s.id for s in plan.all_specs},
             )
             results.extend(mine)
-            for dev_entry, why in stale_deviations(
-                deviations[adapter.name], mine, all_specs, dev.type, dtype_name(dt)
-            ):
-                record = {
-                    "target": adapter.name,
-                    "entry": dev_entry.describe(),
-                    "source": dev_entry.source,
-                    "index": dev_entry.index,
-                    "why": why,
-                }
+            bar.target(target.adapter.name, mine)
+            for record in target_stale(plan, target, mine):
                 stale.append(record)
                 emit({"event": "stale-deviation", **record})
         report = AuditReport(
@@ -379,12 +486,13 @@ def run_audit(
             results=results,
             stale=stale,
             statements=claim_statements(),
-            claim_filter=_split(claims),
+            claim_filter=plan.claims,
             duration_s=time.perf_counter() - started,
         )
         report.summarise()
         emit({"event": "end", "exit_code": report.exit_code, "duration_s": report.duration_s})
     finally:
+        bar.close()
         if stream is not None:
             stream.close()
     if paths.json is not None:

@@ -13,11 +13,12 @@ from pathlib import Path
 
 import torch
 
-from transformer_conformance.api import ReportPaths, UsageError, load_registry, run_audit
+from transformer_conformance.adapter import Capability
+from transformer_conformance.api import ReportPaths, UsageError, cli_path, load_registry, run_audit
 from transformer_conformance.context import PROFILES
 from transformer_conformance.registry import Registry, load_builtin_checks
-from transformer_conformance.report import claim_statements
-from transformer_conformance.targets import BUILTIN_TARGETS
+from transformer_conformance.report import AuditReport, claim_statements
+from transformer_conformance.targets import BUILTIN_TARGETS, resolve_target
 
 #: Environment variable naming the targets when ``--impl`` is not given (the pytest plugin reads it
 #: too, for ``--conformance-impl``).
@@ -92,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--progress",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="one line per check on stderr (default: when stderr is a terminal)",
+        help="progress on stderr (default on): a bar with counts and ETA on a terminal, one line per "
+        "finished target otherwise (CI logs); --no-progress: none",
     )
     run.add_argument(
         "--threads",
@@ -104,6 +106,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-q", "--quiet", action="store_true", help="print only the final line")
     listing = sub.add_parser("list", help="show targets, claims and checks")
     listing.add_argument("--checks-from", default=None, metavar="MODULE:REGISTRY", help=CHECKS_FROM_HELP)
+    listing.add_argument("--mutants", action="store_true", help="also list the planted-bug mutant targets")
+    listing.add_argument(
+        "--capability",
+        default=None,
+        metavar="NAME",
+        help="only checks needing this capability, their claims, and the targets declaring it "
+        f"({', '.join(c.value for c in Capability)})",
+    )
     return parser
 
 
@@ -113,21 +123,51 @@ def _registry(checks_from: str | None, registry: Registry | None) -> Registry:
     return load_registry(checks_from) if checks_from else load_builtin_checks()
 
 
+def _listed_targets(args: argparse.Namespace) -> tuple[dict[str, str], int]:
+    """Built-in targets to list (mutants only with ``--mutants``; with ``--capability``, those that
+    declare it) and how many were hidden."""
+    names = {n: f for n, f in BUILTIN_TARGETS.items() if args.mutants or not n.startswith("mutant.")}
+    if args.capability:
+        wanted = Capability(args.capability)
+        keep = {}
+        for name, factory in names.items():
+            try:
+                adapter = resolve_target(name)
+            except Exception:  # a target this machine cannot build (e.g. transformers missing)
+                continue
+            if wanted in adapter.capabilities:
+                keep[name] = factory
+        names = keep
+    return names, len(BUILTIN_TARGETS) - len(names)
+
+
 def cmd_list(args: argparse.Namespace, registry: Registry | None) -> int:
-    """Print built-in targets, every claim with the checks realising it, then every check."""
+    """Print built-in targets (mutants with ``--mutants``), every claim with the checks realising
+    it, then every check; ``--capability`` keeps what needs (or, for targets, declares) it."""
+    if args.capability and args.capability not in {c.value for c in Capability}:
+        raise UsageError(
+            f"--capability: expected one of {', '.join(c.value for c in Capability)}, got {args.capability!r}"
+        )
     reg = _registry(args.checks_from, registry)
     checks = reg.all()
+    if args.capability:
+        checks = [spec for spec in checks if Capability(args.capability) in spec.needs]
     statements = claim_statements()
+    targets, hidden = _listed_targets(args)
     print("Targets:")
-    width = max((len(name) for name in BUILTIN_TARGETS), default=0)
-    for name, factory in BUILTIN_TARGETS.items():
+    width = max((len(name) for name in targets), default=0)
+    for name, factory in targets.items():
         print(f"  {name:<{width}}  {factory}")
+    if hidden:
+        why = "--mutants lists the planted-bug mutants" if not args.capability else "filtered"
+        print(f"  ({hidden} more hidden: {why})")
     print("\nClaims:")
     by_claim: dict[str, list[str]] = {}
     for spec in checks:
         for claim in spec.claims:
             by_claim.setdefault(claim, []).append(spec.id)
-    for claim in sorted(set(statements) | set(by_claim)):
+    shown = set(by_claim) if args.capability else set(statements) | set(by_claim)
+    for claim in sorted(shown):
         covered = ", ".join(by_claim.get(claim, [])) or "(no check)"
         unknown = "" if not statements or claim in statements else " [UNKNOWN CLAIM ID]"
         print(f"  {claim}{unknown}: {statements.get(claim, '')}\n      checks: {covered}")
@@ -139,12 +179,39 @@ def cmd_list(args: argparse.Namespace, registry: Registry | None) -> int:
     return 0
 
 
+def next_steps(report: AuditReport, paths: ReportPaths) -> str:
+    """The closing lines: where the reports are and what to do next."""
+    written = [(label, p) for label, p in (("JSON", paths.json), ("JUnit", paths.junit),
+                                           ("Markdown", paths.markdown)) if p is not None]  # fmt: skip
+    stream = paths.stream_path()
+    if written:
+        lines = ["Reports: " + ", ".join(f"{label} {cli_path(p)}" for label, p in written)]
+    else:
+        lines = ["Reports: none written (add --json, --junit or --markdown FILE)"]
+    if stream is not None:
+        lines[0] += f" (results streamed to {cli_path(stream)})"
+    if report.failures:
+        lines.append(
+            f"Next: rerun a failure with the `repro:` command printed under it (same seed, same inputs; "
+            f"add --save-inputs DIR to keep them); {len(report.failures)} failing check(s) above."
+        )
+    elif report.stale:
+        lines.append("Next: remove or correct the stale deviation entries above.")
+    else:
+        lines.append("Next: nothing fails; known deviations and not-applicable checks are listed per target.")
+    if paths.markdown is not None:
+        where = cli_path(paths.markdown)
+        lines.append(f"Read {where} for the matrix, every failure and every known deviation.")
+    return "\n".join(lines)
+
+
 def cmd_run(args: argparse.Namespace, registry: Registry | None) -> int:
     """Run the audit, print failures, the matrix and totals; return the exit code."""
     if args.threads < 0:
         raise UsageError(f"--threads: expected 0 or a positive number, got {args.threads}")
     if args.threads:
         torch.set_num_threads(args.threads)
+    paths = ReportPaths(json=args.json, junit=args.junit, markdown=args.markdown, jsonl=args.jsonl)
     report = run_audit(
         args.impl,
         device=args.device,
@@ -154,7 +221,7 @@ def cmd_run(args: argparse.Namespace, registry: Registry | None) -> int:
         claims=args.claims,
         check=args.check,
         timeout=args.timeout,
-        report_paths=ReportPaths(json=args.json, junit=args.junit, markdown=args.markdown, jsonl=args.jsonl),
+        report_paths=paths,
         gate=args.gate,
         save_inputs=args.save_inputs,
         registry=registry,
@@ -165,6 +232,8 @@ def cmd_run(args: argparse.Namespace, registry: Registry | None) -> int:
     )
     text = report.summary_text()
     print(text.splitlines()[-1] if args.quiet else text)
+    if not args.quiet:
+        print(next_steps(report, paths))
     return report.exit_code
 
 

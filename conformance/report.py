@@ -204,6 +204,24 @@ class AuditReport:
             lines.append(f"  repro: {r.repro}")
         return "\n".join(lines)
 
+    def nothing_applied_text(self, t: TargetSummary) -> str:
+        """Why a target none of whose checks applied was not audited (empty otherwise): the distinct
+        not-applicable reasons, its declared capabilities and any declaration problems."""
+        mine = [r for r in self.results if r.target == t.name]
+        if not mine or any(r.status != NOT_APPLICABLE for r in mine):
+            return ""
+        reasons: dict[str, int] = {}
+        for r in mine:
+            reasons[r.message] = reasons.get(r.message, 0) + 1
+        lines = [
+            f"\n  nothing was audited: all {len(mine)} checks are not applicable "
+            f"(declared capabilities: {', '.join(t.capabilities) or 'none'})"
+        ]
+        for message, n in sorted(reasons.items(), key=lambda kv: -kv[1])[:5]:
+            lines.append(f"\n    {n} x {message}")
+        lines += [f"\n  declaration problem: {p}" for p in t.problems]
+        return "".join(lines)
+
     def summary_text(self) -> str:
         """Failures, stale deviations, the matrix and per-target totals (printed by the CLI)."""
         parts = [self.failure_text(r) for r in self.failures]
@@ -217,7 +235,7 @@ class AuditReport:
             parts.append(
                 f"{t.name}{'' if t.gated else ' (not gated)'}: {counts or 'no checks'}; "
                 f"time {t.total_time_s:.2f}s (target {t.target_time_s:.2f}s, harness "
-                f"{t.harness_time_s:.2f}s)"
+                f"{t.harness_time_s:.2f}s)" + self.nothing_applied_text(t)
             )
         parts.append(
             f"exit code {self.exit_code} ({len(self.gated_failures())} gated failure(s), "

@@ -232,9 +232,12 @@ def run_target(
     on_result: Callable[[CheckResult], None] | None = None,
     on_start: Callable[[CheckSpec], None] | None = None,
     known_ids: set[str] | None = None,
+    prior: dict[str, CheckResult] | None = None,
 ) -> list[CheckResult]:
-    """Run ``checks`` (dependencies first) against ``adapter``; returns one result per check."""
-    results: dict[str, CheckResult] = {}
+    """Run ``checks`` (dependencies first) against ``adapter``; returns one result per check.
+    ``prior`` holds results of this target already known (the pytest plugin runs one check per
+    item): a dependency among them blocks as if it had run in this call."""
+    results: dict[str, CheckResult] = dict(prior or {})
     dev_name, dt_name = settings.device.type, dtype_name(settings.dtype)
     active = [d for d in deviations if d.applies_to_run(dev_name, dt_name)]
     dtype_ok = settings.dtype in adapter.conventions.dtypes
@@ -317,7 +320,7 @@ def run_target(
         results[spec.id] = result
         if on_result is not None:
             on_result(result)
-    return list(results.values())
+    return [r for cid, r in results.items() if prior is None or cid not in prior]
 
 
 def stale_deviations(

@@ -56,17 +56,32 @@ class Comparison:
     measured: float
     allowed: float
     rule: str
+    nonfinite: str = ""  # where NaN/Inf made the error infinite (then ``measured`` is inf)
 
     @property
     def ok(self) -> bool:
         return self.measured <= self.allowed
 
     def describe(self) -> str:
+        """One line: the measured and allowed error, or which side held NaN/Inf."""
+        if self.nonfinite:
+            return (
+                f"error not finite: {self.nonfinite} (finite values may differ by at most "
+                f"{self.allowed:.3e}; {self.rule}, v{TOLERANCE_VERSION})"
+            )
         verdict = "within" if self.ok else "exceeds"
         return (
             f"max error {self.measured:.3e} {verdict} allowed {self.allowed:.3e} "
             f"({self.rule}, v{TOLERANCE_VERSION})"
         )
+
+
+def _nonfinite_where(actual: torch.Tensor, expected: torch.Tensor) -> str:
+    """``"3 of 24 entries NaN/Inf in the value, 1 in the expected value"`` (the sides that have any)."""
+    pairs = ((actual, "value"), (expected, "expected"))
+    sides = [(int((~torch.isfinite(t)).sum()), name) for t, name in pairs]
+    found = [f"{n} in the {name}" for n, name in sides if n]
+    return f"NaN/Inf entries of {actual.numel()}: " + ", ".join(found or ["none (overflow)"])
 
 
 def max_abs_error(actual: torch.Tensor, oracle: torch.Tensor) -> float:
@@ -101,9 +116,9 @@ def differential(
             fallback.measured, fallback.allowed, f"{fallback.rule} (reference non-finite in {actual.dtype})"
         )
     allowed = tol.multiple * baseline + tol.floor
-    return Comparison(
-        max_abs_error(actual, oracle64), allowed, f"differential {tol.multiple}x ref + {tol.floor:g}"
-    )
+    measured = max_abs_error(actual, oracle64)
+    where = "" if math.isfinite(measured) else _nonfinite_where(actual, oracle64)
+    return Comparison(measured, allowed, f"differential {tol.multiple}x ref + {tol.floor:g}", nonfinite=where)
 
 
 def direct(actual: torch.Tensor, oracle64: torch.Tensor) -> Comparison:
@@ -118,7 +133,10 @@ def direct(actual: torch.Tensor, oracle64: torch.Tensor) -> Comparison:
     bound = tol.atol + tol.rtol * o.abs()
     diff = (a - o).abs()
     if not bool(torch.isfinite(diff).all()):
-        return Comparison(float("inf"), float(bound.min()), f"direct atol {tol.atol:g} + rtol {tol.rtol:g}")
+        finite = bound[torch.isfinite(bound)]  # a NaN expected entry has no bound: not "allowed nan"
+        allowed = float(finite.min()) if finite.numel() else tol.atol
+        rule = f"direct atol {tol.atol:g} + rtol {tol.rtol:g}"
+        return Comparison(float("inf"), allowed, rule, nonfinite=_nonfinite_where(a, o))
     worst = int(torch.argmax(diff - bound))
     return Comparison(
         float(diff.flatten()[worst]),
