@@ -15,6 +15,7 @@ import sys
 import sysconfig
 from pathlib import Path
 
+import jsonschema
 import pytest
 
 from .conftest import ROOT, validate_report
@@ -49,10 +50,12 @@ def make():
     return Scaled()
 '''
 USER_TESTS = '''
+import importlib
 import sys
 
-import reference
-import spec
+# the project's own top-level packages (imported by name: they are the user's, not the suite's)
+reference = importlib.import_module("reference")
+spec = importlib.import_module("spec")
 
 
 def test_my_reference_package_is_mine():
@@ -146,6 +149,12 @@ def test_installed_wheel_from_a_user_project(tmp_path):
     assert cli.returncode == 1, cli.stdout[-3000:] + cli.stderr[-3000:]
     data = json.loads(report.read_text())
     validate_report(data)
+    # the schema ships in the wheel, and the report validates against that installed copy too
+    code = "from transformer_conformance.report import SCHEMA_PATH; print(SCHEMA_PATH)"
+    shipped = run([str(python), "-c", code], project)
+    installed_schema = Path(shipped.stdout.strip())
+    assert "site-packages" in installed_schema.parts
+    jsonschema.Draft202012Validator(json.loads(installed_schema.read_text())).validate(data)
     failing = {r["check"]: r for r in data["results"] if r["status"] == "fail"}
     assert "attention.differential" in failing
     repros = [line.split("repro: ", 1)[1] for line in cli.stdout.splitlines() if "repro: " in line]
