@@ -6,7 +6,8 @@ Each (target, check) is a pytest item that does its own work, so pytest-xdist sp
 items stay on one worker (``--dist loadscope``, which the plugin picks for ``-n N``: dependencies and the
 deviation judgement need the target's earlier results), so the unit of parallelism is the target: the
 figure audits four built-in targets of similar cost. Both runs are fresh
-``python -m pytest`` processes in an empty directory, one after the other, with the same options; the
+``python -m pytest`` processes in an empty directory, one after the other, with the same options (the
+same seed: the same checks on the same inputs); the
 figures are their wall times (interpreter start, torch import and worker start-up included) and the ratio.
 Item outcomes must agree between the two runs (the ``outcomes`` note). Speed-up is bounded by the cores
 free on the machine; on a shared 2-core box expect well under 2x. ``--tiny`` (the smoke test) runs the
@@ -41,7 +42,7 @@ def run(settings: Settings) -> list[Row]:
     profile = "quick" if settings.mode != "full" else "ci"
     targets = "reference,torch-mha,torch-sdpa-math,torch-layernorm"
     extra = ["--conformance-impl", targets, "--conformance-profile", profile,
-             "--conformance-device", str(settings.device)]
+             "--conformance-device", str(settings.device), "--conformance-seed", str(settings.seed)]
     if settings.mode == "tiny":
         extra += ["-k", "attention.shapes"]
     rows: list[Row] = []
