@@ -41,9 +41,10 @@ pytest: $(STAMP)
 test: lint typecheck pytest
 
 conformance: $(STAMP)
-	$(PY) -m transformer_conformance run --impl $(TARGETS) --device $(DEVICE) --profile $(PROFILE) --gate reference --markdown reports/conformance.md --json reports/conformance.json --junit reports/conformance.xml
+	$(PY) -m transformer_conformance run --impl $(TARGETS) --device $(DEVICE) --profile $(PROFILE) --gate reference --markdown reports/conformance.md --json reports/conformance.json --junit reports/conformance.xml --html reports/conformance.html
 
 spec: $(STAMP)
+	$(PY) -m transformer_conformance.spec.figures spec/figures
 	$(PY) -m transformer_conformance.spec.render > spec/SPEC.md
 
 bench: $(STAMP)

@@ -1,4 +1,5 @@
-"""Command line: ``python -m benchmarks [--quick] [--device auto|cpu|cuda] [--only NAME,...] [--json PATH]``.
+"""Command line: ``python -m benchmarks [NAME ...] [--quick] [--device auto|cpu|cuda] [--only NAME,...]
+[--seeds N] [--json PATH]``.
 
 Runs every benchmark (or those named), prints one table and, with ``--json``, writes the rows, the method
 of each benchmark and the machine's description. A benchmark that raises is reported as an ERROR row and
@@ -25,6 +26,7 @@ from benchmarks._timing import Mode, Row, Settings, resolve_device
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("names", nargs="*", help=f"benchmarks to run (like --only): {', '.join(BENCHMARKS)}")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="smaller sizes, fewer rounds")
@@ -33,6 +35,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=None, help="rounds per figure")
     parser.add_argument("--skip-thorough", action="store_true", help="audit-cost: skip the thorough profile")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, default=None, help="calibration: seeds per target and profile")
     parser.add_argument("--json", dest="json_path", default=None, help="write the rows and methods here")
     return parser.parse_args(argv)
 
@@ -80,8 +83,13 @@ def render_table(rows: Sequence[Row]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     mode: Mode = "tiny" if args.tiny else "quick" if args.quick else "full"
-    settings = Settings(resolve_device(args.device), mode, args.repeats, args.skip_thorough, args.seed)
-    selected = [n.strip() for n in args.only.split(",") if n.strip()] or list(BENCHMARKS)
+    if args.seeds is not None and args.seeds < 1:
+        raise SystemExit(f"argument '--seeds': expected a positive number, got {args.seeds}")
+    settings = Settings(
+        resolve_device(args.device), mode, args.repeats, args.skip_thorough, args.seed, args.seeds
+    )
+    named = [n.strip() for n in args.only.split(",") if n.strip()] + list(args.names)
+    selected = named or list(BENCHMARKS)
     unknown = [n for n in selected if n not in BENCHMARKS]
     if unknown:
         raise SystemExit(f"argument '--only': expected names from {list(BENCHMARKS)}, got {unknown}")

@@ -36,6 +36,7 @@ class Settings:
     repeats: int | None = None
     skip_thorough: bool = False
     seed: int = 0
+    seeds: int | None = None  # calibration: seeds per target and profile (None: the mode's default)
 
     def rounds(self, full: int, quick: int, tiny: int = 1) -> int:
         """Number of measured rounds: ``--repeats`` when given, else the mode's default."""

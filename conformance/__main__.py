@@ -2,6 +2,11 @@
 
 import sys
 
+if len(sys.argv) > 1 and sys.argv[1] == "run" and "--in-process" not in sys.argv:
+    from transformer_conformance.forkserver import prestart
+
+    prestart()  # the fork server imports torch while this process does
+
 from transformer_conformance.cli import main
 
 if __name__ == "__main__":

@@ -7,24 +7,39 @@ Used by the CLI (``python -m transformer_conformance run``) and the pytest plugi
 import fnmatch
 import inspect
 import json
+import math
+import os
+import pickle
 import random
 import sys
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 import torch
 
 from transformer_conformance.adapter import Adapter
-from transformer_conformance.context import CI_SEED, PROFILES
+from transformer_conformance.context import CI_SEED, PROFILES, CheckFailure
 from transformer_conformance.deviations import DEFAULT_DIR, Deviation, DeviationFileError, load_for_target
 from transformer_conformance.reference.tolerance import TOLERANCE_VERSION
 from transformer_conformance.registry import DEFAULT_REGISTRY, CheckSpec, Registry, load_builtin_checks
 from transformer_conformance.report import AuditReport, TargetSummary, claim_statements
-from transformer_conformance.runner import CheckResult, RunSettings, dtype_name, run_target, stale_deviations
+from transformer_conformance.runner import (
+    ERROR,
+    FAIL,
+    KNOWN_DEVIATION,
+    PASS,
+    CheckResult,
+    RunSettings,
+    build_failure_results,
+    dtype_name,
+    run_target,
+    stale_deviations,
+)
 from transformer_conformance.targets import (
+    BUILTIN_TARGETS,
     TargetError,
     add_import_paths,
     import_object,
@@ -52,6 +67,18 @@ class ReportPaths:
     junit: Path | None = None
     markdown: Path | None = None
     jsonl: Path | None = None
+    html: Path | None = None  # the self-contained HTML page (conformance/html.py)
+
+    def absolute(self) -> "ReportPaths":
+        """The same paths made absolute against the current directory (done before any target runs,
+        so a target that changes directory cannot move the reports)."""
+        return ReportPaths(*(None if p is None else Path(os.path.abspath(p)) for p in (
+            self.json, self.junit, self.markdown, self.jsonl, self.html)))
+
+    def all(self) -> list[Path]:
+        """Every file this run will write."""
+        stream = self.stream_path()
+        return [p for p in (self.json, self.junit, self.markdown, self.html, stream) if p is not None]
 
     def stream_path(self) -> Path | None:
         """The JSONL file results are streamed to while the run goes on."""
@@ -161,6 +188,7 @@ def repro_options(
     deviations_dir: Path | None,
     timeout: float | None,
     import_paths: Sequence[Path] = (),
+    in_process: bool = False,
 ) -> tuple[str, ...]:
     """The options besides impl/check/seed/device/dtype/profile that change what a rerun does;
     ``import_paths`` (where an adapter or registry was imported from) become absolute ``--path DIR``
@@ -176,6 +204,8 @@ def repro_options(
         extra += ["--deviations", cli_path(deviations_dir)]
     if timeout is not None:
         extra += ["--timeout", f"{timeout:g}"]
+    if in_process:
+        extra += ["--in-process"]
     return tuple(extra)
 
 
@@ -242,16 +272,150 @@ def _source_file(adapter: Adapter) -> str | None:
     except TypeError:
         return None
 
+def check_writable(paths: Sequence[Path]) -> None:
+    """UsageError unless every report file can be created (its folder is made when missing)."""
+    for path in paths:
+        if path.is_dir():
+            raise UsageError(f"report path {path} is a directory, expected a file")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            existed = path.exists()
+            with path.open("a", encoding="utf-8"):
+                pass
+            if not existed:
+                path.unlink()
+        except OSError as exc:
+            raise UsageError(f"report path {path} is not writable: {exc}") from exc
+
+
+def check_timeout(timeout: float | None) -> None:
+    """UsageError unless ``timeout`` is None or a finite positive number of seconds."""
+    if timeout is None:
+        return
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+        raise UsageError(f"--timeout: expected a number of seconds, got {timeout!r}")
+    if not math.isfinite(timeout) or timeout <= 0:
+        raise UsageError(f"--timeout: expected a finite positive number of seconds, got {timeout}")
+
+
+def deviation_name(impl: str, adapter_name: str, given_as_string: bool, explicit_dir: bool) -> str | None:
+    """Whose deviation file applies: the target named on the command line. A built-in name is its
+    own key; a ``package.module:factory`` target uses its adapter's name, except a built-in target's
+    name, which it cannot borrow from the built-in deviation files (None: no file)."""
+    if impl in BUILTIN_TARGETS:
+        return impl
+    if given_as_string and adapter_name in BUILTIN_TARGETS and not explicit_dir:
+        return None
+    return adapter_name
+
+
+def target_names(impls: Sequence[str], in_process: bool = False) -> list[str]:
+    """The report names of ``impls`` without running any target code here: a built-in target is its
+    name; a ``package.module:factory`` target is built in a worker process (``in_process``: here) to
+    read its adapter's name. UsageError for an unknown or broken target."""
+    names = []
+    for impl in impls:
+        if impl in BUILTIN_TARGETS:
+            names.append(impl)
+            continue
+        if in_process or ":" not in impl:
+            try:
+                names.append(resolve_target(impl).name)
+            except TargetError as exc:
+                raise UsageError(f"--impl: {exc}") from exc
+            continue
+        _, adapter, session, failure = _start_session(impl, PROFILES["ci"].time_limit_s, None)
+        session.stop()
+        names.append(impl if failure is not None else adapter.name)
+    return names
+
+
+def _start_session(
+    entry: str | Adapter, limit: float, memory_limit_mib: float | None
+) -> tuple[str, Any, Any, Any]:
+    """(impl, adapter proxy or label, session, build failure) for one isolated target."""
+    import transformer_conformance.isolation as isolation  # (via sys.modules, not a stale package attribute)
+
+    memory = int(memory_limit_mib * 2**20) if memory_limit_mib else None
+    if isinstance(entry, Adapter):
+        _check_picklable(entry)
+        session = isolation.TargetSession(entry.name, adapter=entry, memory_limit=memory)
+        impl = entry.name
+    else:
+        session = isolation.TargetSession(entry, impl=entry, memory_limit=memory)
+        impl = entry
+    try:
+        return impl, session.start(limit), session, None
+    except isolation.WorkerUsageError as exc:
+        raise UsageError(f"--impl: {exc}") from exc
+    except CheckFailure as failure:
+        return impl, impl, session, failure
+
+
+def _check_picklable(entry: Adapter) -> None:
+    try:
+        pickle.dumps(entry)
+    except Exception as exc:
+        raise UsageError(
+            f"--impl: the Adapter instance {entry.name!r} cannot be sent to its worker process "
+            f"({type(exc).__name__}: {exc}); define its class at module level, pass a "
+            "'package.module:factory' string, or use in_process=True"
+        ) from exc
+
 
 @dataclass
 class TargetPlan:
-    """One target of an audit: its adapter, run settings, deviations and report summary."""
+    """One target of an audit: how to build it, its run settings, deviations and report summary.
+
+    Isolated (``session`` set once started), the target is built in its worker on first use
+    (``start``) and that worker serves every later check (restarted by the runner after a fatal
+    failure); in-process, ``adapter`` is the target itself from the start."""
 
     impl: str
-    adapter: Adapter
+    entry: str | Adapter
     settings: RunSettings
     deviations: list[Deviation]
     summary: TargetSummary
+    adapter: Any = None  # the Adapter (in-process) or its isolation.RemoteAdapter, once built
+    session: Any = None  # the isolation.TargetSession of an isolated target, once started
+    failure: CheckFailure | None = None  # why the target could not be built in its worker
+    memory_limit_mib: float | None = None
+
+    @property
+    def name(self) -> str:
+        """The target's report name."""
+        return self.summary.name
+
+    def start(self) -> None:
+        """Build the target (once; in its worker unless it was built in this process)."""
+        if self.adapter is not None or self.failure is not None:
+            return
+        _, adapter, session, failure = _start_session(
+            self.entry, self.settings.time_limit_s, self.memory_limit_mib
+        )
+        self.session, self.failure = session, failure
+        self.adapter = adapter if failure is None else None
+        self.describe()
+
+    def describe(self) -> None:
+        """Fill the summary from the built adapter (or the build failure)."""
+        s = self.summary
+        if self.failure is not None:
+            s.problems = [f"could not be built: {self.failure.message}"]
+            return
+        adapter = self.adapter
+        s.capabilities = sorted(c.value for c in adapter.capabilities)
+        s.conventions = {
+            k: (v if not isinstance(v, tuple) else [str(x) for x in v])
+            for k, v in asdict(adapter.conventions).items()
+        }
+        s.problems = adapter.declaration_problems() + s.problems
+        s.source = getattr(adapter, "source", None) if self.session is not None else _source_file(adapter)
+
+    def stop(self) -> None:
+        """End the target's worker (its threads and child processes end with it)."""
+        if self.session is not None:
+            self.session.stop()
 
 
 @dataclass
@@ -263,6 +427,54 @@ class AuditPlan:
     specs: list[CheckSpec]  # the selected checks
     all_specs: list[CheckSpec]  # every check of the registry (deviation entries are judged against it)
     claims: list[str]  # --claims patterns
+    paths: ReportPaths = field(default_factory=ReportPaths)  # absolute report paths, checked writable
+    allow_empty: bool = False
+
+    def target(self, name: str) -> TargetPlan:
+        """The plan of the target named ``name``."""
+        return next(t for t in self.targets if t.name == name)
+
+    def run(
+        self,
+        target: TargetPlan,
+        specs: Sequence[CheckSpec],
+        on_result: Callable[[CheckResult], None] | None = None,
+        prior: dict[str, CheckResult] | None = None,
+    ) -> list[CheckResult]:
+        """Run ``specs`` on ``target`` (built first when needed) with ``prior`` results of it
+        standing for dependencies run before (see ``runner.run_target``)."""
+        target.start()
+        if target.failure is not None:
+            mine = build_failure_results(target.name, specs, target.settings, target.failure)
+            for r in mine:
+                if on_result is not None:
+                    on_result(r)
+            return mine
+        return run_target(
+            target.adapter,
+            specs,
+            target.settings,
+            target.deviations,
+            on_result=on_result,
+            known_ids={s.id for s in self.all_specs},
+            prior=prior,
+            session=target.session,
+        )
+
+    def stop(self) -> None:
+        """End every target's worker."""
+        for target in self.targets:
+            target.stop()
+
+
+def empty_reason(target: TargetPlan, results: Sequence[CheckResult]) -> str | None:
+    """Why ``target`` is EMPTY (no check among ``results`` applied to it: nothing was verified), or
+    None when one did."""
+    if target.failure is not None or any(r.status in (PASS, FAIL, ERROR, KNOWN_DEVIATION) for r in results):
+        return None
+    if not target.summary.capabilities:
+        return "declares no capability"
+    return "no selected check applied to it (all not-applicable or blocked)"
 
 
 def plan_audit(
@@ -275,15 +487,22 @@ def plan_audit(
     claims: str | Sequence[str] | None = None,
     check: str | Sequence[str] | None = None,
     timeout: float | None = None,
+    report_paths: ReportPaths | None = None,
     gate: str | Sequence[str] | None = None,
     save_inputs: str | Path | None = None,
     registry: Registry | None = None,
     deviations_dir: str | Path | None = None,
     checks_from: str | None = None,
     import_paths: Sequence[str | Path] = (),
+    in_process: bool = False,
+    memory_limit_mib: float | None = None,
+    allow_empty: bool = False,
 ) -> AuditPlan:
-    """Resolve targets, checks, deviations and settings as ``run_audit`` does, running nothing
-    (the pytest plugin runs the plan one check per item)."""
+    """Resolve targets, checks, deviations, report paths and settings as ``run_audit`` does,
+    running no check and no target code in this process (unless ``in_process``): a
+    ``package.module:factory`` target is built in its worker here, to learn its name (that worker is
+    kept for its checks); a built-in target or ``Adapter`` instance is started on first use. The
+    pytest plugin runs the plan one check per item; ``AuditPlan.stop`` ends the workers."""
     if profile not in PROFILES:
         raise UsageError(f"--profile: expected one of {sorted(PROFILES)}, got {profile!r}")
     prof = PROFILES[profile]
@@ -291,34 +510,29 @@ def plan_audit(
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda: CUDA is not available on this machine")
     dt = resolve_dtype(dtype)
-    if timeout is not None and timeout <= 0:
-        raise UsageError(f"--timeout: expected a positive number of seconds, got {timeout}")
+    check_timeout(timeout)
     limit = timeout if timeout is not None else prof.time_limit_s
     if seed is None:
         seed = CI_SEED if prof.derandomized else random.SystemRandom().randrange(2**31)
+    paths = (report_paths or ReportPaths()).absolute()
+    check_writable(paths.all())
+    save_dir = Path(os.path.abspath(save_inputs)) if save_inputs else None
+    deviation_dir = Path(os.path.abspath(deviations_dir)) if deviations_dir is not None else None
+    if memory_limit_mib is not None:
+        if not math.isfinite(memory_limit_mib) or memory_limit_mib <= 0:
+            raise UsageError(f"--memory-limit: expected a positive number of MiB, got {memory_limit_mib}")
+        if in_process:
+            raise UsageError("--memory-limit needs isolated targets; it cannot be combined with --in-process")
+    if not in_process:
+        from transformer_conformance.forkserver import prestart
+
+        prestart()  # torch imports in the fork server while the checks load here
 
     # Targets first: an unknown target is a usage error before anything runs.
     add_import_paths(import_paths)
     entries = _split(targets) if isinstance(targets, str) else list(targets)
     if not entries:
         raise UsageError("--impl: expected at least one target")
-    adapters: list[tuple[str, Adapter]] = []
-    for entry in entries:
-        if isinstance(entry, Adapter):
-            adapters.append((entry.name, entry))
-            continue
-        try:
-            adapters.append((entry, resolve_target(entry)))
-        except TargetError as exc:
-            raise UsageError(f"--impl: {exc}") from exc
-    names = [a.name for _, a in adapters]
-    if len(set(names)) != len(names):
-        raise UsageError(f"--impl: target names must be unique, got {names}")
-    gated_names = set(_split(gate)) if gate is not None else set(names)
-    unknown_gate = gated_names - set(names) - {impl for impl, _ in adapters}
-    if unknown_gate:
-        raise UsageError(f"--gate: {sorted(unknown_gate)} not among the audited targets {names}")
-
     if registry is not None:
         reg = registry
         checks_from = checks_from or registry_spec(registry)
@@ -327,13 +541,59 @@ def plan_audit(
     else:
         reg = load_builtin_checks()
     specs = select_checks(reg, claims, check)
-    imported = [impl for impl, _ in adapters if ":" in impl] + ([checks_from] if checks_from else [])
+    imported = [e for e in entries if isinstance(e, str) and ":" in e]
+    imported += [checks_from] if checks_from else []
     roots = [r for r in map(import_root, imported) if r is not None]
-    deviation_dir = Path(deviations_dir) if deviations_dir is not None else None
+    options = repro_options(checks_from, deviation_dir, timeout, roots, in_process)
+
+    plans: list[TargetPlan] = []
     try:
-        deviations = {a.name: load_for_target(a.name, deviation_dir) for _, a in adapters}
-    except DeviationFileError as exc:
-        raise UsageError(str(exc)) from exc
+        for entry in entries:
+            impl = entry if isinstance(entry, str) else entry.name
+            settings = RunSettings(
+                device=dev, dtype=dt, profile=prof, seed=seed, time_limit_s=limit, impl=impl,
+                save_inputs=save_dir, repro_options=options,
+            )
+            summary = TargetSummary(name=impl, impl=impl, capabilities=[], conventions={}, gated=False)
+            plan = TargetPlan(impl, entry, settings, [], summary, memory_limit_mib=memory_limit_mib)
+            plans.append(plan)
+            if in_process:
+                try:
+                    plan.adapter = entry if isinstance(entry, Adapter) else resolve_target(entry)
+                except TargetError as exc:
+                    raise UsageError(f"--impl: {exc}") from exc
+                summary.name = plan.adapter.name
+            elif isinstance(entry, Adapter):
+                _check_picklable(entry)
+            elif entry not in BUILTIN_TARGETS:
+                plan.start()  # in its worker: its name is its adapter's (its label if it failed to build)
+                if plan.adapter is not None:
+                    summary.name = plan.adapter.name
+        names = [t.name for t in plans]
+        if len(set(names)) != len(names):
+            raise UsageError(f"--impl: target names must be unique, got {names}")
+        gated_names = set(_split(gate)) if gate is not None else set(names)
+        unknown_gate = gated_names - set(names) - {t.impl for t in plans}
+        if unknown_gate:
+            raise UsageError(f"--gate: {sorted(unknown_gate)} not among the audited targets {names}")
+        for plan, entry in zip(plans, entries):
+            plan.summary.gated = plan.name in gated_names or plan.impl in gated_names
+            key = deviation_name(plan.impl, plan.name, isinstance(entry, str), deviation_dir is not None)
+            if key is None:
+                plan.summary.problems.append(
+                    f"reports the name of built-in target {plan.name!r}; the built-in deviation file of that "
+                    "target does not apply to it"
+                )
+            try:
+                plan.deviations = load_for_target(key, deviation_dir) if key is not None else []
+            except DeviationFileError as exc:
+                raise UsageError(str(exc)) from exc
+            if plan.adapter is not None or plan.failure is not None:
+                plan.describe()
+    except BaseException:
+        for plan in plans:
+            plan.stop()
+        raise
 
     config = {
         "device": str(dev),
@@ -345,36 +605,14 @@ def plan_audit(
         "claims": claims,
         "check": check,
         "checks_from": checks_from,
-        "targets": [impl for impl, _ in adapters],
+        "targets": [t.impl for t in plans],
+        "isolation": "in-process" if in_process else "worker process per target",
+        "memory_limit_mib": memory_limit_mib,
+        "allow_empty": allow_empty,
         "tolerance_version": TOLERANCE_VERSION,
         "torch": torch.__version__,
     }
-    plans = []
-    for impl, adapter in adapters:
-        settings = RunSettings(
-            device=dev,
-            dtype=dt,
-            profile=prof,
-            seed=seed,
-            time_limit_s=limit,
-            impl=impl,
-            save_inputs=Path(save_inputs) if save_inputs else None,
-            repro_options=repro_options(checks_from, deviation_dir, timeout, roots),
-        )
-        summary = TargetSummary(
-            name=adapter.name,
-            impl=impl,
-            capabilities=sorted(c.value for c in adapter.capabilities),
-            conventions={
-                k: (v if not isinstance(v, tuple) else [str(x) for x in v])
-                for k, v in asdict(adapter.conventions).items()
-            },
-            gated=adapter.name in gated_names or impl in gated_names,
-            problems=adapter.declaration_problems(),
-            source=_source_file(adapter),
-        )
-        plans.append(TargetPlan(impl, adapter, settings, deviations[adapter.name], summary))
-    return AuditPlan(config, plans, specs, reg.all(), _split(claims))
+    return AuditPlan(config, plans, specs, reg.all(), _split(claims), paths, allow_empty)
 
 
 def target_stale(plan: AuditPlan, target: TargetPlan, results: Sequence[CheckResult]) -> list[dict[str, Any]]:
@@ -385,7 +623,7 @@ def target_stale(plan: AuditPlan, target: TargetPlan, results: Sequence[CheckRes
     )
     return [
         {
-            "target": target.adapter.name,
+            "target": target.name,
             "entry": entry.describe(),
             "source": entry.source,
             "index": entry.index,
@@ -413,8 +651,18 @@ def run_audit(
     progress: bool | TextIO | None = None,
     checks_from: str | None = None,
     import_paths: Sequence[str | Path] = (),
+    in_process: bool = False,
+    memory_limit_mib: float | None = None,
+    allow_empty: bool = False,
 ) -> AuditReport:
-    """Audit ``targets`` (built-in names, ``package.module:factory`` strings or ``Adapter``s).
+    """Audit ``targets`` (built-in names, ``package.module:factory`` strings or ``Adapter``s):
+    ``plan_audit``, then every selected check of every target, reports written in any case.
+
+    Each target runs in its own worker process (``transformer_conformance.isolation``): nothing it
+    does (exit, crash, hang, patch the oracle, modify its inputs, start threads, change directory) can
+    change the verdict or the reports. ``in_process=True`` runs targets in this process instead (for
+    debugging with pdb; unsafe for gating). An ``Adapter`` instance is pickled to its worker (its class
+    must be importable). ``memory_limit_mib`` caps the address space each worker may add.
 
     ``registry`` (a ``Registry``) or ``checks_from`` (``package.module:attribute`` naming one)
     REPLACES the built-in checks; neither given: the built-in checks. Failures carry a repro
@@ -423,7 +671,8 @@ def run_audit(
     ``package.module`` targets are imported.
 
     Claims: every claim realised by a selected check. Returns the report; its ``exit_code`` is 0
-    when every gated target passed all applicable checks and no deviation entry is stale.
+    when every gated target passed all applicable checks, no deviation entry is stale and (unless
+    ``allow_empty``) every gated target had a check that applied.
     """
     started = time.perf_counter()
     plan = plan_audit(
@@ -435,70 +684,84 @@ def run_audit(
         claims=claims,
         check=check,
         timeout=timeout,
+        report_paths=report_paths,
         gate=gate,
         save_inputs=save_inputs,
         registry=registry,
         deviations_dir=deviations_dir,
         checks_from=checks_from,
         import_paths=import_paths,
+        in_process=in_process,
+        memory_limit_mib=memory_limit_mib,
+        allow_empty=allow_empty,
     )
-    config, specs = plan.config, plan.specs
-    paths = report_paths or ReportPaths()
+    try:
+        return _execute(plan, progress, started)
+    finally:
+        plan.stop()
+
+
+def _execute(plan: AuditPlan, progress: bool | TextIO | None, started: float) -> AuditReport:
+    """Run ``plan`` target by target, streaming records, and write its reports in any case."""
+    config, specs, paths = plan.config, plan.specs, plan.paths
     stream_path = paths.stream_path()
-    stream = None
-    if stream_path is not None:
-        stream_path.parent.mkdir(parents=True, exist_ok=True)
-        stream = stream_path.open("w", encoding="utf-8")
+    stream = stream_path.open("w", encoding="utf-8") if stream_path is not None else None
     bar = _Progress(progress, len(specs) * len(plan.targets), len(plan.targets))
 
     def emit(record: dict[str, Any]) -> None:
         if stream is not None:
-            stream.write(json.dumps(record, default=str) + "\n")
+            stream.write(json.dumps(record) + "\n")
             stream.flush()
 
     def on_result(result: CheckResult) -> None:
-        emit({"event": "result", **result.to_json()})
         bar.result(result)
+        emit({"event": "result", **result.to_json()})
 
     results: list[CheckResult] = []
     summaries: list[TargetSummary] = []
     stale: list[dict[str, Any]] = []
+    empty: list[str] = []
+    report = AuditReport(
+        config=config,
+        targets=summaries,
+        results=results,
+        stale=stale,
+        statements=claim_statements(),
+        claim_filter=plan.claims,
+        allow_empty=plan.allow_empty,
+        empty=empty,
+    )
     try:
         emit({"event": "start", "config": config})
         for target in plan.targets:
             summaries.append(target.summary)
-            mine = run_target(
-                target.adapter,
-                specs,
-                target.settings,
-                target.deviations,
-                on_result=on_result,
-                known_ids={s.id for s in plan.all_specs},
-            )
+            mine = plan.run(target, specs, on_result=on_result)
+            target.stop()  # its threads and child processes end with it
             results.extend(mine)
-            bar.target(target.adapter.name, mine)
+            bar.target(target.name, mine)
+            why = empty_reason(target, mine)
+            if why is not None:
+                target.summary.problems.append(f"EMPTY: {why}; nothing was verified")
+                empty.append(target.name)
+                emit({"event": "empty-target", "target": target.name, "why": why})
             for record in target_stale(plan, target, mine):
                 stale.append(record)
                 emit({"event": "stale-deviation", **record})
-        report = AuditReport(
-            config=config,
-            targets=summaries,
-            results=results,
-            stale=stale,
-            statements=claim_statements(),
-            claim_filter=plan.claims,
-            duration_s=time.perf_counter() - started,
-        )
-        report.summarise()
-        emit({"event": "end", "exit_code": report.exit_code, "duration_s": report.duration_s})
     finally:
         bar.close()
+        report.duration_s = time.perf_counter() - started
+        report.summarise()
+        emit({"event": "end", "exit_code": report.exit_code, "duration_s": report.duration_s})
         if stream is not None:
             stream.close()
-    if paths.json is not None:
-        report.write_json(paths.json)
-    if paths.junit is not None:
-        report.write_junit(paths.junit)
-    if paths.markdown is not None:
-        report.write_markdown(paths.markdown)
+        if paths.json is not None:
+            report.write_json(paths.json)
+        if paths.junit is not None:
+            report.write_junit(paths.junit)
+        if paths.markdown is not None:
+            report.write_markdown(paths.markdown)
+        if paths.html is not None:
+            from transformer_conformance.html import write_html
+
+            write_html(report, paths.html)
     return report

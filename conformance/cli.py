@@ -1,8 +1,10 @@
 """Command line: ``transformer-conformance run --impl TARGET[,TARGET...]`` and
 ``transformer-conformance list`` (also ``python -m transformer_conformance``).
 
-Exit codes: 0 every gated check passed (known deviations allowed), 1 a failure or a stale
-deviation entry, 2 a usage error (unknown target, check or dtype; CUDA requested but absent).
+Exit codes: 0 every gated check passed (known deviations allowed), 1 a failure, a stale
+deviation entry or a gated target on which no check applied, 2 a usage error (unknown target,
+check or dtype; CUDA requested but absent; a timeout that is not a finite positive number; a
+report path that cannot be written), found before any check runs.
 """
 
 import argparse
@@ -69,6 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--junit", type=Path, default=None, help="write JUnit XML here")
     run.add_argument("--markdown", type=Path, default=None, help="write the Markdown report here")
     run.add_argument(
+        "--html",
+        type=Path,
+        default=None,
+        help="write the self-contained HTML report here (pictures need the html extra: matplotlib)",
+    )
+    run.add_argument(
         "--jsonl",
         type=Path,
         default=None,
@@ -102,6 +110,27 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="torch intra-op threads on the CPU (default 1: the checks use small tensors, where more threads "
         "mostly add contention; 0 keeps torch's own default)",
+    )
+    run.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run the targets in this process (for debugging with pdb). UNSAFE for gating: a target can "
+        "then exit, crash or hang the audit, patch the oracle or modify its inputs. Default: each target "
+        "runs in its own worker process",
+    )
+    run.add_argument(
+        "--memory-limit",
+        type=float,
+        default=None,
+        metavar="MIB",
+        help="address space each target's worker may add beyond its start-up size; past it the check "
+        "fails with kind memory-limit",
+    )
+    run.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="a gated target on which no check applies (no capability, or every check not-applicable) "
+        "does not fail the run (it is still reported)",
     )
     run.add_argument("-q", "--quiet", action="store_true", help="print only the final line")
     listing = sub.add_parser("list", help="show targets, claims and checks")
@@ -182,12 +211,13 @@ def cmd_list(args: argparse.Namespace, registry: Registry | None) -> int:
 def next_steps(report: AuditReport, paths: ReportPaths) -> str:
     """The closing lines: where the reports are and what to do next."""
     written = [(label, p) for label, p in (("JSON", paths.json), ("JUnit", paths.junit),
-                                           ("Markdown", paths.markdown)) if p is not None]  # fmt: skip
+                                           ("Markdown", paths.markdown), ("HTML", paths.html))
+               if p is not None]  # fmt: skip
     stream = paths.stream_path()
     if written:
         lines = ["Reports: " + ", ".join(f"{label} {cli_path(p)}" for label, p in written)]
     else:
-        lines = ["Reports: none written (add --json, --junit or --markdown FILE)"]
+        lines = ["Reports: none written (add --json, --junit, --markdown or --html FILE)"]
     if stream is not None:
         lines[0] += f" (results streamed to {cli_path(stream)})"
     if report.failures:
@@ -197,11 +227,15 @@ def next_steps(report: AuditReport, paths: ReportPaths) -> str:
         )
     elif report.stale:
         lines.append("Next: remove or correct the stale deviation entries above.")
+    elif report.gated_empty():
+        lines.append("Next: no check applied to the EMPTY target(s) above; declare their capabilities.")
     else:
         lines.append("Next: nothing fails; known deviations and not-applicable checks are listed per target.")
     if paths.markdown is not None:
         where = cli_path(paths.markdown)
         lines.append(f"Read {where} for the matrix, every failure and every known deviation.")
+    if paths.html is not None:
+        lines.append(f"Open {cli_path(paths.html)} in a browser: the same, each failure's evidence drawn.")
     return "\n".join(lines)
 
 
@@ -211,7 +245,9 @@ def cmd_run(args: argparse.Namespace, registry: Registry | None) -> int:
         raise UsageError(f"--threads: expected 0 or a positive number, got {args.threads}")
     if args.threads:
         torch.set_num_threads(args.threads)
-    paths = ReportPaths(json=args.json, junit=args.junit, markdown=args.markdown, jsonl=args.jsonl)
+    paths = ReportPaths(
+        json=args.json, junit=args.junit, markdown=args.markdown, jsonl=args.jsonl, html=args.html
+    )
     report = run_audit(
         args.impl,
         device=args.device,
@@ -229,6 +265,9 @@ def cmd_run(args: argparse.Namespace, registry: Registry | None) -> int:
         deviations_dir=args.deviations,
         progress=args.progress,
         import_paths=args.path,
+        in_process=args.in_process,
+        memory_limit_mib=args.memory_limit,
+        allow_empty=args.allow_empty,
     )
     text = report.summary_text()
     print(text.splitlines()[-1] if args.quiet else text)

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from transformer_conformance.adapter import Adapter
+from transformer_conformance.evidence import error_sample
 from transformer_conformance.reference import tolerance
 
 
@@ -31,19 +32,42 @@ class FailureKind(StrEnum):
     NUMERIC = "numeric"  # error above the tolerance policy's allowance
     PROPERTY = "property"  # a stated property does not hold
     TIMEOUT = "timeout"  # ran past the per-check time limit
+    CRASHED = "crashed"  # the target's worker process died (the signal is named)
+    EXITED = "exited"  # the target exited (SystemExit, KeyboardInterrupt, os._exit)
+    MUTATED_INPUT = "mutated-input"  # the target modified an input tensor in place
+    NOT_PLAIN_TENSOR = "not-plain-tensor"  # a tensor subclass, a meta or a non-dense tensor came back
+    MEMORY_LIMIT = "memory-limit"  # the target went past --memory-limit
 
 
 class CheckFailure(Exception):
     """Raised by a check (usually via ``ctx``) to fail, with the measured and allowed error."""
 
     def __init__(
-        self, kind: FailureKind, message: str, *, measured: float | None = None, allowed: float | None = None
+        self,
+        kind: FailureKind,
+        message: str,
+        *,
+        measured: float | None = None,
+        allowed: float | None = None,
+        evidence: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.kind = FailureKind(kind)
         self.message = message
         self.measured = measured
         self.allowed = allowed
+        # Small JSON-serialisable arrays that show the failure (conformance/evidence.py); the HTML report
+        # draws them. Helpers add to it as the failure propagates (``evidence.attached``).
+        self.evidence: dict[str, Any] = dict(evidence or {})
+
+
+class TargetRaised(CheckFailure):
+    """A RAISED failure of an isolated target; ``cause`` is its exception as rebuilt in the audit."""
+
+    def __init__(self, message: str, *, cause: BaseException, trace: str | None = None) -> None:
+        super().__init__(FailureKind.RAISED, message)
+        self.cause = cause
+        self.trace = trace
 
 
 class NotApplicable(Exception):
@@ -111,8 +135,10 @@ class CheckContext:
         profile: Profile,
         seed: int,
         check_id: str,
+        session: Any = None,
     ) -> None:
         self.adapter = adapter
+        self.session = session  # the target's worker (isolation.TargetSession); None in-process
         self.device = torch.device(device)
         self.dtype = dtype
         self.profile = profile
@@ -155,8 +181,26 @@ class CheckContext:
             torch.cuda.synchronize(self.device)
 
     def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Call into the target, timing it as target time; any exception is a RAISED failure."""
+        """Call into the target, timing it as target time; any exception is a RAISED failure.
+
+        Isolated (``session`` set), ``fn`` is a proxy and the call runs in the target's worker: its
+        failures (raised, crashed, exited, timeout, mutated-input, ...) arrive as ``CheckFailure``s
+        and the target time is the time measured inside the worker."""
         name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or type(fn).__name__
+        if self.session is not None:
+            before = self.session.target_time_s
+            try:
+                return fn(*args, **kwargs)
+            except CheckFailure:
+                raise
+            except Exception as exc:
+                raise CheckFailure(
+                    FailureKind.RAISED,
+                    f"target {self.adapter.name!r}: {name} raised {type(exc).__name__}: {exc}",
+                ) from exc
+            finally:
+                self.target_time_s += self.session.target_time_s - before
+                self.target_calls += 1
         start = time.perf_counter()
         try:
             result = fn(*args, **kwargs)
@@ -174,6 +218,16 @@ class CheckContext:
         """Call into the target expecting it to raise; a normal return is a PROPERTY failure.
 
         (Extension of the documented API, for claims such as sampling.invalid-temperature.)"""
+        if self.session is not None:
+            before = self.session.target_time_s
+            try:
+                fn(*args, **kwargs)
+            except TargetRaised as raised:
+                return raised.cause
+            finally:
+                self.target_time_s += self.session.target_time_s - before
+                self.target_calls += 1
+            self.fail(FailureKind.PROPERTY, f"{what}: expected an error, the target returned normally")
         start = time.perf_counter()
         try:
             fn(*args, **kwargs)
@@ -195,10 +249,15 @@ class CheckContext:
 
     # -- judging -----------------------------------------------------------------------------
     def fail(
-        self, kind: FailureKind, message: str, measured: float | None = None, allowed: float | None = None
+        self,
+        kind: FailureKind,
+        message: str,
+        measured: float | None = None,
+        allowed: float | None = None,
+        evidence: dict[str, Any] | None = None,
     ) -> NoReturn:
-        """Fail the check."""
-        raise CheckFailure(kind, message, measured=measured, allowed=allowed)
+        """Fail the check (``evidence``: see ``conformance/evidence.py``)."""
+        raise CheckFailure(kind, message, measured=measured, allowed=allowed, evidence=evidence)
 
     def expect_shape(self, what: str, tensor: Any, shape: tuple[int, ...] | list[int] | torch.Size) -> None:
         """SHAPE failure unless ``tensor`` is a tensor of exactly ``shape``."""
@@ -234,16 +293,31 @@ class CheckContext:
             self.fail(FailureKind.NONFINITE, f"{what}: {bad} entries are NaN/Inf where the oracle is finite")
         return tensor
 
-    def compare(self, what: str, actual: Any, oracle64: Tensor, reference_same_dtype: Tensor) -> None:
-        """Differential rule (``reference.tolerance.differential``); NUMERIC failure when exceeded."""
+    def compare(
+        self,
+        what: str,
+        actual: Any,
+        oracle64: Tensor,
+        reference_same_dtype: Tensor,
+        *,
+        conditioning: Tensor | None = None,
+    ) -> None:
+        """Differential rule (``reference.tolerance.differential``, with the optional ``conditioning``
+        bound); NUMERIC failure when exceeded."""
         tensor = self._prepare(what, actual, oracle64)
-        result = tolerance.differential(tensor, oracle64, reference_same_dtype)
+        result = tolerance.differential(tensor, oracle64, reference_same_dtype, conditioning=conditioning)
         if not result.ok:
-            self.fail(FailureKind.NUMERIC, f"{what}: {result.describe()}", result.measured, result.allowed)
+            errors = error_sample(tensor, oracle64, result.allowed, result.rule)
+            self.fail(
+                FailureKind.NUMERIC, f"{what}: {result.describe()}", result.measured, result.allowed, errors
+            )
 
     def compare_direct(self, what: str, actual: Any, expected64: Tensor) -> None:
         """Direct rule (``reference.tolerance.direct``); NUMERIC failure when exceeded."""
         tensor = self._prepare(what, actual, expected64)
         result = tolerance.direct(tensor, expected64)
         if not result.ok:
-            self.fail(FailureKind.NUMERIC, f"{what}: {result.describe()}", result.measured, result.allowed)
+            errors = error_sample(tensor, expected64, None, result.rule)
+            self.fail(
+                FailureKind.NUMERIC, f"{what}: {result.describe()}", result.measured, result.allowed, errors
+            )

@@ -23,6 +23,13 @@ with the default ``--dist load`` becomes ``--dist loadscope`` (with ``--conforma
 ``conformance::TARGET`` is a scope), so a target's items share one worker: its adapter is built once
 and its dependencies are seen. (``--dist loadgroup`` is kept; the items carry ``xdist_group(TARGET)``.)
 
+Isolation: each target runs in its own worker process (``transformer_conformance.isolation``), as in
+the CLI: one worker per target per pytest process (per xdist worker), started by the target's first
+item and stopped at the end of the session; a worker that died (crash, exit, timeout, memory limit)
+is restarted for the next item. ``--conformance-in-process`` runs the targets in the pytest process
+(debugging only). A gated target none of whose checks run here applied (EMPTY: nothing was verified)
+fails its ``deviations`` item unless ``--conformance-allow-empty``.
+
 Installed, the entry point loads the plugin: use the bare option. ``-p transformer_conformance.pytest_plugin``
 (needed only when the package is not installed) is harmless when it is: the entry point is then
 skipped instead of registering the same module twice.
@@ -88,6 +95,19 @@ def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginMa
         "for the same claim and check replaces the built-in entry)",
     )
     group.addoption(
+        "--conformance-in-process",
+        action="store_true",
+        help="run the targets in the pytest process (debugging only; unsafe for gating)",
+    )
+    group.addoption(
+        "--conformance-memory-limit", type=float, default=None, metavar="MIB", help="per-target memory limit"
+    )
+    group.addoption(
+        "--conformance-allow-empty",
+        action="store_true",
+        help="a target on which no check applies does not fail",
+    )
+    group.addoption(
         "--conformance-checks-from",
         default=None,
         metavar="MODULE:REGISTRY",
@@ -110,7 +130,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 class _AuditState:
-    """Per process: the resolved plan (built on the first item that runs) and the results so far."""
+    """Per process: the resolved plan (built on the first item that runs; its targets' workers start
+    on their first item and stop in ``close``) and the results so far."""
 
     def __init__(
         self, config: pytest.Config, impls: list[str], registry: "Registry", names: list[str]
@@ -144,6 +165,9 @@ class _AuditState:
                     timeout=opt("conformance_timeout"),
                     registry=self.registry,
                     deviations_dir=opt("conformance_deviations"),
+                    in_process=opt("conformance_in_process"),
+                    memory_limit_mib=opt("conformance_memory_limit"),
+                    allow_empty=opt("conformance_allow_empty"),
                 )
             except UsageError as exc:
                 raise pytest.UsageError(f"conformance: {exc}") from exc
@@ -151,7 +175,7 @@ class _AuditState:
 
     def target(self, name: str) -> "TargetPlan":
         """The plan of the target named ``name``."""
-        return next(t for t in self.plan().targets if t.adapter.name == name)
+        return self.plan().target(name)
 
     def report(self) -> "AuditReport":
         """A report object for failure texts (claim statements loaded once)."""
@@ -166,21 +190,17 @@ class _AuditState:
     def run_check(self, name: str, check_id: str) -> "CheckResult":
         """Run one check on one target, with this process's earlier results of that target as the
         dependencies' outcomes (see the module docstring)."""
-        from transformer_conformance.runner import run_target
-
         target, plan = self.target(name), self.plan()
         done = self.results.setdefault(name, {})
         spec = self.registry.get(check_id)
-        (result,) = run_target(
-            target.adapter,
-            [spec],
-            target.settings,
-            target.deviations,
-            known_ids={s.id for s in plan.all_specs},
-            prior=done,
-        )
+        (result,) = plan.run(target, [spec], prior=done)
         done[check_id] = result
         return result
+
+    def close(self) -> None:
+        """End the targets' workers (at the end of the session)."""
+        if self._plan is not None:
+            self._plan.stop()
 
 
 class ConformanceFailure(Exception):
@@ -202,20 +222,26 @@ class ConformanceItem(pytest.Item):
 
     def runtest(self) -> None:
         """Run this item's check (or judge the target's deviation entries) and map the result."""
-        from transformer_conformance.api import target_stale
+        from transformer_conformance.api import empty_reason, target_stale
         from transformer_conformance.runner import BLOCKED, ERROR, FAIL, KNOWN_DEVIATION, NOT_APPLICABLE
 
         state = self.config.stash[_STATE]
         if self.check_id is None:
             done = list(state.results.get(self.target, {}).values())
-            stale = target_stale(state.plan(), state.target(self.target), done)
-            if stale:
-                raise ConformanceFailure(
-                    "\n".join(
-                        f"stale deviation {s['entry']} ({s['source']} #{s['index']}): {s['why']}"
-                        for s in stale
-                    )
+            plan, target = state.plan(), state.target(self.target)
+            problems = [
+                f"stale deviation {s['entry']} ({s['source']} #{s['index']}): {s['why']}"
+                for s in target_stale(plan, target, done)
+            ]
+            why = empty_reason(target, done) if done else None
+            if why is not None and target.summary.gated and not plan.allow_empty:
+                problems.insert(
+                    0,
+                    f"EMPTY target {self.target}: {why}; nothing was verified "
+                    "(--conformance-allow-empty accepts it)",
                 )
+            if problems:
+                raise ConformanceFailure("\n".join(problems))
             return
         result = state.run_check(self.target, self.check_id)
         if result.status in (FAIL, ERROR):
@@ -302,17 +328,24 @@ def pytest_collection(session: pytest.Session) -> None:
     impl = config.getoption("conformance_impl")
     if not impl:
         return
-    from transformer_conformance.api import UsageError, load_registry, resolve_device
+    from transformer_conformance.api import (
+        UsageError,
+        check_timeout,
+        load_registry,
+        resolve_device,
+        target_names,
+    )
     from transformer_conformance.registry import load_builtin_checks
-    from transformer_conformance.targets import TargetError, add_import_paths, resolve_target
+    from transformer_conformance.targets import TargetError, add_import_paths
 
     impls = [s.strip() for s in str(impl).split(",") if s.strip()]
     checks_from = config.getoption("conformance_checks_from")
     try:
         resolve_device(config.getoption("conformance_device"))
+        check_timeout(config.getoption("conformance_timeout"))
         add_import_paths()
         registry = load_registry(checks_from) if checks_from else load_builtin_checks()
-        names = [resolve_target(i).name for i in impls]
+        names = target_names(impls, config.getoption("conformance_in_process"))
     except (UsageError, TargetError) as exc:
         raise pytest.UsageError(f"conformance: {exc}") from exc
     state = _AuditState(config, impls, registry, names)
@@ -320,6 +353,13 @@ def pytest_collection(session: pytest.Session) -> None:
     if state.selected:
         config.args[:] = [a for a in config.args if not _is_conformance_arg(a)]
     config.stash[_STATE] = state
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Stop the targets' workers of this process."""
+    state = session.config.stash.get(_STATE, None)
+    if state is not None:
+        state.close()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -106,6 +106,8 @@ class AuditReport:
     statements: dict[str, str] = field(default_factory=dict)
     duration_s: float = 0.0
     claim_filter: list[str] = field(default_factory=list)  # --claims patterns: matrix rows shown
+    empty: list[str] = field(default_factory=list)  # targets on which no check applied
+    allow_empty: bool = False  # --allow-empty: an empty target does not fail the gate
 
     def summarise(self) -> None:
         """Fill per-target counts and times from the results."""
@@ -125,10 +127,16 @@ class AuditReport:
         gated = {t.name for t in self.targets if t.gated}
         return [r for r in self.failures if r.target in gated]
 
+    def gated_empty(self) -> list[str]:
+        """Gated targets on which no check applied (they fail the gate unless ``allow_empty``)."""
+        gated = {t.name for t in self.targets if t.gated}
+        return [] if self.allow_empty else [name for name in self.empty if name in gated]
+
     @property
     def exit_code(self) -> int:
-        """0 when every gated check passed (or is a known deviation) and no deviation entry is stale."""
-        return 1 if self.gated_failures() or self.stale else 0
+        """0 when every gated check passed (or is a known deviation), no deviation entry is stale and
+        every gated target had a check that applied (unless ``allow_empty``)."""
+        return 1 if self.gated_failures() or self.stale or self.gated_empty() else 0
 
     # -- matrix --------------------------------------------------------------------------------
     def matrix(self) -> tuple[list[str], list[str], dict[tuple[str, str], str]]:
@@ -229,6 +237,11 @@ class AuditReport:
             parts.append(
                 f"STALE deviation for {s['target']}: {s['entry']} [{s['source']} #{s['index']}]: {s['why']}"
             )
+        for name in self.empty:
+            verdict = (
+                "allowed by --allow-empty" if self.allow_empty else "fails the gate; --allow-empty accepts it"
+            )
+            parts.append(f"EMPTY target {name}: no check applied, nothing was verified ({verdict})")
         parts.append(self.matrix_text())
         for t in self.targets:
             counts = ", ".join(f"{n} {s}" for s, n in t.counts.items() if n)
@@ -239,7 +252,8 @@ class AuditReport:
             )
         parts.append(
             f"exit code {self.exit_code} ({len(self.gated_failures())} gated failure(s), "
-            f"{len(self.stale)} stale deviation(s)); total {self.duration_s:.1f}s"
+            f"{len(self.stale)} stale deviation(s), {len(self.gated_empty())} empty target(s)); "
+            f"total {self.duration_s:.1f}s"
         )
         return "\n\n".join(parts[:-1]) + "\n" + parts[-1] if len(parts) > 1 else parts[0]
 
@@ -270,6 +284,7 @@ class AuditReport:
             ],
             "results": [r.to_json() for r in self.results],
             "stale_deviations": self.stale,
+            "empty_targets": self.empty,
             "matrix": {claim: {t: cells.get((claim, t)) for t in targets} for claim in claims},
         }
 
@@ -287,12 +302,13 @@ class AuditReport:
         for t in self.targets:
             mine = [r for r in self.results if r.target == t.name]
             stale = [s for s in self.stale if s["target"] == t.name]
+            is_empty = int(t.name in self.gated_empty())
             suite = ET.SubElement(
                 root,
                 "testsuite",
                 name=t.name,
-                tests=str(len(mine) + len(stale)),
-                failures=str(sum(r.status == FAIL for r in mine) + len(stale)),
+                tests=str(len(mine) + len(stale) + is_empty),
+                failures=str(sum(r.status == FAIL for r in mine) + len(stale) + is_empty),
                 errors=str(sum(r.status == ERROR for r in mine)),
                 skipped=str(sum(r.status in (BLOCKED, NOT_APPLICABLE, KNOWN_DEVIATION) for r in mine)),
                 time=f"{t.total_time_s:.3f}",
@@ -322,6 +338,9 @@ class AuditReport:
                         case.set("file", t.source)
                     message = f"{r.status}: {r.message}"
                     ET.SubElement(case, "skipped", message=message, type=SKIPPED_TYPES[r.status])
+            if is_empty:
+                case = ET.SubElement(suite, "testcase", classname=t.name, name="no-check-applied")
+                ET.SubElement(case, "failure", message="no check applied to this target", type="empty-target")
             for s in stale:
                 case = ET.SubElement(suite, "testcase", classname=t.name, name=f"deviation#{s['index']}")
                 ET.SubElement(case, "failure", message=f"stale deviation: {s['why']}", type="stale-deviation")
@@ -349,6 +368,9 @@ class AuditReport:
                 f"| {c.get(NOT_APPLICABLE, 0)} | {t.total_time_s:.2f} | {t.target_time_s:.2f} "
                 f"| {t.harness_time_s:.2f} |"
             )
+        for name in self.empty:
+            verdict = "allowed by --allow-empty" if self.allow_empty else "fails the gate"
+            out += ["", f"**EMPTY target {name}: no check applied, nothing was verified ({verdict}).**"]
         claims, targets, cells = self.matrix()
         out += [
             "",

@@ -1,8 +1,12 @@
 """Runs checks against one target: capability gating, dependencies, time limits, deviations.
 
-Every check runs in a daemon worker thread joined with a time limit: a hung target is recorded
-as a TIMEOUT failure and the run goes on (the stuck thread is abandoned). Each result is handed
-to ``on_result`` as soon as it is known (the API streams it to a JSONL file).
+Isolated (the default, ``session`` given): the target lives in its own worker process
+(``transformer_conformance.isolation``); a check runs here, in the audit's thread, and every call
+into the target waits for the worker until the check's time limit, after which the worker is killed
+(a TIMEOUT failure) and the next check gets a fresh one. A worker that died or was killed is
+restarted before the next check. In-process (``--in-process``, for debugging only): every check runs
+in a daemon thread joined with the time limit, and a hung target's thread is abandoned. Each result
+is handed to ``on_result`` as soon as it is known (the API streams it to a JSONL file).
 """
 
 import os
@@ -63,6 +67,7 @@ class CheckResult:
     deviation: dict[str, Any] | None = None
     saved_inputs: str | None = None
     traceback: str | None = None
+    evidence: dict[str, Any] | None = None  # small arrays that show a failure (conformance/evidence.py)
 
     @property
     def harness_time_s(self) -> float:
@@ -190,6 +195,67 @@ def _run_in_thread(spec: CheckSpec, ctx: CheckContext, limit_s: float) -> _Outco
     return outcome
 
 
+def _run_isolated(spec: CheckSpec, ctx: CheckContext, session: Any, limit_s: float) -> _Outcome:
+    """Run one check here against the target's worker (restarted first when it died)."""
+    if not session.alive:
+        try:
+            ctx.adapter = session.start(limit_s)
+        except CheckFailure as failure:
+            return _Outcome(FAIL, failure, finished=True)
+    session.begin_check(limit_s)
+    try:
+        with torch.no_grad():
+            spec.fn(ctx)
+        return _Outcome(PASS, finished=True)
+    except CheckFailure as failure:
+        return _Outcome(FAIL, failure, trace=getattr(failure, "trace", None), finished=True)
+    except NotApplicable as na:
+        return _Outcome(NOT_APPLICABLE, reason=na.reason, finished=True)
+    except Exception as exc:  # a bug in the check or the harness, not in the target
+        return _Outcome(
+            ERROR,
+            reason=f"harness error in check {spec.id}: {type(exc).__name__}: {exc}",
+            trace=traceback.format_exc(),
+            finished=True,
+        )
+    finally:
+        session.end_check()
+
+
+def build_failure_results(
+    label: str, checks: Sequence[CheckSpec], settings: "RunSettings", failure: CheckFailure
+) -> list[CheckResult]:
+    """Every check FAILs with ``failure`` for a target that could not even be built in its worker."""
+    results = []
+    for spec in order_checks(checks):
+        results.append(
+            CheckResult(
+                target=label,
+                check=spec.id,
+                claims=list(spec.claims),
+                status=FAIL,
+                check_kind=spec.kind,
+                failure_kind=failure.kind.value,
+                message=f"the target could not be built: {failure.message}",
+                allowed=failure.allowed,
+                seed=settings.seed,
+                device=str(settings.device),
+                dtype=dtype_name(settings.dtype),
+                profile=settings.profile.name,
+                repro=repro_command(
+                    settings.impl,
+                    spec.id,
+                    settings.seed,
+                    str(settings.device),
+                    dtype_name(settings.dtype),
+                    settings.profile.name,
+                    settings.repro_options,
+                ),
+            )
+        )
+    return results
+
+
 def _save_inputs(directory: Path, target: str, check_id: str, ctx: CheckContext) -> str | None:
     directory.mkdir(parents=True, exist_ok=True)
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in f"{target}__{check_id}")
@@ -233,10 +299,14 @@ def run_target(
     on_start: Callable[[CheckSpec], None] | None = None,
     known_ids: set[str] | None = None,
     prior: dict[str, CheckResult] | None = None,
+    session: Any = None,
 ) -> list[CheckResult]:
     """Run ``checks`` (dependencies first) against ``adapter``; returns one result per check.
+
     ``prior`` holds results of this target already known (the pytest plugin runs one check per
-    item): a dependency among them blocks as if it had run in this call."""
+    item): a dependency among them blocks as if it had run in this call. ``session`` (an
+    ``isolation.TargetSession`` whose ``adapter`` is ``adapter``) runs the target in its worker
+    process; without it the target runs in this process (threads, unsafe for gating)."""
     results: dict[str, CheckResult] = dict(prior or {})
     dev_name, dt_name = settings.device.type, dtype_name(settings.dtype)
     active = [d for d in deviations if d.applies_to_run(dev_name, dt_name)]
@@ -286,9 +356,13 @@ def run_target(
                 profile=settings.profile,
                 seed=settings.seed,
                 check_id=spec.id,
+                session=session,
             )
             start = time.perf_counter()
-            outcome = _run_in_thread(spec, ctx, settings.time_limit_s)
+            if session is not None:
+                outcome = _run_isolated(spec, ctx, session, settings.time_limit_s)
+            else:
+                outcome = _run_in_thread(spec, ctx, settings.time_limit_s)
             result.duration_s = time.perf_counter() - start
             result.target_time_s = min(ctx.target_time_s, result.duration_s)
             result.inputs = dict(ctx.inputs)
@@ -298,6 +372,7 @@ def run_target(
                 result.failure_kind = failure.kind.value
                 result.message = failure.message
                 result.measured, result.allowed = failure.measured, failure.allowed
+                result.evidence = failure.evidence or None
             else:
                 result.message = outcome.reason
             result.traceback = outcome.trace

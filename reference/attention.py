@@ -62,6 +62,13 @@ def mask_to_keep(mask: Tensor, target_shape: tuple[int, ...]) -> tuple[Tensor, T
         )
     if mask.dtype == torch.bool:
         return mask, None
+    if mask.device.type != "meta":  # only -inf may hide a key; +inf or NaN would poison the row
+        require(
+            not bool((torch.isnan(mask) | (mask == float("inf"))).any()),
+            "mask",
+            "an additive bias of finite values and -inf (masked)",
+            "+inf or NaN entries",
+        )
     return mask != float("-inf"), mask
 
 
@@ -119,7 +126,7 @@ def scaled_dot_product_attention(
     attention.score-is-dot-product, attention.scale.sqrt-dk, attention.weights.range,
     attention.weights.rows-sum-to-one, attention.convex-combination, attention.fully-masked-row,
     attention.half-precision-softmax, attention.pattern-quadratic, attention.permutation-equivariance,
-    mask.boolean-equals-additive, mask.neg-inf-exact-zero, mask.padding.invariance.
+    mask.boolean-equals-additive, mask.neg-inf-exact-zero, mask.padding.invariance, attention.kv-lookup.
     """
     for name, tensor in (("q", q), ("k", k), ("v", v)):
         require_floating(name, tensor)

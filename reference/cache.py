@@ -78,6 +78,7 @@ class KVCache:
     self_attn: list[LayerKVCache] = field(default_factory=list)
     cross_attn: list[tuple[Tensor, Tensor] | None] = field(default_factory=list)
     position: int = 0
+    memory: Tensor | None = None  # the memory the cross K/V were computed from (one source per cache)
 
     @classmethod
     def empty(cls, num_layers: int) -> "KVCache":

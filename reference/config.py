@@ -6,9 +6,10 @@ Every field is validated on construction; a bad value raises ``ReferenceInputErr
 """
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from transformer_conformance.reference.architecture import Architecture
 from transformer_conformance.reference.checking import ReferenceInputError, require
 
 POSITIONAL_KINDS = ("sinusoidal", "learned")
@@ -22,7 +23,9 @@ class TransformerConfig:
     """Sizes and conventions of a Transformer.
 
     Claims: sizes.base (the defaults), sizes.vocab (37000 by default, any positive size, e.g. 50257),
-    mha.concat-width (``d_head * num_heads == d_model``), positional.learned.max-length (``max_len``).
+    mha.concat-width (``d_head * num_heads == d_model``), positional.learned.max-length (``max_len``),
+    arch.notes-default (``arch``: the architecture variant, the notes' one by default; see
+    reference.architecture).
     """
 
     vocab_size: int = 37000
@@ -42,6 +45,7 @@ class TransformerConfig:
     eos_id: int = 2
     scale_embedding: bool = False
     activation: Literal["relu", "gelu"] = "relu"
+    arch: Architecture = field(default_factory=Architecture)
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "d_model", "num_heads", "d_ff", "num_layers", "max_len"):
@@ -98,6 +102,8 @@ class TransformerConfig:
                 repr(value),
             )
         require(self.activation in ACTIVATIONS, "activation", f"one of {ACTIVATIONS}", repr(self.activation))
+        require(isinstance(self.arch, Architecture), "arch", "an Architecture", type(self.arch).__name__)
+        self.arch.check_sizes(self.num_heads, self.d_head)
 
     @property
     def d_head(self) -> int:

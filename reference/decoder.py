@@ -130,7 +130,7 @@ class DecoderLayer(_CausalSelfAttentionMixin):
 
         With a cache the memory's K/V are projected on the first call and reused afterwards.
         Claims: attention.cross.sources, attention.cross.no-causal-mask, kvcache.cross-computed-once,
-        encdec.encoder-outputs-kv.
+        encdec.encoder-outputs-kv, attention.cross.query-previous-step-as-stated (row t of ``h``).
         """
         mask = None if mem_pad is None else key_padding_to_attention_mask(mem_pad)
         if cache is None:
@@ -217,9 +217,11 @@ class Decoder(nn.Module):
 
 
 class DecoderOnlyLayer(_CausalSelfAttentionMixin):
-    """A GPT-style layer: masked self-attention and FFN (no cross-attention).
+    """A GPT-style layer: masked self-attention and FFN (no cross-attention), i.e. an encoder layer's
+    sublayers and parameter names with a causal mask.
 
-    Claims: mask.causal.future-blind, residual.post-ln, kvcache.only-kv.
+    Claims: mask.causal.future-blind, residual.post-ln, kvcache.only-kv, decoder.gpt2-encoder-stack-as-stated,
+    kvcache.self-attention-reuse-as-stated.
     """
 
     def __init__(self, config: TransformerConfig) -> None:

@@ -21,7 +21,8 @@ from transformer_conformance.reference.sublayer import residual_sublayer
 class EncoderLayer(nn.Module):
     """One encoder layer: self-attention (padding keys hidden) and FFN, each in a residual sublayer.
 
-    Claims: attention.self.same-input, residual.post-ln, residual.adds-update, encoder.output-per-position.
+    Claims: attention.self.same-input, residual.post-ln, residual.adds-update, encoder.output-per-position,
+    encoder.mixing-only-in-attention, attention.permutation-equivariance.
     """
 
     def __init__(self, config: TransformerConfig) -> None:

@@ -22,6 +22,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
+from transformer_conformance.reference.architecture import Architecture
 from transformer_conformance.reference.cache import KVCache
 from transformer_conformance.reference.checking import checked, require
 from transformer_conformance.reference.config import TransformerConfig
@@ -29,6 +30,19 @@ from transformer_conformance.reference.decoder import Decoder, DecoderOnlyStack
 from transformer_conformance.reference.embedding import OutputProjection, TokenEmbedding
 from transformer_conformance.reference.encoder import Encoder
 from transformer_conformance.reference.positional import LearnedPositionalEncoding, sinusoidal_encoding
+
+
+def require_notes_architecture(config: TransformerConfig) -> None:
+    """These models build the notes' architecture only; variants are ``reference.variant_lm.VariantLM``.
+
+    Claims: arch.notes-default.
+    """
+    require(
+        config.arch == Architecture(),
+        "config.arch",
+        "the notes' architecture Architecture() (build variants with reference.variant_lm.VariantLM)",
+        config.arch,
+    )
 
 
 @dataclass
@@ -127,11 +141,13 @@ class EncoderDecoder(nn.Module):
     """The encoder-decoder Transformer: ``encode`` the source once, ``decode`` (or ``step``) the target.
 
     Claims: encdec.teacher-forcing, encdec.memory-from-last-layer, encdec.output-length-independent,
-    training.parallel-equals-sequential, kvcache.equals-recompute, kvcache.cross-computed-once.
+    training.parallel-equals-sequential, kvcache.equals-recompute, kvcache.cross-computed-once,
+    encdec.encoder-stack-as-stated (an encoder stack and a decoder stack).
     """
 
     def __init__(self, config: TransformerConfig) -> None:
         super().__init__()
+        require_notes_architecture(config)
         self.config = config
         d = config.d_model
         self.src_embed = TokenEmbedding(config.vocab_size, d, scale=config.scale_embedding)
@@ -236,6 +252,15 @@ class EncoderDecoder(nn.Module):
         batch, chunk = tgt_chunk.shape
         require(chunk >= 1, "tgt_chunk", "at least one token", chunk)
         require_cache_consistent(cache, self.config.num_layers, batch)
+        if cache.memory is None:
+            cache.memory = memory.detach().clone()
+        else:  # the cached cross K/V belong to one source: another memory would be silently ignored
+            require(
+                cache.memory.shape == memory.shape and bool(torch.equal(cache.memory, memory)),
+                "memory",
+                "the memory this cache was started with (a cache serves one source; start a new_cache)",
+                f"a different memory of shape {list(memory.shape)}",
+            )
         x = self.embed_target(tgt_chunk, offset=cache.position)
         key_pad = extend_key_padding(cache, tgt_pad_chunk, batch, chunk)
         h: Tensor = self.decoder(x, memory, key_pad, src_pad, cache)
@@ -253,6 +278,7 @@ class DecoderOnlyLM(nn.Module):
 
     def __init__(self, config: TransformerConfig) -> None:
         super().__init__()
+        require_notes_architecture(config)
         self.config = config
         self.embed = TokenEmbedding(config.vocab_size, config.d_model, scale=config.scale_embedding)
         self.pos_embed: LearnedPositionalEncoding | None = (

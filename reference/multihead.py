@@ -62,7 +62,8 @@ class MultiHeadAttention(nn.Module):
     (with bias) does not depend on ``num_heads``.
 
     Claims: mha.fused-equals-per-head, mha.concat-width, mha.params-independent-of-heads,
-    mha.value-low-rank, attention.qkv-equal-at-init, attention.self.same-input, attention.cross.sources.
+    mha.value-low-rank, attention.qkv-equal-at-init, attention.self.same-input, attention.cross.sources,
+    attention.self.equal-qkv-as-stated, mha.output-compresses-as-stated (``w_o`` is square).
     """
 
     def __init__(self, d_model: int, num_heads: int, *, bias: bool = True) -> None:

@@ -39,9 +39,10 @@ def _distribution(logits: Tensor, temperature: float) -> Tensor:
     if temperature == 0.0:
         index = work.argmax(dim=-1, keepdim=True)
         return torch.zeros_like(work).scatter_(-1, index, 1.0)
-    # Subtract the max before dividing: tiny T then gives -inf/0-scale entries, never inf - inf.
-    shifted = work - work.max(dim=-1, keepdim=True).values
-    return torch.softmax(shifted / temperature, dim=-1)
+    # Subtract the max before dividing: tiny T then gives -inf/0-scale entries, never inf - inf. The
+    # division runs in float64: a tiny positive T (below float32's range) must not round to 0 (0/0 = NaN).
+    shifted = (work - work.max(dim=-1, keepdim=True).values).to(torch.float64)
+    return torch.softmax(shifted / temperature, dim=-1).to(work.dtype)
 
 
 @checked

@@ -36,6 +36,32 @@ COMPONENTS: tuple[str, ...] = (
     "sampling",
     "generation",
     "config",
+    # beyond the notes: architecture variants
+    "architecture",
+    "rotary",
+    "alibi",
+    "relative_bias",
+    "rmsnorm",
+    "gated_ffn",
+    "grouped",
+    "variant_lm",
+    "name_tables",
+    "presets",
+)
+#: Areas of claims beyond the notes (architecture variants): every claim in them has origin "project",
+#: and SPEC.md renders them in their own part.
+BEYOND_NOTES_AREAS: tuple[str, ...] = (
+    "arch",
+    "rotary",
+    "alibi",
+    "relbias",
+    "rmsnorm",
+    "gated",
+    "gqa",
+    "window",
+    "scoring",
+    "block",
+    "lm",
 )
 #: The declared conventions of ``conformance.adapter.Conventions`` that a claim may depend on.
 CONVENTIONS: tuple[str, ...] = (
@@ -51,7 +77,7 @@ ORIGINS: tuple[str, ...] = ("notes", "project")
 ID_PATTERN = re.compile(r"^[a-z0-9]+(\.[a-z0-9-]+)+$")
 
 _REQUIRED = ("id", "area", "title", "statement", "status", "sources", "components")
-_OPTIONAL = ("condition", "reason", "origin", "conventions")
+_OPTIONAL = ("condition", "reason", "origin", "conventions", "justification")
 
 
 class SpecError(ValueError):
@@ -96,6 +122,7 @@ class Claim:
     condition: str | None = None
     reason: str | None = None
     origin: str = "notes"
+    justification: str | None = None
 
     @property
     def needs_test(self) -> bool:
@@ -208,7 +235,8 @@ def _parse_claim(
 
     condition = entry.get("condition")
     reason = entry.get("reason")
-    for key, value in (("condition", condition), ("reason", reason)):
+    justification = entry.get("justification")
+    for key, value in (("condition", condition), ("reason", reason), ("justification", justification)):
         if value is not None and (not isinstance(value, str) or not value.strip()):
             problems.append(f"{where}: field {key!r} must be a non-empty string when present")
     if status == "conditional" and condition is None:
@@ -225,6 +253,8 @@ def _parse_claim(
     origin = entry.get("origin", "notes")
     if origin not in ORIGINS:
         problems.append(f"{where}: bad origin {origin!r} (expected one of {', '.join(ORIGINS)})")
+    if area in BEYOND_NOTES_AREAS and origin != "project":
+        problems.append(f'{where}: area {area!r} is beyond the notes; its claims need origin = "project"')
     sources = _parse_sources(entry, where, notes, problems)
     if not sources and origin == "notes":
         problems.append(f'{where}: no sources; cite the notes or declare origin = "project"')
@@ -255,6 +285,7 @@ def _parse_claim(
         condition=condition,
         reason=reason,
         origin=str(origin),
+        justification=justification,
     )
 
 
@@ -334,6 +365,7 @@ def load_pending(path: Path | str | None = None) -> dict[str, str]:
 
 
 __all__ = [
+    "BEYOND_NOTES_AREAS",
     "CLAIMS_PATH",
     "COMPONENTS",
     "CONVENTIONS",

@@ -1,10 +1,15 @@
 """Static scan of the claim references in tests and conformance checks (stdlib only, via ``ast``).
 
-Tests cite claims with ``pytest.mark.claim("id", ...)``, found as a function or class decorator, in a
-module- or class-level ``pytestmark``, or inside ``pytest.param(..., marks=...)`` (directly in a
-decorator or in a module-level list the decorator names). Checks cite claims with
+Tests cite claims with ``pytest.mark.claim("id", ...)`` as a decorator of the test function itself,
+or inside ``pytest.param(..., marks=...)`` of that test's parametrisation (directly in a decorator or in
+a module-level list the decorator names). Checks cite claims with
 ``@check("check.id", claims=("id", ...))`` in ``conformance/checks/**/*.py``. Nothing is imported:
 the scan sees exactly what the source says, so it works before the code it scans can run.
+
+Crediting rule: a claim is credited only to a test that carries its marker. A claim marker in a
+module- or class-level ``pytestmark``, on a class, or in a module-level name that no test's decorator
+uses would credit every test of the file (or class), or none, whatever each test checks; the scan
+reports each such marker as a problem and credits nothing for it (docs/ARCHITECTURE.md).
 """
 
 import ast
@@ -202,7 +207,7 @@ class _TestFileScanner:
                 self.used_names.add(sub.id)
                 yield from self.markers_in(self.consts[sub.id], seen | {sub.id})
 
-    def _class_pytestmark(self, body: Iterable[ast.stmt]) -> list[tuple[str, int]]:
+    def _pytestmark(self, body: Iterable[ast.stmt]) -> list[tuple[str, int]]:
         out: list[tuple[str, int]] = []
         for node in body:
             if isinstance(node, ast.Assign) and any(
@@ -211,40 +216,41 @@ class _TestFileScanner:
                 out.extend(self.markers_in(node.value))
         return out
 
+    def _reject(self, marks: list[tuple[str, int]], where: str) -> None:
+        """Report claim markers that would credit tests wholesale (see the module docstring)."""
+        for claim_id, line in marks:
+            self.problems.append(
+                f"{self.rel}:{line}: claim {claim_id!r} in {where} would credit tests that may not check "
+                "it; put @pytest.mark.claim on each test that checks the claim"
+            )
+
     def scan(self) -> list[TestRef]:
         refs: list[TestRef] = []
-        module_marks = self._class_pytestmark(self.tree.body)
+        self._reject(self._pytestmark(self.tree.body), "a module-level pytestmark")
         self.used_names.add("pytestmark")
-        tests_seen = self._scan_body(self.tree.body, "", module_marks, refs)
-        if module_marks and not tests_seen:
-            refs.extend(TestRef(cid, self.rel, "<module>", line) for cid, line in module_marks)
-        # Markers in module-level names that no decorator or pytestmark uses: keep them, by name.
+        self._scan_body(self.tree.body, "", refs)
         for name, value in self.consts.items():
             if name in self.used_names or name in self.claim_names:
                 continue
-            refs.extend(TestRef(cid, self.rel, name, line) for cid, line in self.markers_in(value))
+            unused = f"module-level name {name!r}, which no test's decorator uses"
+            self._reject(list(self.markers_in(value)), unused)
         return refs
 
-    def _scan_body(
-        self, body: Iterable[ast.stmt], prefix: str, inherited: list[tuple[str, int]], refs: list[TestRef]
-    ) -> bool:
-        """Attribute markers to the functions of ``body``; True if it holds at least one test."""
-        any_test = False
+    def _scan_body(self, body: Iterable[ast.stmt], prefix: str, refs: list[TestRef]) -> None:
+        """Credit each test function of ``body`` with the claims of its own decorators."""
         for node in body:
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 own = [m for dec in node.decorator_list for m in self.markers_in(dec)]
-                is_test = node.name.startswith("test")
-                any_test = any_test or is_test
-                marks = own + (inherited if is_test else [])
-                refs.extend(TestRef(cid, self.rel, prefix + node.name, line) for cid, line in marks)
+                if own and not node.name.startswith("test"):
+                    self._reject(own, f"the decorator of {prefix + node.name!r}, which is not a test")
+                    continue
+                refs.extend(TestRef(cid, self.rel, prefix + node.name, line) for cid, line in own)
             elif isinstance(node, ast.ClassDef):
-                own = [m for dec in node.decorator_list for m in self.markers_in(dec)]
-                own += self._class_pytestmark(node.body)
-                has_tests = self._scan_body(node.body, f"{prefix}{node.name}::", inherited + own, refs)
-                if own and not has_tests:
-                    refs.extend(TestRef(cid, self.rel, prefix + node.name, line) for cid, line in own)
-                any_test = any_test or has_tests
-        return any_test
+                name = prefix + node.name
+                on_class = [m for dec in node.decorator_list for m in self.markers_in(dec)]
+                self._reject(on_class, f"class {name!r}")
+                self._reject(self._pytestmark(node.body), f"the pytestmark of class {name!r}")
+                self._scan_body(node.body, f"{name}::", refs)
 
 
 def scan_test_file(path: Path, rel: str, problems: list[str]) -> list[TestRef]:

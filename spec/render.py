@@ -9,8 +9,42 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from transformer_conformance.spec import STATUSES, Claim, Note, load_claims, load_notes
+from transformer_conformance.spec import BEYOND_NOTES_AREAS, STATUSES, Claim, Note, load_claims, load_notes
 from transformer_conformance.spec.links import collect
+
+#: The figures of spec/figures/ (drawn by ``spec/figures.py``, run by ``make spec``): file name ->
+#: (caption, the claims each illustrates). Kept here, stdlib only, so rendering needs no matplotlib.
+FIGURES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "masks.svg": (
+        "Causal keep-masks (square; num_q < num_k in both alignments) and left/right padding masks",
+        ("mask.causal.boolean-lower-triangular", "mask.causal.alignment", "mask.padding.invariance"),
+    ),
+    "sinusoidal.svg": (
+        "The sinusoidal table and the dot product PE[p] . PE[p + k] against the offset k",
+        ("positional.sinusoidal.formula", "positional.sinusoidal.offset-dot-product"),
+    ),
+    "refuted-diagonal-max.svg": (
+        "Counterexample: a token attends more to a longer key in its own direction than to itself",
+        ("attention.self.diagonal-max",),
+    ),
+    "refuted-params-heads.svg": (
+        "Counterexample: the parameter count of multi-head attention for 1 to 16 heads",
+        ("mha.params-independent-of-heads",),
+    ),
+    "refuted-unshifted-loss.svg": (
+        "Counterexample: a copy model wins the unshifted loss and loses the next-token loss",
+        ("loss.unshifted-as-stated",),
+    ),
+}
+
+
+def figures_by_claim() -> dict[str, list[str]]:
+    """Claim ID -> the figure files that illustrate it."""
+    out: dict[str, list[str]] = {}
+    for name, (_, claims) in FIGURES.items():
+        for claim in claims:
+            out.setdefault(claim, []).append(name)
+    return out
 
 
 def _md(text: str) -> str:
@@ -36,7 +70,11 @@ def _summary(areas: Mapping[str, list[Claim]], tested: Mapping[str, list[str]]) 
         counts.append(len(claims))
         counts.append(sum(c.needs_test and c.id not in tested for c in claims))
         totals = [a + b for a, b in zip(totals, counts)]
-        lines.append(f"| [{area}](#{area}) | " + " | ".join(str(n) for n in counts) + " |")
+        if area in BEYOND_NOTES_AREAS:
+            link = f"[{area}](#{area}-beyond-the-notes) (beyond the notes)"
+        else:
+            link = f"[{area}](#{area})"
+        lines.append(f"| {link} | " + " | ".join(str(n) for n in counts) + " |")
     lines.append("| **total** | " + " | ".join(f"**{n}**" for n in totals) + " |")
     return lines
 
@@ -57,10 +95,13 @@ def _claim_section(
     if claim.reason:
         label = "Counterexample" if claim.status == "refuted" else "Reason"
         lines.append(f"- **{label}:** {_md(claim.reason)}")
+    if claim.justification:
+        lines.append(f"- **Justification:** {_md(claim.justification)}")
     if claim.origin != "notes":
         lines.append(f"- **Origin:** {claim.origin} (not stated in the notes)")
     if claim.sources:
-        lines.append("- **Sources:**")
+        # A project claim's sources are the passages it is derived from, not places that state it.
+        lines.append("- **Sources:**" if claim.origin == "notes" else "- **Derived from:**")
         for src in claim.sources:
             label = notes[src.note].label if src.note in notes else "?"
             lines.append(f"  - {label} `{src.note}`, {_md(src.heading)}")
@@ -79,6 +120,8 @@ def _claim_section(
         lines.extend(f"  - `{check_ids[t]}` (`{t}`)" for t in checks)
     else:
         lines.append("- **Checks:** none")
+    for name in figures_by_claim().get(claim.id, []):
+        lines.append(f"- **Figure:** [{_md(FIGURES[name][0])}](figures/{name})")
     lines.append("")
     return lines
 
@@ -111,12 +154,41 @@ def render(root: Path | None = None, claims_path: Path | str | None = None) -> s
         "|---|---|---|",
         *(f"| {n.label} | `{n.file}` | {_md(n.title)} |" for n in notes.values()),
         "",
+        "## Figures",
+        "",
+        "Drawn from the reference implementation by `make spec` (`spec/figures.py`).",
+        "",
+        *(
+            f"- [{_md(caption)}](figures/{name}) ({', '.join(f'`{c}`' for c in claims)})\n\n"
+            f"  ![{_md(caption)}](figures/{name})"
+            for name, (caption, claims) in FIGURES.items()
+        ),
+        "",
     ]
     checks = links.checks_by_claim()
     check_ids = {c.target: c.check_id for c in links.checks}
     for area, area_claims in areas.items():
+        if area in BEYOND_NOTES_AREAS:
+            continue
         lines.extend([f"## {area}", ""])
         for claim in area_claims:
+            lines.extend(_claim_section(claim, notes, tested, checks, check_ids))
+    beyond = [area for area in areas if area in BEYOND_NOTES_AREAS]
+    if beyond:
+        lines.extend(
+            [
+                "# Beyond the notes: architecture variants",
+                "",
+                "The notes describe the 2017 architecture. The claims below (origin **project**) cover the",
+                "variants real models use: rotary, ALiBi and relative positions, RMSNorm, gated FFNs,",
+                "grouped-query attention, sliding windows, soft-capping, parallel blocks, and the",
+                "Hugging Face equivalence tests (docs/ARCHITECTURE.md, \"Architecture variants\").",
+                "",
+            ]
+        )
+    for area in beyond:
+        lines.extend([f"## {area} (beyond the notes)", ""])
+        for claim in areas[area]:
             lines.extend(_claim_section(claim, notes, tested, checks, check_ids))
     return "\n".join(lines).rstrip("\n") + "\n"
 

@@ -335,7 +335,8 @@ def encoder_layer_fully_padded_neighbour(ctx: CheckContext) -> None:
     "encoder_layer.fully-padded-sample",
     claims=("attention.fully-masked-row",),
     needs=(ENC,),
-    depends_on=("encoder_layer.shape",),
+    # judged against the reference layer: a layer formula bug is reported by encoder_layer.reference
+    depends_on=("encoder_layer.shape", "encoder_layer.reference"),
     kind="structural",
 )
 def encoder_layer_fully_padded(ctx: CheckContext) -> None:

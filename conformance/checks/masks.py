@@ -6,6 +6,7 @@ the target's declared ``causal_alignment``; the explicit-mask path is tested wit
 (the mask is built by the check, so any alignment must work).
 """
 
+from functools import partial
 from typing import Any
 
 import torch
@@ -13,11 +14,13 @@ from torch import Tensor
 
 from transformer_conformance.adapter import Capability
 from transformer_conformance.checks.attention import (
+    DIFFERENTIAL,
     SHAPES,
     compare_rows,
     need_weights,
     oracle,
     run_attention,
+    weights_evidence,
 )
 from transformer_conformance.checks.inputs import (
     SCORE_SCALE,
@@ -32,6 +35,7 @@ from transformer_conformance.checks.inputs import (
     random_keep,
 )
 from transformer_conformance.context import CheckContext, FailureKind, NotApplicable
+from transformer_conformance.evidence import attached, attention_slice, influence_map
 from transformer_conformance.reference import tolerance
 from transformer_conformance.reference.masks import additive_mask
 from transformer_conformance.registry import check
@@ -63,9 +67,58 @@ def compare_with_oracle(
     visible key."""
     out64, w64, same, wsame = oracle(*qkv_inputs, keep)
     rows = keep.any(dim=-1).expand(case.b, case.h, case.nq)
-    compare_rows(ctx, f"{what}: output [{case.describe()}]", out, out64, same, rows)
-    if weights is not None:
-        compare_rows(ctx, f"{what}: weights [{case.describe()}]", weights, w64, wsame, rows)
+    with attached(*weights_evidence(weights, w64, f"{what} [{case.describe()}]", keep)):
+        compare_rows(ctx, f"{what}: output [{case.describe()}]", out, out64, same, rows)
+        if weights is not None:
+            compare_rows(ctx, f"{what}: weights [{case.describe()}]", weights, w64, wsame, rows)
+
+
+def attention_outputs(
+    ctx: CheckContext, q: Tensor, k: Tensor, v: Tensor, keep: Tensor | None, is_causal: bool
+) -> Tensor | None:
+    """The target's attention output for perturbed inputs, for evidence only: not recorded as the
+    check's inputs, None when the target returns something other than (out, weights)."""
+    result = ctx.call(ctx.adapter.attention, q, k, v, mask=ctx.to_target_mask(keep), is_causal=is_causal)
+    if not isinstance(result, tuple) or not isinstance(result[0], Tensor):
+        return None
+    return result[0]
+
+
+def key_influence(
+    ctx: CheckContext,
+    inputs: tuple[Tensor, Tensor, Tensor],
+    keep: Tensor | None,
+    is_causal: bool,
+    visible: Tensor,
+    where: str,
+    sample: int | None = None,
+    pad_value: float | None = None,
+) -> dict[str, Any]:
+    """Evidence ``influence``: each key/value position j alone replaced (by fresh values ten times
+    larger, or ``pad_value``), in every sample or only in ``sample``; which query outputs move."""
+    q, k, v = inputs
+    base = attention_outputs(ctx, q, k, v, keep, is_causal)
+    if base is None:
+        return {}
+    rows = slice(None) if sample is None else slice(sample, sample + 1)
+
+    def outputs(j: int) -> Tensor | None:
+        k2, v2 = k.clone(), v.clone()
+        for t in (k2, v2):
+            part = t[rows, ..., j, :]
+            fill = torch.full_like(part, pad_value) if pad_value is not None else None
+            t[rows, ..., j, :] = ctx.randn(*part.shape, scale=10.0) if fill is None else fill
+        out = attention_outputs(ctx, q, k2, v2, keep, is_causal)
+        return None if out is None else out[rows]
+
+    return influence_map(outputs, base[rows], visible, where, rows="query", cols="perturbed key/value")
+
+
+def leaked_weights_evidence(
+    weights: Tensor, inputs: tuple[Tensor, Tensor, Tensor], keep: Tensor, where: str
+) -> dict[str, Any]:
+    """Evidence ``attention``: the target's weights beside the oracle's under ``keep``."""
+    return attention_slice(weights, oracle(*inputs, keep)[1], where, keep)
 
 
 @check(
@@ -85,13 +138,14 @@ def masked_weights_zero(ctx: CheckContext) -> None:
             leaked = w[~keep]
             if not bool((leaked == 0).all()):
                 worst = float(leaked.double().abs().nan_to_num(nan=float("inf")).max())
-                ctx.fail(
-                    FailureKind.PROPERTY,
-                    f"masked weights must be exactly 0, largest is {worst:.3e} "
-                    f"[{case.describe()}, score x{scale:g}]",
-                    measured=worst,
-                    allowed=0.0,
-                )
+                with attached(partial(leaked_weights_evidence, w, (q, k, v), keep, case.describe())):
+                    ctx.fail(
+                        FailureKind.PROPERTY,
+                        f"masked weights must be exactly 0, largest is {worst:.3e} "
+                        f"[{case.describe()}, score x{scale:g}]",
+                        measured=worst,
+                        allowed=0.0,
+                    )
 
 
 def padded_self_attention(
@@ -111,12 +165,16 @@ def padded_self_attention(
         k2, v2 = fill_where(k, hidden, pad_value), fill_where(v, hidden, pad_value)
     out2, _ = run_attention(ctx, case, q, k2, v2, keep)
     label = "random" if pad_value is None else f"{pad_value:g}"
-    ctx.compare_direct(
-        f"outputs after setting padded keys/values to {label} ({side} padding, "
-        f"score x{score_scale:g}) [{case.describe()}]",
-        out2,
-        out.double(),
-    )
+    sample = int(real.sum(dim=-1).argmin())  # the sample with the most padding
+    visible = real[sample].expand(case.nq, case.nk)
+    where = f"sample {sample}, {side} padding [{case.describe()}]"
+    with attached(partial(key_influence, ctx, (q, k, v), keep, False, visible, where, sample, pad_value)):
+        ctx.compare_direct(
+            f"outputs after setting padded keys/values to {label} ({side} padding, "
+            f"score x{score_scale:g}) [{case.describe()}]",
+            out2,
+            out.double(),
+        )
 
 
 @check(
@@ -165,6 +223,8 @@ def future_blind(ctx: CheckContext, case: AttnCase, alignment: str, *, explicit:
     out, _ = run_attention(ctx, case, q, k, v, keep, is_causal=not explicit)
     positions = query_positions(case.nq, case.nk, alignment)
     path = f"explicit {alignment} mask" if explicit else f"is_causal ({alignment}, as declared)"
+    visible = torch.tensor([[0 <= j <= p for j in range(case.nk)] for p in positions])
+    where = f"{path} [{case.describe()}]"
     for cut in range(1, case.nk):
         blind = [i for i, p in enumerate(positions) if p < cut]
         # bottom-right with nq > nk: queries before position 0 see nothing; judge only those that see a key
@@ -173,11 +233,12 @@ def future_blind(ctx: CheckContext, case: AttnCase, alignment: str, *, explicit:
             continue
         k2, v2 = perturb_after(ctx, k, v, cut)
         out2, _ = run_attention(ctx, case, q, k2, v2, keep, is_causal=not explicit)
-        ctx.compare_direct(
-            f"{path}: queries {blind} after changing keys >= {cut} [{case.describe()}]",
-            out2[..., blind, :],
-            out[..., blind, :].double(),
-        )
+        with attached(partial(key_influence, ctx, (q, k, v), keep, not explicit, visible, where)):
+            ctx.compare_direct(
+                f"{path}: queries {blind} after changing keys >= {cut} [{case.describe()}]",
+                out2[..., blind, :],
+                out[..., blind, :].double(),
+            )
 
 
 @check(
@@ -243,7 +304,7 @@ def causal_diagonal_visible(ctx: CheckContext) -> None:
     "mask.causal.differential",
     claims=("mask.causal.alignment", "mask.causal.boolean-lower-triangular"),
     needs=ATTN,
-    depends_on=(SHAPES,),
+    depends_on=(SHAPES, DIFFERENTIAL),  # judged against the oracle: blocked when the formula fails
     kind="differential",
 )
 def causal_differential(ctx: CheckContext) -> None:
@@ -265,7 +326,7 @@ def causal_differential(ctx: CheckContext) -> None:
     "mask.causal.additive",
     claims=("mask.causal.additive-form",),
     needs=ATTN,
-    depends_on=(SHAPES,),
+    depends_on=(SHAPES, DIFFERENTIAL),  # judged against the oracle: blocked when the formula fails
     kind="differential",
 )
 def causal_additive(ctx: CheckContext) -> None:

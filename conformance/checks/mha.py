@@ -310,22 +310,24 @@ def causal(ctx: CheckContext) -> None:
 
 
 def _fully_masked_sample(ctx: CheckContext, case: MhaCase) -> tuple[Tensor, Tensor | None, Tensor, Tensor]:
-    """Sample 0 has only padding keys, sample 1 none; sample 1 must match the oracle.
+    """Sample 0 has only padding keys, sample 1 none; sample 1 must stay finite (its values are the
+    formula's business, judged by ``mha.differential``).
     Returns (out, weights, oracle out64, oracle out in the working dtype)."""
     layer = build(ctx, case)
     x_q, x_kv = inputs(ctx, case)
     real = torch.ones(case.b, case.nk, dtype=torch.bool, device=ctx.device)
     real[0] = False
     out, weights = run(ctx, layer, case, x_q, x_kv, real)
+    ctx.expect_finite(f"sample with visible keys [{case.describe()}]", out[1:])
     out64, _, same, _ = oracle(layer, x_q, x_kv, real, None)
-    ctx.compare(f"sample with visible keys [{case.describe()}]", out[1:], out64[1:], same[1:])
     return out, weights, out64, same
 
 
 @check("mha.fully-masked-row", claims=("attention.fully-masked-row",), needs=MHA, depends_on=(SHAPES,))
 def fully_masked_row(ctx: CheckContext) -> None:
     """Project policy: a sample whose keys are all padding gets attention rows of exactly 0, so its
-    output rows equal the output bias (the reference's result); weights, if returned, are exactly 0.
+    output rows equal the output bias (the reference's result, which involves no attention formula:
+    a scale or head-split bug does not change it); weights, if returned, are exactly 0.
     Not applicable to a target declaring another convention (``mha.fully-masked-row.declared``)."""
     require_zero_policy(ctx)
     for case in mha_cases(ctx):
@@ -346,8 +348,8 @@ def fully_masked_row(ctx: CheckContext) -> None:
 )
 def fully_masked_row_declared(ctx: CheckContext) -> None:
     """A target declaring a convention other than the zero policy (nan: NaN rows; uniform: finite rows)
-    follows it for a sample whose keys are all padding, while the other sample matches the oracle and
-    its weight rows sum to 1. Credits only the row-sum claim (the target does not meet the policy).
+    follows it for a sample whose keys are all padding, while the other sample stays finite and its
+    weight rows sum to 1. Credits only the row-sum claim (the target does not meet the policy).
     Not applicable under 'zero' or without returned weights."""
     convention = ctx.adapter.conventions.fully_masked_row
     if convention == "zero":

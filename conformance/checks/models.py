@@ -13,6 +13,10 @@ it); the cache checks compare token-by-token steps, chunks on a warm cache and p
 """
 
 import inspect
+import threading
+from collections.abc import Iterator
+from functools import partial
+from types import TracebackType
 from typing import Any
 
 import torch
@@ -32,7 +36,8 @@ from transformer_conformance.checks.layers import (
     same_rows,
     state_of,
 )
-from transformer_conformance.context import CheckContext, CheckFailure, NotApplicable
+from transformer_conformance.context import CheckContext, CheckFailure, FailureKind, NotApplicable
+from transformer_conformance.evidence import StepErrors, attached, influence_map, run_steps
 from transformer_conformance.reference.config import TransformerConfig
 from transformer_conformance.reference.model import DecoderOnlyLM, EncoderDecoder
 from transformer_conformance.registry import check
@@ -44,6 +49,8 @@ ED = Capability.ENCODER_DECODER
 #: cache, then single tokens and another chunk.
 CHUNKS: tuple[int, ...] = (3, 2, 1, 2)
 SEQ = sum(CHUNKS)
+#: One judged step of a cache check: (short label, description, target logits, expected, keep).
+Step = tuple[str, str, Any, Tensor, Tensor | None]
 
 # --------------------------------------------------------------------------------------------
 # helpers
@@ -229,13 +236,32 @@ def _causality(ctx: CheckContext, kind: Capability) -> None:
         ids2 = ids.clone()
         ids2[:, cut:] = _ids(ctx, p.cfg, p.b, n - cut)
         y = p.full(ids2)
-        same_rows(
-            ctx,
-            f"logits before position {cut} after changing tokens >= {cut}",
-            y[:, :cut],
-            base[:, :cut],
-            None,
-        )
+        with attached(partial(_token_influence, p, ids, base)):
+            same_rows(
+                ctx,
+                f"logits before position {cut} after changing tokens >= {cut}",
+                y[:, :cut],
+                base[:, :cut],
+                None,
+            )
+
+
+def _token_influence(p: _Pipeline, ids: Tensor, base: Tensor) -> dict[str, Any]:
+    """Evidence ``influence``: which logits positions move when the token at one position alone is
+    replaced (by a different id), against the causal pattern (position i may see tokens 0..i)."""
+    n = ids.shape[1]
+
+    def outputs(j: int) -> Tensor:
+        ids2 = ids.clone()
+        ids2[:, j] = (
+            ids[:, j] + 1 + _ids(p.ctx, p.cfg, p.b, 1)[:, 0] % (p.cfg.vocab_size - 1)
+        ) % p.cfg.vocab_size
+        return p.full(ids2)
+
+    visible = torch.ones(n, n, dtype=torch.bool).tril()
+    return influence_map(
+        outputs, base, visible, "logits of the whole sequence", "logits position", "changed token"
+    )
 
 
 def _determinism(ctx: CheckContext, kind: Capability) -> None:
@@ -254,10 +280,14 @@ def _cache_vs_recompute(ctx: CheckContext, kind: Capability) -> None:
     p = _Pipeline(ctx, kind)
     ids = _ids(ctx, p.cfg, p.b, SEQ)
     cache = p.new_cache()
-    for t in range(SEQ):
-        stepped = p.step(ids[:, t : t + 1], cache)
-        recomputed = p.full(ids[:, : t + 1])[:, t : t + 1]
-        same_rows(ctx, f"cached step at position {t} vs recomputing the prefix", stepped, recomputed, None)
+
+    def steps() -> Iterator[Step]:
+        for t in range(SEQ):
+            stepped = p.step(ids[:, t : t + 1], cache)
+            recomputed = p.full(ids[:, : t + 1])[:, t : t + 1]
+            yield str(t), f"cached step at position {t} vs recomputing the prefix", stepped, recomputed, None
+
+    run_steps(StepErrors("cached step vs recomputing the prefix"), steps(), partial(same_rows, ctx))
 
 
 def _teacher_forcing(ctx: CheckContext, kind: Capability) -> None:
@@ -310,21 +340,25 @@ def _cache_with_padding(ctx: CheckContext) -> None:
         full = p.full(ids, keep)
         cache = ctx.call(p.handle.new_cache, b)
         chunks = [(0, prompt)] + [(t, t + 1) for t in range(prompt, n)]
-        for start, stop in chunks:
-            chunk_keep = keep[:, start:stop]
-            ctx.record(ids=ids, pad_mask=keep, chunk=[start, stop])
-            y = _padded_step(ctx, p.handle, ids[:, start:stop], cache, ctx.to_target_mask(chunk_keep))
-            y = expect_tensor(
-                ctx, f"LM step logits (chunk of {stop - start})", y, (b, stop - start, p.cfg.vocab_size)
-            )
-            same_rows(
-                ctx,
-                f"{side}-padded prompt: cached step at positions {start}..{stop - 1} vs the full forward "
-                "(real positions)",
-                y,
-                full[:, start:stop],
-                chunk_keep,
-            )
+
+        def steps(
+            ids: Tensor, keep: Tensor, full: Tensor, cache: Any, side: str, chunks: list[tuple[int, int]]
+        ) -> Iterator[Step]:
+            for start, stop in chunks:
+                chunk_keep = keep[:, start:stop]
+                ctx.record(ids=ids, pad_mask=keep, chunk=[start, stop])
+                y = _padded_step(ctx, p.handle, ids[:, start:stop], cache, ctx.to_target_mask(chunk_keep))
+                y = expect_tensor(
+                    ctx, f"LM step logits (chunk of {stop - start})", y, (b, stop - start, p.cfg.vocab_size)
+                )
+                what = (
+                    f"{side}-padded prompt: cached step at positions {start}..{stop - 1} vs the full forward "
+                    "(real positions)"
+                )
+                yield f"{start}..{stop - 1}", what, y, full[:, start:stop], chunk_keep
+
+        trace = StepErrors(f"{side}-padded prompt: cached steps vs the full forward (real positions)")
+        run_steps(trace, steps(ids, keep, full, cache, side, chunks), partial(same_rows, ctx))
 
 
 def _chunked(ctx: CheckContext, kind: Capability) -> None:
@@ -332,17 +366,19 @@ def _chunked(ctx: CheckContext, kind: Capability) -> None:
     ids = _ids(ctx, p.cfg, p.b, SEQ)
     full = p.full(ids)
     cache = p.new_cache()
-    start = 0
-    for c in CHUNKS:
-        got = p.step(ids[:, start : start + c], cache)
-        same_rows(
-            ctx,
-            f"chunk of {c} at positions {start}..{start + c - 1} (warm cache of {start}) vs whole sequence",
-            got,
-            full[:, start : start + c],
-            None,
-        )
-        start += c
+
+    def steps() -> Iterator[Step]:
+        start = 0
+        for c in CHUNKS:
+            got = p.step(ids[:, start : start + c], cache)
+            what = (
+                f"chunk of {c} at positions {start}..{start + c - 1} (warm cache of {start}) vs whole "
+                "sequence"
+            )
+            yield f"{start}..{start + c - 1}", what, got, full[:, start : start + c], None
+            start += c
+
+    run_steps(StepErrors("cached chunks vs the whole sequence"), steps(), partial(same_rows, ctx))
 
 
 def _reference(ctx: CheckContext, kind: Capability) -> None:
@@ -646,3 +682,83 @@ def encdec_memory_permutation(ctx: CheckContext) -> None:
     y = ctx.call(p.handle.decode, tgt, memory[:, perm], ctx.to_target_mask(keep), None)
     y = expect_tensor(ctx, "decoder logits", y, (*tgt.shape, p.cfg.vocab_size))
     same_rows(ctx, f"logits with memory permuted by {perm.tolist()}", y, base, None)
+
+
+class ModuleCalls:
+    """The torch modules whose forward runs in the target while the context is open.
+
+    A global forward hook (``register_module_forward_hook``) sees every ``nn.Module`` call, whatever the
+    target's structure. Isolated, the hook runs in the target's worker (``TargetSession.trace_modules``);
+    in-process, it runs here and ignores calls from other threads. ``modules`` maps each module's
+    identity to its type name.
+    """
+
+    def __init__(self, ctx: CheckContext) -> None:
+        self.ctx = ctx
+        self.modules: dict[int, str] = {}
+        self._thread = threading.get_ident()
+        self._handle: Any = None
+
+    def _hook(self, module: nn.Module, args: Any, result: Any) -> None:
+        if threading.get_ident() == self._thread:
+            self.modules[id(module)] = type(module).__name__
+
+    def __enter__(self) -> "ModuleCalls":
+        if self.ctx.session is not None:
+            self.ctx.session.trace_modules(True)
+        else:
+            self._handle = torch.nn.modules.module.register_module_forward_hook(self._hook)
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self.ctx.session is not None:
+            if kind is None:
+                self.modules = self.ctx.session.trace_modules(False)
+        else:
+            self._handle.remove()
+
+    def ids(self) -> set[int]:
+        """Identities of the modules seen."""
+        return set(self.modules)
+
+
+@check(
+    "encdec.encodes-once",
+    claims=("kvcache.cross-computed-once",),
+    needs=(ED,),
+    depends_on=("encdec.shape",),
+    kind="structural",
+)
+def encdec_encodes_once(ctx: CheckContext) -> None:
+    """encoder-decoder: a generation loop (encode once, then token-by-token steps on the cache) runs the
+    encoder only in encode(): no torch module that encode() runs and decode() does not may run in step().
+    """
+    p = _Pipeline(ctx, ED)
+    tgt = _ids(ctx, p.cfg, p.b, SEQ)
+    src_mask = ctx.to_target_mask(p.src_keep)
+    ctx.record(src=p.src, src_pad=p.src_keep, tgt=tgt)
+    with ModuleCalls(ctx) as encoding:
+        memory = ctx.call(p.handle.encode, p.src, src_mask)
+    memory = expect_tensor(ctx, "memory", memory, (*p.src.shape, p.cfg.d_model))
+    with ModuleCalls(ctx) as decoding:
+        ctx.call(p.handle.decode, tgt[:, :1], memory, src_mask, None)
+    encoder_only = encoding.ids() - decoding.ids()
+    if not encoder_only:
+        raise NotApplicable(
+            f"target {ctx.adapter.name!r}: no torch module runs in encode() but not in decode(), so the "
+            "encoder cannot be told apart by its module calls"
+        )
+    cache = ctx.call(p.handle.new_cache, p.b)
+    for t in range(SEQ):
+        with ModuleCalls(ctx) as stepping:
+            ed_step(ctx, p.handle, p.cfg, tgt[:, t : t + 1], memory, cache, p.src_keep)
+        rerun = sorted({encoding.modules[i] for i in encoder_only & stepping.ids()})
+        if rerun:
+            ctx.fail(
+                FailureKind.PROPERTY,
+                f"step {t} ran {len(encoder_only & stepping.ids())} module(s) that only encode() runs "
+                f"({', '.join(rerun)}): generation re-encodes the source at every step instead of reusing "
+                "the memory",
+            )

@@ -1,9 +1,10 @@
 """Planted bug: the frequency of pair i is 1 / 10000^(i / d_model) instead of 1 / 10000^(2i / d_model)
 (the pair index used where the column index 2i was meant).
 
-Bounded, any length, and right for d_model = 2; wider tables rotate at the wrong rates, so a shift
-is no longer the declared rotation.
-Rejected by: positional.sinusoidal.relative-linear (check ``positional.sinusoidal.relative``).
+Bounded, any length, and right for d_model = 2; wider tables rotate at the wrong rates. Shifts are
+still rotations (other angles) and dot products still depend on the offset only, so only the formula
+check sees it.
+Rejected by: positional.sinusoidal.formula (check ``positional.sinusoidal.formula``).
 """
 
 import torch
@@ -13,7 +14,7 @@ from transformer_conformance.adapter import Capability
 from transformer_conformance.targets.reference import ReferenceAdapter
 
 # The checks that must fail on this mutant (tests/conformance/test_teeth.py).
-REJECTED_BY = ("positional.sinusoidal.relative",)
+REJECTED_BY = ("positional.sinusoidal.formula",)
 
 
 class PositionalFrequencyExponentMutant(ReferenceAdapter):

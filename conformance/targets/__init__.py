@@ -11,6 +11,7 @@ transformer_conformance``, the pytest plugin) finds an adapter module of the dir
 """
 
 import importlib
+import importlib.machinery
 import os
 import pkgutil
 import sys
@@ -72,6 +73,18 @@ def import_root(spec: str) -> Path | None:
     module_name = spec.partition(":")[0]
     module = sys.modules.get(module_name)
     file = getattr(module, "__file__", None)
+    if not file and module_name:
+        # not imported here (an isolated target is imported in its worker): where its top-level
+        # package would be found on sys.path, without running any of its code
+        top = module_name.partition(".")[0]
+        try:
+            found = importlib.machinery.PathFinder.find_spec(top)
+        except (ImportError, ValueError):
+            found = None
+        if found is None or not found.origin or found.origin in ("built-in", "frozen"):
+            return None
+        file = found.origin
+        module_name = top
     if not file:
         return None
     root = Path(file).resolve().parent

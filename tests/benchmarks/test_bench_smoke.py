@@ -106,3 +106,19 @@ def test_interleaved_rotates_order_and_drops_warmup() -> None:
     )
     assert calls == ["a", "b", "b", "a", "a", "b", "b", "a"]
     assert [len(v) for v in times.values()] == [3, 3]
+
+
+def test_calibration_runs_alone_and_reports_both_rates(tmp_path: Path) -> None:
+    out = tmp_path / "calibration.json"
+    code = cli.main(["calibration", "--tiny", "--seeds", "1", "--device", "cpu", "--json", str(out)])
+    assert code == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert {r["bench"] for r in rows} == {"calibration"}
+    for profile in ("quick", "ci", "thorough"):
+        cases = [r for r in rows if r["case"].endswith(f"profile={profile}")]
+        assert {r["metric"] for r in cases} == {"false-alarm rate", "kill rate"}, profile
+
+
+def test_cli_rejects_a_non_positive_seed_count() -> None:
+    with pytest.raises(SystemExit, match="--seeds"):
+        cli.main(["calibration", "--tiny", "--seeds", "0"])

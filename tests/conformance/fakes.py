@@ -171,3 +171,13 @@ def dummy_property(ctx: CheckContext) -> None:
 CRASH_REGISTRY = Registry()
 for _i in range(4):
     CRASH_REGISTRY.check(f"dummy.crash-{_i}", claims=("attention.formula",), needs=(ATTN,))(dummy_attention)
+
+
+class PosingAsTorchMha(GoodAdapter):
+    """A third-party adapter that reports a built-in target's name."""
+
+    name = "torch-mha"
+
+
+def make_posing_as_torch_mha() -> Adapter:
+    return PosingAsTorchMha()

@@ -193,4 +193,7 @@ def test_cuda_only_backends_are_all_not_applicable_without_cuda(target: str) -> 
     report = audit(target, torch.device("cpu"))
     assert {r.status for r in report.results} == {"not-applicable"}
     assert report.targets[0].problems and "not available" in report.targets[0].problems[0]
-    assert report.exit_code == 0
+    # nothing was verified: reported loudly, and it fails the gate unless that is accepted
+    assert report.empty == [target] and report.exit_code == 1
+    assert f"EMPTY target {target}" in report.summary_text()
+    assert run_audit([target], device="cpu", profile="ci", progress=False, allow_empty=True).exit_code == 0

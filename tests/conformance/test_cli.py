@@ -16,8 +16,6 @@ from transformer_conformance.targets import BUILTIN_TARGETS
 from . import fakes
 from .conftest import ROOT
 
-pytestmark = pytest.mark.claim("attention.formula")
-
 
 def test_exit_0_when_everything_passes(tmp_path, capsys):
     code = main(
@@ -140,13 +138,15 @@ def test_run_ends_with_where_the_reports_are_and_what_to_do_next(tmp_path, capsy
     assert tail[2].startswith(f"Read {md} for the matrix")
     assert main(["run", "--impl", "tests.conformance.fakes:make_good"], registry=fakes.REGISTRY) == 0
     out = capsys.readouterr().out
-    assert "Reports: none written (add --json, --junit or --markdown FILE)" in out
+    assert "Reports: none written (add --json, --junit, --markdown or --html FILE)" in out
     assert "Next: nothing fails" in out
 
 
 def test_a_target_where_nothing_applies_says_why_in_the_console(capsys):
     argv = ["run", "--impl", "tests.conformance.fakes:make_good", "--check", "dummy.layernorm"]
-    assert main(argv, registry=fakes.REGISTRY) == 0
+    assert main(argv, registry=fakes.REGISTRY) == 1  # an EMPTY gated target fails the gate ...
+    assert "EMPTY target fake-good" in capsys.readouterr().out
+    assert main([*argv, "--allow-empty"], registry=fakes.REGISTRY) == 0  # ... unless allowed
     out = capsys.readouterr().out
     assert "nothing was audited: all 1 checks are not applicable (declared capabilities: attention)" in out
     assert "1 x target does not declare capability layer_norm" in out
@@ -247,13 +247,42 @@ def test_partial_report_survives_a_crash_mid_run(tmp_path, run_python):
         "tests.conformance.fakes:CRASH_REGISTRY",
         "--json",
         str(report),
+        "--in-process",
     )
-    assert proc.returncode == 3  # the target killed the process on its third call
+    assert proc.returncode == 3  # in-process, the target killed the audit on its third call
     assert not report.exists()
     lines = [json.loads(line) for line in (tmp_path / "r.partial.jsonl").read_text().splitlines()]
     assert [e["event"] for e in lines] == ["start", "result", "result"]
     assert [e["check"] for e in lines[1:]] == ["dummy.crash-0", "dummy.crash-1"]
     assert all(e["status"] == "pass" for e in lines[1:])
+
+
+def test_isolated_target_that_exits_mid_run_is_a_failed_check(tmp_path, run_python):
+    report = tmp_path / "r.json"
+    proc = run_python(
+        "-m",
+        "transformer_conformance",
+        "run",
+        "--impl",
+        "tests.conformance.fakes:make_crashing",
+        "--checks-from",
+        "tests.conformance.fakes:CRASH_REGISTRY",
+        "--json",
+        str(report),
+    )
+    assert proc.returncode == 1, proc.stderr  # a failed check, not the target's exit code
+    data = json.loads(report.read_text())
+    statuses = [(r["check"], r["status"], r["failure_kind"]) for r in data["results"]]
+    # the third call exits the worker; the fourth check gets a fresh worker (its first call)
+    assert statuses == [
+        ("dummy.crash-0", "pass", None),
+        ("dummy.crash-1", "pass", None),
+        ("dummy.crash-2", "fail", "exited"),
+        ("dummy.crash-3", "pass", None),
+    ]
+    assert "exited with code 3" in data["results"][2]["message"]
+    lines = [json.loads(line) for line in (tmp_path / "r.partial.jsonl").read_text().splitlines()]
+    assert lines[-1]["event"] == "end" and lines[-1]["exit_code"] == 1
 
 
 def test_threads_option_sets_torch_threads_and_rejects_negative(capsys):

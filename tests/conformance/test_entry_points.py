@@ -14,8 +14,6 @@ import pytest
 from transformer_conformance.api import run_audit
 from transformer_conformance.runner import KNOWN_DEVIATION
 
-pytestmark = pytest.mark.claim("attention.formula")
-
 SCALED = '''
 import torch
 from transformer_conformance.adapter import Adapter, Capability

@@ -9,17 +9,15 @@ from transformer_conformance.examples import my_attention, my_lm
 from transformer_conformance.reference.config import TransformerConfig
 from transformer_conformance.reference.tolerance import assert_close, assert_differs
 
-pytestmark = pytest.mark.claim(
-    "attention.formula", "mask.causal.future-blind", "kvcache.equals-recompute", "mask.padding.invariance"
-)
 
-
+@pytest.mark.claim("attention.formula")
 def test_my_attention_passes_its_applicable_checks():
     report = run_audit([my_attention.make()], profile="quick", seed=1, progress=False)
     assert report.exit_code == 0, report.summary_text()
     assert sum(r.status == "pass" for r in report.results) >= 5
 
 
+@pytest.mark.claim("mask.causal.future-blind", "kvcache.equals-recompute", "mask.padding.invariance")
 def test_my_lm_passes_its_applicable_checks():
     report = run_audit([my_lm.make()], profile="quick", seed=1, progress=False)
     assert report.exit_code == 0, report.summary_text()
@@ -27,6 +25,7 @@ def test_my_lm_passes_its_applicable_checks():
     assert {r.check: r.status for r in report.results}["lm.cache-with-padding"] == "pass"
 
 
+@pytest.mark.claim("mask.padding.invariance", "kvcache.equals-recompute")
 def test_my_lm_step_honours_the_pad_mask_of_earlier_chunks():
     """A padded prompt decoded on the recompute "cache" equals the full forward at real positions."""
     handle = my_lm.make().build_lm(_tiny(), None, torch.device("cpu"), torch.float32)
@@ -46,6 +45,7 @@ def _tiny():
     return TransformerConfig.tiny()
 
 
+@pytest.mark.claim("mask.causal.future-blind")
 def test_planted_bug_in_my_attention_is_caught(monkeypatch):
     original = my_attention.my_attention
 
@@ -53,11 +53,20 @@ def test_planted_bug_in_my_attention_is_caught(monkeypatch):
         return original(q, k, v, hide, False)
 
     monkeypatch.setattr(my_attention, "my_attention", leaky)
-    report = run_audit([my_attention.make()], profile="quick", seed=1, claims="mask.causal.*", progress=False)
+    # the planted bug is a monkeypatch of this process, which a worker process would not see
+    report = run_audit(
+        [my_attention.make()],
+        profile="quick",
+        seed=1,
+        claims="mask.causal.*",
+        progress=False,
+        in_process=True,
+    )
     assert report.exit_code == 1
     assert any(r.status == "fail" for r in report.results)
 
 
+@pytest.mark.claim("mask.causal.future-blind")
 def test_planted_bug_in_my_lm_is_caught(monkeypatch):
     def future_peeking_logits(self, ids, pad_mask=None):  # a bidirectional model posing as causal
         x = self.model.tok(ids) + self.model.pos(torch.arange(ids.shape[1]))
@@ -67,5 +76,5 @@ def test_planted_bug_in_my_lm_is_caught(monkeypatch):
         return self.model.head(self.model.ln_f(x))
 
     monkeypatch.setattr(my_lm.TinyGPTHandle, "logits", future_peeking_logits)
-    report = run_audit([my_lm.make()], profile="quick", seed=1, progress=False)
+    report = run_audit([my_lm.make()], profile="quick", seed=1, progress=False, in_process=True)
     assert report.exit_code == 1

@@ -19,8 +19,6 @@ from transformer_conformance.runner import CheckResult, order_checks, python_com
 
 from . import fakes
 
-pytestmark = pytest.mark.claim("attention.formula")
-
 
 def audit(*adapters, registry=fakes.REGISTRY, **kwargs):
     kwargs.setdefault("progress", False)

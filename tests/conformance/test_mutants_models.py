@@ -28,6 +28,7 @@ MUTANTS = [
     ("mutant.temperature-zero-division", "sampling.invalid-temperature", "sampler.temperature-zero"),
     ("mutant.loss-counts-padding", "loss.ignores-padding", "loss.ignores-padding"),
     ("mutant.loss-no-shift", "loss.shifted-cross-entropy", "loss.value"),
+    ("mutant.encdec-reencodes-each-step", "kvcache.cross-computed-once", "encdec.encodes-once"),
 ]
 
 
@@ -44,6 +45,7 @@ def _audit(target: Any, device: torch.device, checks: list[str] = MY_CHECKS) -> 
     "sampling.invalid-temperature",
     "loss.ignores-padding",
     "loss.shifted-cross-entropy",
+    "kvcache.cross-computed-once",
 )
 @pytest.mark.parametrize(("mutant", "claim", "check_id"), MUTANTS, ids=[m[0] for m in MUTANTS])
 def test_mutant_is_rejected_by_its_claim(

@@ -8,8 +8,6 @@ from importlib.metadata import entry_points
 
 import pytest
 
-pytestmark = pytest.mark.claim("attention.formula")
-
 # Once the package is installed, pytest loads the plugin from its entry point; before, name it.
 INSTALLED = any(ep.name == "transformer_conformance" for ep in entry_points(group="pytest11"))
 LOAD = () if INSTALLED else ("-p", "transformer_conformance.pytest_plugin")

@@ -13,8 +13,6 @@ from transformer_conformance.report import SCHEMA_PATH, SCHEMA_VERSION
 from . import fakes
 from .conftest import SCHEMA, validate_report
 
-pytestmark = pytest.mark.claim("attention.formula")
-
 
 def nan_deviation(tmp_path):
     (tmp_path / "fake-nan.toml").write_text(

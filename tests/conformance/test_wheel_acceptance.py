@@ -20,7 +20,7 @@ import pytest
 
 from .conftest import ROOT, validate_report
 
-pytestmark = [pytest.mark.claim("attention.formula"), pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 USER_ADAPTER = '''
 """The user's attention kernel with a planted scale bug: scores divided by d instead of sqrt(d)."""

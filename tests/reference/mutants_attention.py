@@ -149,6 +149,13 @@ def first_query_only_weights(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | Non
 # --- masks ---------------------------------------------------------------------------------------
 
 
+def hard_lookup(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, *, scale=None):
+    """Bug: a hard dictionary lookup: each query returns the value of its best-scoring key (argmax)."""
+    s = _scores(q, k, scale).masked_fill(~_keep(mask, _scores(q, k, scale)), float("-inf"))
+    w = torch.nn.functional.one_hot(s.argmax(-1), s.shape[-1]).to(v.dtype)
+    return w @ v, w
+
+
 def causal_mask_strict(num_q: int, num_k: int, *, alignment: str = "bottom-right", device=None) -> Tensor:
     """Bug: strictly lower triangular (a position may not see itself)."""
     offset = num_k - num_q if alignment == "bottom-right" else 0
@@ -247,6 +254,50 @@ class WideHeadsMHA(nn.Module):
         """The value path matrix ``W_o_j W_v_j`` (d_model x d_model) of head ``head``."""
         cols = slice(head * self.d_model, (head + 1) * self.d_model)
         return self.w_o.weight[:, cols] @ self.w_v[head].weight
+
+
+class SharedHeadBlockMHA(MultiHeadAttention):
+    """Bug: every head reuses head 0's row block of ``w_q/w_k/w_v`` (3 learnable matrices, not 3h).
+
+    The parameter count is unchanged; the other heads' blocks never reach the output.
+    """
+
+    def project_heads(self, layer: nn.Linear, x: Tensor) -> Tensor:
+        first = self.head_projection(layer, 0, x)  # [b, l, d_head]
+        return first[:, None].expand(x.shape[0], self.num_heads, x.shape[1], self.d_head)
+
+
+class SummedHeadsMHA(MultiHeadAttention):
+    """Bug: head outputs are summed (``[b, l, d_head]``) and tiled to ``d_model`` instead of concatenated."""
+
+    def forward(self, x_q, x_kv, mask=None, cache=None):
+        q = self.project_heads(self.w_q, x_q)
+        k = self.project_heads(self.w_k, x_kv)
+        v = self.project_heads(self.w_v, x_kv)
+        heads, w = plain_softmax_attention(q, k, v, mask)
+        summed = heads.sum(dim=1)  # [b, l, d_head]
+        return self.w_o(summed.repeat(1, 1, self.num_heads)), w
+
+
+class ReversedHeadsMHA(MultiHeadAttention):
+    """Bug: heads are concatenated in reverse order (head h-1's columns first)."""
+
+    def forward(self, x_q, x_kv, mask=None, cache=None):
+        q = self.project_heads(self.w_q, x_q)
+        k = self.project_heads(self.w_k, x_kv)
+        v = self.project_heads(self.w_v, x_kv)
+        heads, w = plain_softmax_attention(q, k, v, mask)
+        return self.w_o(merge_heads(heads.flip(1))), w
+
+
+class QueryForAllMHA(MultiHeadAttention):
+    """Bug: "self-attention means Q = K = V": keys and values reuse the query projection ``w_q``."""
+
+    def forward(self, x_q, x_kv, mask=None, cache=None):
+        q = self.project_heads(self.w_q, x_q)
+        k = self.project_heads(self.w_q, x_kv)
+        heads, w = plain_softmax_attention(q, k, k, mask)
+        return self.w_o(merge_heads(heads)), w
 
 
 class PositionalMemoryMHA(MultiHeadAttention):

@@ -230,6 +230,14 @@ class MemorySelfAttentionLayer(DecoderLayer):
         return residual_sublayer(x, self.ffn, self.norm_3, placement=placement, dropout=self.dropout)
 
 
+class PreviousStepQueryLayer(DecoderLayer):
+    """Bug (the notes' reading): the cross-attention query at t comes from position t - 1's state."""
+
+    def cross_attention(self, h, memory, mem_pad, cache, layer_index):
+        previous = torch.cat([torch.zeros_like(h[:, :1]), h[:, :-1]], dim=1)
+        return super().cross_attention(previous, memory, mem_pad, cache, layer_index)
+
+
 class CausalCrossLayer(DecoderLayer):
     """Bug: cross-attention is causally masked (target position i sees memory positions <= i only)."""
 

@@ -111,6 +111,15 @@ class CausalEncoderLayer(EncoderLayer):
         return residual_sublayer(x, self.ffn, self.norm_2, placement=placement)
 
 
+class PositionLeakEncoderLayer(EncoderLayer):
+    """Bug: a position ramp leaks into the layer (added to its input), so token order matters inside it."""
+
+    def forward(self, x: Tensor, pad_mask: Tensor | None = None) -> Tensor:
+        ramp = torch.linspace(0.0, 1.0, x.shape[1], dtype=x.dtype, device=x.device)
+        out: Tensor = super().forward(x + ramp[None, :, None], pad_mask)
+        return out
+
+
 # --------------------------------------------------------------------------- stacks
 
 

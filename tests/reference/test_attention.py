@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from tests.reference import mutants_attention as mut
@@ -376,6 +376,51 @@ def test_padding_check_rejects_mutants(mutant, pad_value, device):
         check_padding_invariance(mutant, pad_value, "right", device)
 
 
+# --- attention as a key-value lookup --------------------------------------------------------------------
+
+
+def check_soft_lookup_hardens(impl, q, k, v) -> None:
+    """Generic scores: every output row is a blend that equals no value row. One dominant key (each query
+    rescaled so that its best scaled score leads the second by 60): the output is that key's value."""
+    out, _ = impl(q, k, v)
+    for b in range(q.shape[0]):
+        for i in range(q.shape[1]):
+            for j in range(k.shape[1]):
+                tolerance.assert_differs(out[b, i], v[b, j], f"row {i} vs value row {j}, generic scores")
+    scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])
+    top = scores.topk(2, dim=-1).values
+    factor = 60.0 / (top[..., 0] - top[..., 1])
+    hard, _ = impl(q * factor[..., None], k, v)
+    best = scores.argmax(-1)[..., None].expand(-1, -1, v.shape[-1])
+    tolerance.assert_close(hard, v.gather(-2, best).double(), "output with one dominant score vs its value")
+
+
+@st.composite
+def lookup_problems(draw):
+    """Two or more keys and a clear best key per query (a gap of at least 1e-3 between the top scores)."""
+    b, nq, nk, d = 2, draw(st.integers(1, 4)), draw(st.integers(2, 5)), draw(st.integers(1, 6))
+    g = torch.Generator().manual_seed(draw(st.integers(0, 2**16)))
+    q, k, v = (torch.randn(b, n, d, generator=g, dtype=F64) for n in (nq, nk, nk))
+    top = (q @ k.transpose(-2, -1)).topk(2, dim=-1).values
+    assume(bool(((top[..., 0] - top[..., 1]) > 1e-3).all()))
+    return q, k, v
+
+
+@pytest.mark.claim("attention.kv-lookup")
+@fixture_ok
+@given(problem=lookup_problems())
+def test_attention_is_a_soft_lookup_that_hardens_with_one_dominant_score(problem, device):
+    check_soft_lookup_hardens(sdpa, *(x.to(device) for x in problem))
+
+
+@pytest.mark.claim("attention.kv-lookup")
+def test_lookup_check_rejects_hard_lookup(device):
+    g = torch.Generator().manual_seed(5)
+    q, k, v = (randn(g, 1, n, 3, device=device) for n in (2, 4, 4))
+    with pytest.raises(AssertionError, match="generic scores"):
+        check_soft_lookup_hardens(mut.hard_lookup, q, k, v)
+
+
 # --- batch independence, permutations, the diagonal ---------------------------------------------------
 
 
@@ -402,10 +447,12 @@ def test_batch_check_rejects_mutant(device):
 
 
 def check_permutation_equivariance(impl, x, perm, keep=None) -> None:
-    """Self-attention: permuting the tokens permutes the outputs the same way."""
-    out, _ = impl(x, x, x, keep)
-    out_perm, _ = impl(x[:, perm], x[:, perm], x[:, perm], keep)
+    """Self-attention: permuting the tokens by P permutes the outputs the same way, and the weights become
+    P W P^T (W'[i, j] = W[perm[i], perm[j]])."""
+    out, w = impl(x, x, x, keep)
+    out_perm, w_perm = impl(x[:, perm], x[:, perm], x[:, perm], keep)
     tolerance.assert_close(out_perm, out[:, perm].double(), "outputs of permuted tokens")
+    tolerance.assert_close(w_perm, w[:, perm][:, :, perm].double(), "weights of permuted tokens (P W P^T)")
 
 
 @pytest.mark.claim("attention.permutation-equivariance", "attention.order-blind-as-stated")

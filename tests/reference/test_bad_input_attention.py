@@ -53,6 +53,36 @@ def mask_wrong_axis(device, impl=sdpa):
     impl(q, k, v, torch.ones(2, 3, 4, dtype=torch.bool, device=device))  # [b, num_k, num_q]: transposed
 
 
+def additive_mask_pos_inf(device, impl=sdpa):
+    q, k, v = qkv(device)
+    bias = torch.zeros(3, 4, device=device)
+    bias[0, 1] = float("inf")
+    impl(q, k, v, bias)
+
+
+def additive_mask_nan(device, impl=sdpa):
+    q, k, v = qkv(device)
+    bias = torch.zeros(3, 4, device=device)
+    bias[2, 0] = float("nan")
+    impl(q, k, v, bias)
+
+
+def encdec_cache_other_source(device, impl=sdpa):
+    """A cache started on one source, stepped with another memory of the same length."""
+    from transformer_conformance.reference.config import TransformerConfig
+    from transformer_conformance.reference.model import EncoderDecoder
+
+    torch.manual_seed(0)
+    model = EncoderDecoder(TransformerConfig.tiny()).to(device).eval()
+    src_a = torch.tensor([[5, 6, 7, 8]], device=device)
+    src_b = torch.tensor([[9, 10, 11, 12]], device=device)
+    bos = torch.tensor([[1]], device=device)
+    with torch.no_grad():
+        cache = model.new_cache(1)
+        model.step(bos, model.encode(src_a), cache)
+        model.step(bos, model.encode(src_b), cache)
+
+
 def mask_integer(device, impl=sdpa):
     q, k, v = qkv(device)
     impl(q, k, v, torch.ones(3, 4, dtype=torch.int64, device=device))
@@ -156,6 +186,9 @@ CASES = [
     (mask_shape, ["'mask'", "[2, 3, 4]", "[3, 5]"], False),
     (mask_wrong_axis, ["'mask'", "[2, 4, 3]", "[2, 3, 4]"], False),
     (mask_integer, ["'mask'"], False),
+    (additive_mask_pos_inf, ["'mask'", "+inf or NaN"], False),
+    (additive_mask_nan, ["'mask'", "+inf or NaN"], False),
+    (encdec_cache_other_source, ["'memory'", "a different memory", "[1, 4, 16]"], False),
     (mask_other_device, ["mask on meta"], False),
     (key_other_device, ["k on meta"], False),
     (integer_query, ["'q'"], False),
@@ -206,7 +239,11 @@ def test_bad_input_raises_clear_error(builder, names, shapes_only, device):
 
 
 @pytest.mark.claim("attention.qk-same-width", "attention.kv-same-count")
-@pytest.mark.parametrize("builder", [wrong_dk, keys_values_count, mask_shape], ids=lambda b: b.__name__)
+@pytest.mark.parametrize(
+    "builder",
+    [wrong_dk, keys_values_count, mask_shape, additive_mask_pos_inf, additive_mask_nan],
+    ids=lambda b: b.__name__,
+)
 def test_clear_error_check_rejects_lenient_mutant(builder, device):
     names = next(names for b, names, _ in CASES if b is builder)
     with pytest.raises(AssertionError):

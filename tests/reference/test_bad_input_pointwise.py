@@ -186,3 +186,13 @@ def test_bad_input_raises_clear_error(
     message = str(info.value)
     missing = [n for n in needles if n not in message]
     assert not missing, f"message lacks {missing}: {message}"
+
+
+@pytest.mark.claim("sampling.temperature-limits")
+@pytest.mark.parametrize("temperature", [1e-30, 1e-45, 1e-300])
+def test_tiny_positive_temperature_is_greedy_not_nan(temperature: float) -> None:
+    """A tiny T > 0 (below float32's range) is the T -> 0 limit: the argmax, never NaN or a torch error."""
+    logits = torch.tensor([[0.5, 2.0, -1.0, 1.5], [3.0, -2.0, 0.0, 2.5]])
+    probs = sampling_distribution(logits, temperature)
+    assert torch.equal(probs, torch.nn.functional.one_hot(logits.argmax(-1), 4).float())
+    assert torch.equal(sample_next(logits, temperature=temperature), logits.argmax(-1))

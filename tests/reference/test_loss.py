@@ -1,10 +1,11 @@
-"""Next-token loss: the shift, padding ignored, mean over counted tokens; the unshifted claim refuted."""
+"""Next-token loss: the shift, padding ignored, mean over counted tokens; the original sequence as target."""
 
 import math
 from collections.abc import Callable
 
 import pytest
 import torch
+import torch.nn.functional as F
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import Tensor
@@ -141,11 +142,15 @@ def check_copy_model_not_rewarded(loss: Loss, ids: Tensor, vocab: int) -> None:
 
 
 @pytest.mark.claim("loss.unshifted-as-stated", "loss.shifted-cross-entropy")
-def test_unshifted_loss_is_refuted_by_a_copy_model() -> None:
+def test_loss_against_the_original_sequence_needs_the_shift() -> None:
     vocab = 6
     ids = torch.tensor([[1, 2, 3, 4, 5, 1], [5, 4, 3, 2, 1, 2]])  # no token repeats its predecessor
+    # The targets are the original sequence itself, read one position ahead (the condition).
+    logits = torch.randn(2, 6, vocab, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    by_hand = F.cross_entropy(logits[:, :-1].reshape(-1, vocab), ids[:, 1:].reshape(-1))
+    assert_close(next_token_loss(logits, ids, pad_id=None), by_hand, "loss vs the shifted original sequence")
     unshifted = float(mut.loss_unshifted(copy_model_logits(ids, vocab), ids, pad_id=None))
-    # the counterexample: a perfect score (zero loss) without predicting anything
+    # Without the shift: a perfect score (zero loss) without predicting anything
     assert_close(torch.tensor(unshifted, dtype=torch.float64), torch.tensor(0.0, dtype=torch.float64), "loss")
     check_copy_model_not_rewarded(next_token_loss, ids, vocab)  # the shifted loss is about 40 nats
 

@@ -55,12 +55,21 @@ def test_causal_mask_is_lower_triangular_with_diagonal(n, device):
     check_causal_lower_triangular(causal_mask, n, device)
     keep = causal_mask(n, n, device=device)
     assert bool(keep.diagonal().all()), "every position must see itself"
-    # The notes' "upper triangular" matrix is the hide-mask: the complement is strictly upper triangular.
-    hide = ~keep
-    assert torch.equal(hide, torch.ones(n, n, dtype=torch.bool, device=device).triu(diagonal=1))
+    # N4's entries (1 on and below the diagonal) make a lower triangular matrix, so "upper triangular"
+    # is wrong as stated; only the complement (the hide-mask) is upper triangular, strictly.
+    ones = torch.ones(n, n, dtype=torch.bool, device=device)
+    assert torch.equal(keep, ones.tril())
+    if n > 1:
+        assert not torch.equal(keep, keep.triu()), "the described matrix has entries below the diagonal"
+        assert not torch.equal(keep, ones.triu()), "an upper triangular keep-mask would see the future"
+    assert torch.equal(~keep, ones.triu(diagonal=1))
 
 
-@pytest.mark.claim("mask.causal.boolean-lower-triangular", "mask.causal.diagonal-visible")
+@pytest.mark.claim(
+    "mask.causal.boolean-lower-triangular",
+    "mask.causal.diagonal-visible",
+    "mask.causal.called-upper-triangular",
+)
 @pytest.mark.parametrize("mutant", [mut.causal_mask_strict, mut.causal_mask_upper])
 def test_causal_mask_check_rejects_mutants(mutant, device):
     with pytest.raises(AssertionError):

@@ -19,11 +19,12 @@ from tests.reference import mutants_models as mut
 from transformer_conformance.reference.cache import LayerKVCache
 from transformer_conformance.reference.checking import ReferenceInputError
 from transformer_conformance.reference.config import TransformerConfig
-from transformer_conformance.reference.decoder import DecoderLayer, DecoderOnlyLayer
+from transformer_conformance.reference.decoder import DecoderLayer, DecoderOnlyLayer, DecoderOnlyStack
 from transformer_conformance.reference.embedding import OutputProjection, TokenEmbedding
-from transformer_conformance.reference.encoder import EncoderLayer
+from transformer_conformance.reference.encoder import Encoder, EncoderLayer
 from transformer_conformance.reference.masks import causal_mask, padding_mask_from_lengths
 from transformer_conformance.reference.model import DecoderOnlyLM, EncoderDecoder
+from transformer_conformance.reference.multihead import split_heads
 from transformer_conformance.reference.tolerance import assert_close, assert_differs
 
 DT = torch.float64
@@ -673,6 +674,11 @@ def check_encoder_outputs_hidden_states(model, src: Tensor, tgt: Tensor) -> None
     for i in range(1, len(pairs)):
         # one K shared by all layers would mean the encoder emits K/V
         assert_differs(pairs[i][0], pairs[0][0], f"K of layers 0 and {i}")
+    # and no layer's K or V is the encoder output itself (split into heads like them)
+    as_heads = split_heads(memory, model.config.num_heads)
+    for i, (k, v) in enumerate(pairs):
+        assert_differs(k, as_heads, f"layer {i} K vs the memory")
+        assert_differs(v, as_heads, f"layer {i} V vs the memory")
 
 
 @pytest.mark.claim("encdec.encoder-outputs-kv")
@@ -691,6 +697,112 @@ def test_encoder_outputs_kv_check_rejects_shared_kv(device):
     mut.swap_layer_class(model.decoder, mut.SharedCrossKVLayer)
     with pytest.raises(AssertionError):
         check_encoder_outputs_hidden_states(model, rand_ids(1, (2, 4), device), rand_ids(2, (2, 3), device))
+
+
+def kv_per_layer(stack, x: Tensor) -> tuple[Tensor, list[tuple[Tensor, Tensor]]]:
+    """The stack's output and every layer's self-attention K and V projections ``[b, l, d_model]``."""
+    kv: list[list[Tensor]] = [[] for _ in stack.layers]
+    handles = [
+        getattr(layer.self_attn, name).register_forward_hook(lambda m, a, out, i=i: kv[i].append(out))
+        for i, layer in enumerate(stack.layers)
+        for name in ("w_k", "w_v")
+    ]
+    try:
+        out = stack(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return out, [(k, v) for k, v in kv]
+
+
+def check_append_keeps_the_past(stack, x: Tensor, extra: Tensor) -> None:
+    """Appending tokens leaves every earlier output and every layer's earlier K and V unchanged: what
+    was kept for positions < n is still exact."""
+    n = x.shape[1]
+    with torch.no_grad():
+        short, kv_short = kv_per_layer(stack, x)
+        long, kv_long = kv_per_layer(stack, torch.cat([x, extra], dim=1))
+    assert_close(long[:, :n], short, "outputs of the earlier positions after appending")
+    for i, ((k, v), (k_long, v_long)) in enumerate(zip(kv_short, kv_long)):
+        assert_close(k_long[:, :n], k, f"layer {i} K of the earlier positions after appending")
+        assert_close(v_long[:, :n], v, f"layer {i} V of the earlier positions after appending")
+
+
+@pytest.mark.claim("kvcache.self-attention-reuse-as-stated", "kvcache.equals-recompute")
+@fixture_ok
+@given(seed=seeds, n=st.integers(1, 5), extra=st.integers(1, 3), variant=variants)
+def test_kept_kv_are_exact_for_causal_and_stale_for_the_encoder(seed, n, extra, variant, device):
+    g = torch.Generator().manual_seed(seed)
+    x, more = (torch.randn(2, m, 16, generator=g, dtype=DT).to(device) for m in (n, extra))
+    check_append_keeps_the_past(build(DecoderOnlyStack, device, variant, seed % 5), x, more)
+    # The condition: the bidirectional encoder of N3's passage does not qualify.
+    encoder = build(Encoder, device, variant, seed % 5)
+    with pytest.raises(AssertionError, match="earlier positions"):
+        check_append_keeps_the_past(encoder, x, more)
+    with torch.no_grad():
+        _, kv_short = kv_per_layer(encoder, x)
+        _, kv_long = kv_per_layer(encoder, torch.cat([x, more], dim=1))
+    assert_close(kv_long[0][0][:, :n], kv_short[0][0], "layer 0 K (a projection of the input alone)")
+    assert_differs(kv_long[1][0][:, :n], kv_short[1][0], "layer 1 K of the earlier positions")
+
+
+@pytest.mark.claim("kvcache.self-attention-reuse-as-stated")
+def test_append_check_rejects_non_causal_decoder(device):
+    stack = build(DecoderOnlyStack, device)
+    mut.swap_layer_class(stack, mut.NoCausalDecoderOnlyLayer)
+    x, more = torch.randn(2, 3, 16, dtype=DT, device=device), torch.randn(2, 2, 16, dtype=DT, device=device)
+    with pytest.raises(AssertionError, match="earlier positions"):
+        check_append_keeps_the_past(stack, x, more)
+
+
+def check_decoder_block_is_causal_encoder_layer(block, x: Tensor) -> None:
+    """A decoder-only block has an encoder layer's parameters and no cross-attention; with the same weights
+    its output at i equals the encoder layer's output at i on the prefix 0..i, and on the whole sequence
+    the two differ before the last position (the causal mask is the only difference)."""
+    encoder_layer = EncoderLayer(block.config).to(device=x.device, dtype=x.dtype).eval()
+    encoder_layer.load_state_dict(block.state_dict())  # strict: the same parameter names and shapes
+    assert not hasattr(block, "cross_attn"), "a GPT-style block has no cross-attention"
+    n = x.shape[1]
+    with torch.no_grad():
+        out = block(x)
+        for i in range(n):
+            prefix = encoder_layer(x[:, : i + 1])[:, i]
+            assert_close(out[:, i], prefix, f"block output {i} vs an encoder layer on the prefix 0..{i}")
+        if n > 1:
+            assert_differs(encoder_layer(x)[:, :-1], out[:, :-1], "encoder layer on the whole sequence")
+
+
+@pytest.mark.claim("decoder.gpt2-encoder-stack-as-stated", "decoder.stack")
+@fixture_ok
+@given(seed=seeds, n=st.integers(1, 5), variant=variants)
+def test_gpt_block_is_an_encoder_layer_with_a_causal_mask(seed, n, variant, device):
+    block = build(DecoderOnlyLayer, device, variant, seed % 5)
+    x = torch.randn(2, n, 16, generator=torch.Generator().manual_seed(seed), dtype=DT).to(device)
+    check_decoder_block_is_causal_encoder_layer(block, x)
+
+
+@pytest.mark.claim("decoder.gpt2-encoder-stack-as-stated")
+def test_gpt_block_check_rejects_non_causal_block(device):
+    block = build(mut.NoCausalDecoderOnlyLayer, device)
+    with pytest.raises(AssertionError, match="on the prefix"):
+        check_decoder_block_is_causal_encoder_layer(block, torch.randn(2, 4, 16, dtype=DT, device=device))
+
+
+@pytest.mark.claim("encdec.encoder-stack-as-stated", "sizes.base")
+def test_the_transformer_is_not_only_an_encoder_stack(device):
+    assert TransformerConfig().num_layers == 6
+    model = build(EncoderDecoder, device, num_layers=6)
+    assert len(model.encoder.layers) == 6 and all(type(m) is EncoderLayer for m in model.encoder.layers)
+    assert len(model.decoder.layers) == 6 and all(type(m) is DecoderLayer for m in model.decoder.layers)
+    assert all(isinstance(m.cross_attn, nn.Module) for m in model.decoder.layers), "no cross-attention"
+    src, tgt = rand_ids(0, (2, 5), device), rand_ids(1, (2, 3), device)
+    with torch.no_grad():
+        memory = model.encode(src)
+        logits = model.decode(tgt, memory)
+        other = model.decode(tgt, memory.flip(0))
+    # the encoder stack maps s positions to s; only the decoder yields the t target positions
+    assert tuple(memory.shape[:2]) == (2, 5) and tuple(logits.shape[:2]) == (2, 3)
+    assert_differs(other, logits, "decoder output under another memory (the decoder reads the encoder)")
 
 
 def layer_outputs(layer, run: Callable[[], object], names: Sequence[str]) -> dict[str, Tensor]:
@@ -790,6 +902,39 @@ def test_cross_sources_check_rejects_swapped_sources(device):
     x, memory = torch.randn(2, 4, 16, dtype=DT, device=device), torch.randn(2, 4, 16, dtype=DT, device=device)
     with pytest.raises(AssertionError):
         check_cross_sources(layer, x, memory)
+
+
+def check_cross_query_from_own_position(layer, x: Tensor, memory: Tensor) -> None:
+    """Changing only the decoder input at position t changes the cross-attention query row t (and no
+    earlier row): the query at t is computed from position t, not from the state of step t - 1."""
+    base, _ = layer_inputs_cross(layer, x, memory)
+    for t in range(x.shape[1]):
+        moved = x.clone()
+        moved[:, t] += 1.0 + x[:, t].flip(-1)
+        x_q, _ = layer_inputs_cross(layer, moved, memory)
+        assert_differs(x_q[:, t], base[:, t], f"cross-attention query row {t} after changing input {t}")
+        assert_close(x_q[:, :t], base[:, :t], f"query rows before {t} after changing input {t}")
+
+
+@pytest.mark.claim("attention.cross.query-previous-step-as-stated", "attention.cross.sources")
+@fixture_ok
+@given(seed=seeds, t=st.integers(1, 5), s=st.integers(1, 4), variant=variants)
+def test_cross_attention_query_comes_from_the_same_position(seed, t, s, variant, device):
+    torch.manual_seed(seed % 5)
+    layer = DecoderLayer(TransformerConfig.tiny(**VARIANTS[variant])).to(device, DT).eval()  # type: ignore[arg-type]
+    g = torch.Generator().manual_seed(seed)
+    x, memory = (torch.randn(2, n, 16, generator=g, dtype=DT).to(device) for n in (t, s))
+    with torch.no_grad():
+        check_cross_query_from_own_position(layer, x, memory)
+
+
+@pytest.mark.claim("attention.cross.query-previous-step-as-stated")
+def test_cross_query_check_rejects_previous_step_query(device):
+    torch.manual_seed(0)
+    layer = mut.PreviousStepQueryLayer(TransformerConfig.tiny()).to(device, DT).eval()
+    x, memory = torch.randn(2, 4, 16, dtype=DT, device=device), torch.randn(2, 3, 16, dtype=DT, device=device)
+    with torch.no_grad(), pytest.raises(AssertionError, match="query row 0"):
+        check_cross_query_from_own_position(layer, x, memory)
 
 
 def check_cross_no_causal_mask(layer, x: Tensor, memory: Tensor) -> None:

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from tests.reference import mutants_attention as mut
 from transformer_conformance.reference import tolerance
+from transformer_conformance.reference.attention import scaled_dot_product_attention as sdpa_function
 from transformer_conformance.reference.cache import KVCache, LayerKVCache
 from transformer_conformance.reference.masks import causal_mask, key_padding_to_attention_mask
 from transformer_conformance.reference.multihead import MultiHeadAttention, merge_heads, split_heads
@@ -197,7 +198,7 @@ def check_params_independent_of_heads(cls) -> None:
 
 @pytest.mark.claim("mha.params-independent-of-heads", "mha.concat-width")
 def test_parameter_count_does_not_depend_on_heads():
-    # Refutes "multi-head adds 3*h learnable matrices": with d_head = d_model / h the count is fixed.
+    # With d_head = d_model / h the 3h projection blocks always add up to 3 d_model^2 weights.
     check_params_independent_of_heads(MultiHeadAttention)
     assert parameter_counts(MultiHeadAttention, 16, (4,))[4] == 4 * (16 * 16 + 16)
     for h in (1, 2, 4, 8):
@@ -209,6 +210,78 @@ def test_parameter_count_does_not_depend_on_heads():
 def test_params_check_rejects_wide_heads():
     with pytest.raises(AssertionError):
         check_params_independent_of_heads(mut.WideHeadsMHA)
+
+
+def check_head_blocks_are_learnable(mha, x: torch.Tensor) -> None:
+    """The attention function has no parameters; every one of the 3h per-head Q/K/V blocks (row slices of
+    w_q, w_k, w_v) and w_o receives a gradient from a generic loss, so each is a learnable matrix."""
+    out, _ = mha(x, x)
+    probe = torch.randn(out.shape, generator=torch.Generator().manual_seed(3), dtype=out.dtype).to(out.device)
+    (out * probe).sum().backward()
+    for name in ("w_q", "w_k", "w_v"):
+        grad = getattr(mha, name).weight.grad
+        for j in range(mha.num_heads):
+            block = grad[mha.head_slice(j)]
+            assert tuple(block.shape) == (mha.d_head, mha.d_model), f"{name} block of head {j}"
+            assert block.abs().max() > 0, f"{name} block of head {j} gets no gradient: not a learnable matrix"
+    assert mha.w_o.weight.grad.abs().max() > 0, "w_o gets no gradient"
+
+
+@pytest.mark.claim("mha.params-independent-of-heads")
+@fixture_ok
+@given(heads=st.sampled_from([1, 2, 4]), seed=st.integers(0, 2**16))
+def test_attention_function_has_no_parameters_and_each_head_block_learns(heads, seed, device):
+    assert not hasattr(sdpa_function, "parameters"), "the attention function is a plain function"
+    x = randn(torch.Generator().manual_seed(seed), 2, 4, 8, device=device)
+    check_head_blocks_are_learnable(make_mha(MultiHeadAttention, 8, heads, device, seed), x)
+
+
+@pytest.mark.claim("mha.params-independent-of-heads")
+def test_head_block_check_rejects_shared_projection(device):
+    x = randn(torch.Generator().manual_seed(0), 2, 4, 8, device=device)
+    with pytest.raises(AssertionError, match="head 1 gets no gradient"):
+        check_head_blocks_are_learnable(make_mha(mut.SharedHeadBlockMHA, 8, 4, device), x)
+
+
+def check_heads_concatenated_in_order(mha, x_q, x_kv) -> None:
+    """The output projection reads [head_0 | head_1 | ... | head_(h-1)], h * d_head = d_model columns, head j
+    in columns j*d_head : (j+1)*d_head; the heads are recomputed here from the weight slices."""
+    seen: list[torch.Tensor] = []
+    hook = mha.w_o.register_forward_hook(lambda m, args, result: seen.append(args[0]))
+    try:
+        out, _ = mha(x_q, x_kv)
+    finally:
+        hook.remove()
+    concat = seen[-1]
+    assert concat.shape[-1] == mha.num_heads * mha.d_head == mha.d_model, "concatenation width"
+    d = mha.d_head
+    for j in range(mha.num_heads):
+        rows = slice(j * d, (j + 1) * d)
+        q, k, v = (
+            x @ getattr(mha, name).weight[rows].double().T + getattr(mha, name).bias[rows].double()
+            for name, x in (("w_q", x_q), ("w_k", x_kv), ("w_v", x_kv))
+        )
+        head = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(d), dim=-1) @ v
+        tolerance.assert_close(concat[..., rows], head, f"columns {j * d}:{(j + 1) * d} hold head {j}")
+    tolerance.assert_close(out, mha.w_o(concat), "output = w_o(concatenation)")
+
+
+@pytest.mark.claim("mha.concat-width")
+@fixture_ok
+@given(problem=mha_problems())
+def test_heads_are_concatenated_in_order(problem, device):
+    mha, x_q, x_kv, _ = build(problem, device)
+    with torch.no_grad():
+        check_heads_concatenated_in_order(mha, x_q, x_kv)
+
+
+@pytest.mark.claim("mha.concat-width")
+@pytest.mark.parametrize("mutant", [mut.SummedHeadsMHA, mut.ReversedHeadsMHA])
+def test_concatenation_check_rejects_summed_and_reversed_heads(mutant, device):
+    p = {"num_heads": 2, "d_head": 3, "batch": 2, "num_q": 3, "num_k": 4, "mask": "none", "seed": 4}
+    mha, x_q, x_kv, _ = build(p, device, mutant)
+    with torch.no_grad(), pytest.raises(AssertionError, match="hold head"):
+        check_heads_concatenated_in_order(mha, x_q, x_kv)
 
 
 def reference_value_path(mha: MultiHeadAttention, head: int) -> torch.Tensor:
@@ -265,6 +338,63 @@ def test_qkv_check_rejects_shared_initialisation(device):
     x = randn(torch.Generator().manual_seed(0), 1, 4, 16, device=device)
     with pytest.raises(AssertionError):
         check_qkv_differ_at_init(make_mha(mut.SharedInitMHA, 16, 4, device), x)
+
+
+def check_self_attention_with_distinct_qkv(mha, x) -> None:
+    """Self-attention is three different projections of one sequence: Q, K and V differ pairwise, the
+    weights are [l, l] over that sequence, and the output is attention(x W_q, x W_k, x W_v)."""
+    with torch.no_grad():
+        q, k, v = mha.w_q(x), mha.w_k(x), mha.w_v(x)
+        for a, b, names in ((q, k, "Q, K"), (q, v, "Q, V"), (k, v, "K, V")):
+            tolerance.assert_differs(a, b, f"{names} of self-attention")
+        out, w = mha(x, x)
+        assert tuple(w.shape[-2:]) == (x.shape[1], x.shape[1]), "self-attention weights are [l, l]"
+        tolerance.assert_close(out, mha_oracle(mha, x, x, None), "self-attention with three projections")
+
+
+@pytest.mark.claim("attention.self.equal-qkv-as-stated", "attention.self.same-input")
+@fixture_ok
+@given(heads=st.sampled_from([1, 2, 4]), length=st.integers(1, 5), seed=st.integers(0, 2**16))
+def test_self_attention_does_not_need_equal_q_k_v(heads, length, seed, device):
+    x = randn(torch.Generator().manual_seed(seed), 2, length, 8, device=device)
+    mha = make_mha(MultiHeadAttention, 8, heads, device, seed)
+    check_self_attention_with_distinct_qkv(mha, x)
+    # Forcing Q = K = V is another function of the same x, not a purer self-attention.
+    equal = make_mha(mut.QueryForAllMHA, 8, heads, device, seed)
+    with torch.no_grad():
+        tolerance.assert_differs(equal(x, x)[0], mha(x, x)[0], "Q = K = V vs self-attention, same weights")
+
+
+@pytest.mark.claim("attention.self.equal-qkv-as-stated")
+def test_self_attention_check_rejects_query_for_all(device):
+    x = randn(torch.Generator().manual_seed(0), 2, 4, 8, device=device)
+    with pytest.raises(AssertionError, match="three projections"):
+        check_self_attention_with_distinct_qkv(make_mha(mut.QueryForAllMHA, 8, 2, device), x)
+
+
+def check_output_matrix_is_square(mha) -> None:
+    """With d_head = d_model / h the concatenation is d_model wide and w_o is d_model x d_model."""
+    d = mha.d_model
+    assert mha.num_heads * mha.d_head == d, "concatenated heads are d_model wide"
+    assert tuple(mha.w_o.weight.shape) == (d, d), f"w_o is {tuple(mha.w_o.weight.shape)}, not square"
+
+
+@pytest.mark.claim("mha.output-compresses-as-stated", "mha.shape-preserving")
+@pytest.mark.parametrize("heads", [1, 2, 4, 8])
+def test_output_matrix_compresses_nothing_in_the_standard_layout(heads, device):
+    mha = make_mha(MultiHeadAttention, 16, heads, device)
+    check_output_matrix_is_square(mha)
+    x = randn(torch.Generator().manual_seed(heads), 2, 3, 16, device=device)
+    with torch.no_grad():
+        assert mha(x, x)[0].shape == x.shape, "the output has the input's shape"
+
+
+@pytest.mark.claim("mha.output-compresses-as-stated")
+def test_output_matrix_compresses_only_for_wide_heads():
+    wide = mut.WideHeadsMHA(16, 4)  # the condition's case: 4 full-width heads, a 64-wide concatenation
+    assert tuple(wide.w_o.weight.shape) == (16, 64), "w_o compresses 4 * 16 columns back to 16"
+    with pytest.raises(AssertionError, match="not square"):
+        check_output_matrix_is_square(wide)
 
 
 # --- cross-attention ----------------------------------------------------------------------------------------

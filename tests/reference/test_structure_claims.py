@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from torch import Tensor, nn
 
 from tests.reference import mutants_structure as mut
+from tests.reference.mutants_pointwise import MixingFFN
 from transformer_conformance.reference.checking import ReferenceInputError
 from transformer_conformance.reference.config import TransformerConfig
 from transformer_conformance.reference.decoder import Decoder, DecoderLayer, DecoderOnlyStack
@@ -273,6 +274,104 @@ def test_bidirectional_check_rejects_causal_encoder(
     model = build(mutant, "cpu", placement, seed)
     with pytest.raises(AssertionError, match="earlier position"):
         check_bidirectional(model, rand(seed, (2, length, 16), "cpu"), real_positions(length, j, "cpu"), i, j)
+
+
+# --------------------------------------------------------------------------- encoder.mixing-only-in-attention
+
+
+def check_mixing_only_in_attention(layer: EncoderLayer, x: Tensor) -> None:
+    """With the attention output projection zeroed the layer is position-wise (changing input j leaves
+    every other output unchanged); with it restored, output i depends on input j."""
+    n = x.shape[1]
+    with torch.no_grad():
+        full = layer(x)
+        saved = layer.self_attn.w_o.weight.clone(), layer.self_attn.w_o.bias.clone()
+        layer.self_attn.w_o.weight.zero_()
+        layer.self_attn.w_o.bias.zero_()
+        try:
+            silent = layer(x)
+            for j in range(n):
+                moved = x.clone()
+                moved[:, j] += 1.0 + x[:, j].flip(-1)
+                others = [i for i in range(n) if i != j]
+                what = f"outputs other than {j} with attention silenced"
+                assert_close(layer(moved)[:, others], silent[:, others], what)
+        finally:
+            layer.self_attn.w_o.weight.copy_(saved[0])
+            layer.self_attn.w_o.bias.copy_(saved[1])
+        if n > 1:
+            moved = x.clone()
+            moved[:, -1] += 1.0 + x[:, -1].flip(-1)
+            assert_differs(layer(moved)[:, 0], full[:, 0], "output 0 after input n-1 changed, attention on")
+
+
+@pytest.mark.claim("encoder.mixing-only-in-attention", "ffn.position-wise", "layernorm.position-wise")
+@given(placement=placements, n=st.integers(1, 5), seed=seeds)
+def test_positions_interact_only_through_attention(
+    device: torch.device, placement: str, n: int, seed: int
+) -> None:
+    layer = build(EncoderLayer, device, placement, seed)
+    check_mixing_only_in_attention(layer, rand(seed, (2, n, 16), device))
+
+
+@pytest.mark.claim("encoder.mixing-only-in-attention")
+@pytest.mark.parametrize("placement", ["post", "pre"])
+def test_mixing_check_rejects_mixing_ffn(placement: str) -> None:
+    layer = build(EncoderLayer, "cpu", placement, 0)
+    layer.ffn = MixingFFN(16, 32).to(dtype=DT)
+    with pytest.raises(AssertionError, match="attention silenced"):
+        check_mixing_only_in_attention(layer, rand(0, (2, 4, 16), "cpu"))
+
+
+# ------------------------------------------------------------------ attention.permutation-equivariance
+
+
+def layer_and_weights(layer: EncoderLayer, x: Tensor, pad_mask: Tensor) -> tuple[Tensor, Tensor]:
+    """The layer's output and its self-attention weights ``[b, h, l, l]`` (read with a forward hook)."""
+    seen: list[Tensor] = []
+    hook = layer.self_attn.register_forward_hook(lambda m, args, result: seen.append(result[1]))
+    try:
+        out = layer(x, pad_mask)
+    finally:
+        hook.remove()
+    return out, seen[-1]
+
+
+def check_layer_permutation_equivariance(
+    layer: EncoderLayer, x: Tensor, pad_mask: Tensor, perm: Tensor
+) -> None:
+    """Permuting the positions (and the padding mask with them) by P: outputs become P f(x) and the
+    self-attention weights P W P^T, i.e. W'[i, j] = W[perm[i], perm[j]]."""
+    with torch.no_grad():
+        out, w = layer_and_weights(layer, x, pad_mask)
+        out_p, w_p = layer_and_weights(layer, x[:, perm], pad_mask[:, perm])
+    assert_close(out_p, out[:, perm], "encoder layer outputs of the permuted sequence")
+    assert_close(w_p, w[:, :, perm][:, :, :, perm], "attention weights (P W P^T) of the permuted sequence")
+
+
+permutations = st.integers(2, 6).flatmap(lambda n: st.permutations(list(range(n))))
+
+
+@pytest.mark.claim("attention.permutation-equivariance")
+@given(placement=placements, perm=permutations, seed=seeds)
+def test_encoder_layer_is_permutation_equivariant(
+    device: torch.device, placement: str, perm: list[int], seed: int
+) -> None:
+    n = len(perm)
+    layer = build(EncoderLayer, device, placement, seed)
+    pad_mask = padding_mask_from_lengths(torch.tensor([n, max(1, n - 1)]), n).to(device)
+    order = torch.tensor(perm, device=device)
+    check_layer_permutation_equivariance(layer, rand(seed, (2, n, 16), device), pad_mask, order)
+
+
+@pytest.mark.claim("attention.permutation-equivariance")
+@pytest.mark.parametrize("placement", ["post", "pre"])
+def test_layer_permutation_check_rejects_position_leak(placement: str) -> None:
+    layer = build(mut.PositionLeakEncoderLayer, "cpu", placement, 0)
+    pad_mask = torch.ones(2, 4, dtype=torch.bool)
+    with pytest.raises(AssertionError, match="permuted sequence"):
+        x, perm = rand(0, (2, 4, 16), "cpu"), torch.tensor([1, 3, 0, 2])
+        check_layer_permutation_equivariance(layer, x, pad_mask, perm)
 
 
 # --------------------------------------------------------------------------- decoder.stack

@@ -126,7 +126,7 @@ def test_claim_text_is_our_own_english():
     """Statements, titles, conditions and reasons are written in English (no pasted note sentences)."""
     offenders = []
     for claim in spec.load_claims().values():
-        for name in ("title", "statement", "condition", "reason"):
+        for name in ("title", "statement", "condition", "reason", "justification"):
             value = getattr(claim, name)
             if value is not None and not value.isascii():
                 offenders.append(f"{claim.id}.{name}")
@@ -274,6 +274,33 @@ def test_planted_project_claim_may_have_no_sources(tmp_path):
     assert spec_audit.spec_problems(path) == []
 
 
+def test_planted_project_claim_cites_what_it_derives_from(tmp_path):
+    """A project claim may list the passages it is derived from: validated like any source, rendered as
+    "Derived from" (never "Sources", which would say the notes state it); a justification is rendered."""
+    derived = claim_toml(
+        "attention.derived", origin='"project"', justification='"Why the entry has this origin."'
+    )
+    policy = claim_toml("attention.policy", sources="[]", origin='"project"')
+    stated = claim_toml("attention.stated")
+    path = write_spec(tmp_path, derived, policy, stated)
+    assert spec_audit.spec_problems(path) == []
+    text = render(write_tree(tmp_path, {}), path)
+    sections = {s.split("`")[0]: s for s in text.split("### `")[1:]}
+    assert "- **Derived from:**" in sections["attention.derived"]
+    assert "- **Sources:**" not in sections["attention.derived"]
+    assert "- **Justification:** Why the entry has this origin." in sections["attention.derived"]
+    assert "- **Sources:** none (project claim)" in sections["attention.policy"]
+    assert "- **Sources:**\n" in sections["attention.stated"]
+    bad = claim_toml(
+        "attention.derived",
+        origin='"project"',
+        sources='[{note = "n0.txt", heading = "Nowhere"}]',
+        justification='""',
+    )
+    problems = spec_audit.spec_problems(write_spec(tmp_path, bad))
+    assert_reported(problems, "heading 'Nowhere'", "field 'justification' must be a non-empty string")
+
+
 def test_planted_parse_error_and_missing_notes(tmp_path):
     broken = write_spec(tmp_path, claim_toml("attention.x") + "[[claim]\nid = ")
     assert_reported(spec_audit.spec_problems(broken), "TOML parse error")
@@ -296,7 +323,6 @@ PLANTED_TESTS = {
         from pytest import mark
         claim = pytest.mark.claim
 
-        pytestmark = [pytest.mark.claim("mask.module-level")]
         IDS = ("attention.from-constant",)
         CASES = [pytest.param(1, marks=pytest.mark.claim("attention.from-list")), 2]
 
@@ -320,10 +346,8 @@ PLANTED_TESTS = {
         def test_cases(x):
             assert x
 
-        @pytest.mark.claim("attention.on-class")
         class TestGroup:
-            pytestmark = pytest.mark.claim("attention.class-pytestmark")
-
+            @pytest.mark.claim("attention.on-method")
             def test_method(self):
                 assert True
 
@@ -346,14 +370,56 @@ def test_planted_scan_finds_every_marker_form(tmp_path):
         "attention.alias": [f + "test_alias"],
         "attention.param": [f + "test_param"],
         "attention.from-list": [f + "test_cases"],
-        "attention.on-class": [f + "TestGroup::test_method"],
-        "attention.class-pytestmark": [f + "TestGroup::test_method"],
+        "attention.on-method": [f + "TestGroup::test_method"],
     }
-    for claim_id, targets in expected.items():
-        assert by_claim.get(claim_id) == targets, (claim_id, by_claim.get(claim_id))
-    module_targets = by_claim["mask.module-level"]
-    assert f + "test_decorated" in module_targets and f + "TestGroup::test_method" in module_targets
+    assert by_claim == expected
     assert "not.a-reference" not in by_claim  # text in a string is not a marker
+
+
+PLANTED_WHOLESALE = {
+    "tests/test_wholesale.py": """
+        import pytest
+
+        pytestmark = [pytest.mark.skipif(False, reason="x"), pytest.mark.claim("attention.module-wide")]
+        UNUSED = pytest.mark.claim("attention.unattached")
+
+        @pytest.mark.claim("attention.on-class")
+        class TestGroup:
+            pytestmark = pytest.mark.claim("attention.class-wide")
+
+            def test_method(self):
+                assert True
+
+        @pytest.mark.claim("attention.on-helper")
+        def helper():
+            return 1
+
+        @pytest.mark.claim("attention.checked")
+        def test_checks_it():
+            assert helper() == 1
+
+        def test_checks_nothing_in_particular():
+            assert True
+    """,
+}
+
+
+def test_planted_module_wide_credit_is_reported_and_not_given(tmp_path):
+    """Module- or class-level claim markers (and markers on no test) would credit tests that do not check
+    the claim: each is a scan problem, and only the test that carries its own marker is credited."""
+    links = spec_links.collect(write_tree(tmp_path, PLANTED_WHOLESALE))
+    assert links.tests_by_claim() == {"attention.checked": ["tests/test_wholesale.py::test_checks_it"]}
+    assert_reported(
+        links.problems,
+        "tests/test_wholesale.py:4: claim 'attention.module-wide' in a module-level pytestmark",
+        "claim 'attention.unattached' in module-level name 'UNUSED'",
+        "claim 'attention.on-class' in class 'TestGroup'",
+        "claim 'attention.class-wide' in the pytestmark of class 'TestGroup'",
+        "claim 'attention.on-helper' in the decorator of 'helper', which is not a test",
+    )
+    assert len(links.problems) == 5
+    # ... and the audit reports them (test_claim_references_are_statically_readable fails on them)
+    assert_reported(spec_audit.audit(write_tree(tmp_path, PLANTED_WHOLESALE)).scan, "module-level pytestmark")
 
 
 def test_planted_unknown_id_in_test_and_check(tmp_path):
