@@ -181,3 +181,36 @@ def test_xdist_runs_each_item_once_with_a_target_on_one_worker(pytester, monkeyp
             workers.setdefault(target, set()).add(line.split("]")[0])
     assert set(workers) == {"fake-nan", "fake-good"} and all(len(w) == 1 for w in workers.values())
     result.stdout.fnmatch_lines(["*blocked: blocked by dummy.attention (fail)*"])  # deps seen on one worker
+
+
+def test_items_run_in_the_target_worker_which_restarts_after_a_crash(pytester):
+    """Isolation is the plugin's default too: a target that ends its process on its third call
+    fails that item as ``exited``, pytest goes on, and the next item gets a fresh worker."""
+    result = pytester.runpytest(
+        *LOAD,
+        "--conformance-checks-from",
+        "tests.conformance.fakes:CRASH_REGISTRY",
+        "--conformance-impl",
+        "tests.conformance.fakes:make_crashing",
+        "-rA",
+    )
+    result.assert_outcomes(passed=4, failed=1)  # 3 of 4 checks pass, and the deviations item
+    result.stdout.fnmatch_lines(["*FAIL fake-crashing :: dummy.crash-2 [[]exited[]]*"])
+    result.stdout.fnmatch_lines(["PASSED conformance::fake-crashing::dummy.crash-3"])
+
+
+def test_a_target_that_exits_cannot_end_the_pytest_session(pytester):
+    impl = ("--conformance-impl", "tests.conformance.hostile:make_exit_zero")
+    result = pytester.runpytest(*PLUGIN, *impl, "-rA")
+    result.assert_outcomes(failed=1, skipped=2, passed=1)
+    result.stdout.fnmatch_lines(["*FAIL hostile-exit-0 :: dummy.attention [[]exited[]]*"])
+
+
+def test_an_empty_target_fails_its_deviations_item_unless_allowed(pytester):
+    impl = ("--conformance-impl", "tests.conformance.fakes:make_good")
+    args = (*PLUGIN, *impl, "-k", "layernorm or deviations")
+    result = pytester.runpytest(*args)
+    result.assert_outcomes(failed=1, skipped=1, deselected=2)
+    result.stdout.fnmatch_lines(["*EMPTY target fake-good: no selected check applied*"])
+    result = pytester.runpytest(*args, "--conformance-allow-empty")
+    result.assert_outcomes(passed=1, skipped=1, deselected=2)
