@@ -16,6 +16,7 @@ BENCHMARKS: dict[str, str] = {
     "kv-cache": "benchmarks.kv_cache",
     "shape-checks": "benchmarks.shape_checks",
     "audit-cost": "benchmarks.audit_cost",
+    "audit-xdist": "benchmarks.audit_xdist",
     "vs-nn-transformer": "benchmarks.vs_nn_transformer",
     "variants": "benchmarks.variants",
     "calibration": "benchmarks.calibration",

@@ -5,6 +5,7 @@ Used by the CLI (``python -m transformer_conformance run``) and the pytest plugi
 """
 
 import fnmatch
+import inspect
 import json
 import math
 import os
@@ -12,8 +13,8 @@ import pickle
 import random
 import sys
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -21,7 +22,7 @@ import torch
 
 from transformer_conformance.adapter import Adapter
 from transformer_conformance.context import CI_SEED, PROFILES, CheckFailure
-from transformer_conformance.deviations import DEFAULT_DIR, DeviationFileError, load_for_target
+from transformer_conformance.deviations import DEFAULT_DIR, Deviation, DeviationFileError, load_for_target
 from transformer_conformance.reference.tolerance import TOLERANCE_VERSION
 from transformer_conformance.registry import DEFAULT_REGISTRY, CheckSpec, Registry, load_builtin_checks
 from transformer_conformance.report import AuditReport, TargetSummary, claim_statements
@@ -37,7 +38,14 @@ from transformer_conformance.runner import (
     run_target,
     stale_deviations,
 )
-from transformer_conformance.targets import BUILTIN_TARGETS, TargetError, import_object, resolve_target
+from transformer_conformance.targets import (
+    BUILTIN_TARGETS,
+    TargetError,
+    add_import_paths,
+    import_object,
+    import_root,
+    resolve_target,
+)
 
 DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
@@ -176,10 +184,20 @@ def cli_path(path: Path) -> str:
 
 
 def repro_options(
-    checks_from: str | None, deviations_dir: Path | None, timeout: float | None, in_process: bool = False
+    checks_from: str | None,
+    deviations_dir: Path | None,
+    timeout: float | None,
+    import_paths: Sequence[Path] = (),
+    in_process: bool = False,
 ) -> tuple[str, ...]:
-    """The options besides impl/check/seed/device/dtype/profile that change what a rerun does."""
+    """The options besides impl/check/seed/device/dtype/profile that change what a rerun does;
+    ``import_paths`` (where an adapter or registry was imported from) become absolute ``--path DIR``
+    options, except the current directory (every run imports from it; the printed interpreter is
+    relative to it too), so an out-of-tree adapter is found as printed."""
     extra: list[str] = []
+    for path in dict.fromkeys(p.resolve() for p in import_paths):
+        if path != Path.cwd().resolve():
+            extra += ["--path", str(path)]
     if checks_from:
         extra += ["--checks-from", checks_from]
     if deviations_dir is not None and deviations_dir.resolve() != DEFAULT_DIR.resolve():
@@ -191,15 +209,68 @@ def repro_options(
     return tuple(extra)
 
 
-def _progress_stream(progress: bool | TextIO | None) -> TextIO | None:
-    if progress is None:
-        return sys.stderr if sys.stderr.isatty() else None
-    if progress is True:
-        return sys.stderr
-    if progress is False:
-        return None
-    return progress
+class _Progress:
+    """Progress of a run on stderr: a tqdm bar (counts, rate, ETA) on a terminal, one line per
+    finished target otherwise (CI logs); a given stream gets one line per check instead."""
 
+    def __init__(self, progress: bool | TextIO | None, total: int, targets: int) -> None:
+        self.total, self.targets, self.done, self.targets_done = total, targets, 0, 0
+        self.lines: TextIO | None = None  # per-check lines
+        self.per_target: TextIO | None = None
+        self.bar: Any = None
+        if progress is False:
+            return
+        if progress is None or progress is True:
+            if sys.stderr.isatty():
+                from tqdm import tqdm  # type: ignore[import-untyped]  # (no stubs shipped)
+
+                self.bar = tqdm(total=total, unit="check", file=sys.stderr, dynamic_ncols=True, leave=True)
+            else:
+                self.per_target = sys.stderr
+        else:
+            self.lines = progress
+
+    def result(self, result: CheckResult) -> None:
+        """One check finished."""
+        self.done += 1
+        if self.bar is not None:
+            self.bar.set_description_str(result.target, refresh=False)
+            self.bar.update(1)
+        if self.lines is not None:
+            extra = f" [{result.failure_kind}]" if result.failure_kind else ""
+            self.lines.write(
+                f"[{self.done:>4}/{self.total}] {result.target} :: {result.check} ... {result.status}{extra} "
+                f"({result.duration_s:.2f}s)\n"
+            )
+            self.lines.flush()
+
+    def target(self, name: str, results: Sequence[CheckResult]) -> None:
+        """Every check of one target finished."""
+        self.targets_done += 1
+        if self.per_target is None:
+            return
+        counts: dict[str, int] = {}
+        for r in results:
+            counts[r.status] = counts.get(r.status, 0) + 1
+        text = ", ".join(f"{n} {status}" for status, n in counts.items()) or "no checks"
+        seconds = sum(r.duration_s for r in results)
+        self.per_target.write(
+            f"[{self.targets_done}/{self.targets} targets, {self.done}/{self.total} checks] {name}: {text} "
+            f"({seconds:.1f}s)\n"
+        )
+        self.per_target.flush()
+
+    def close(self) -> None:
+        """Finish the bar (if any)."""
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _source_file(adapter: Adapter) -> str | None:
+    try:
+        return inspect.getsourcefile(type(adapter))
+    except TypeError:
+        return None
 
 def check_writable(paths: Sequence[Path]) -> None:
     """UsageError unless every report file can be created (its folder is made when missing)."""
@@ -225,20 +296,6 @@ def check_timeout(timeout: float | None) -> None:
         raise UsageError(f"--timeout: expected a number of seconds, got {timeout!r}")
     if not math.isfinite(timeout) or timeout <= 0:
         raise UsageError(f"--timeout: expected a finite positive number of seconds, got {timeout}")
-
-
-def _summary(impl: str, adapter: Any, gated: bool, problems: list[str]) -> TargetSummary:
-    return TargetSummary(
-        name=adapter.name,
-        impl=impl,
-        capabilities=sorted(c.value for c in adapter.capabilities),
-        conventions={
-            k: (v if not isinstance(v, tuple) else [str(x) for x in v])
-            for k, v in asdict(adapter.conventions).items()
-        },
-        gated=gated,
-        problems=problems,
-    )
 
 
 def deviation_name(impl: str, adapter_name: str, given_as_string: bool, explicit_dir: bool) -> str | None:
@@ -273,6 +330,309 @@ def target_names(impls: Sequence[str], in_process: bool = False) -> list[str]:
     return names
 
 
+def _start_session(
+    entry: str | Adapter, limit: float, memory_limit_mib: float | None
+) -> tuple[str, Any, Any, Any]:
+    """(impl, adapter proxy or label, session, build failure) for one isolated target."""
+    import transformer_conformance.isolation as isolation  # (via sys.modules, not a stale package attribute)
+
+    memory = int(memory_limit_mib * 2**20) if memory_limit_mib else None
+    if isinstance(entry, Adapter):
+        _check_picklable(entry)
+        session = isolation.TargetSession(entry.name, adapter=entry, memory_limit=memory)
+        impl = entry.name
+    else:
+        session = isolation.TargetSession(entry, impl=entry, memory_limit=memory)
+        impl = entry
+    try:
+        return impl, session.start(limit), session, None
+    except isolation.WorkerUsageError as exc:
+        raise UsageError(f"--impl: {exc}") from exc
+    except CheckFailure as failure:
+        return impl, impl, session, failure
+
+
+def _check_picklable(entry: Adapter) -> None:
+    try:
+        pickle.dumps(entry)
+    except Exception as exc:
+        raise UsageError(
+            f"--impl: the Adapter instance {entry.name!r} cannot be sent to its worker process "
+            f"({type(exc).__name__}: {exc}); define its class at module level, pass a "
+            "'package.module:factory' string, or use in_process=True"
+        ) from exc
+
+
+@dataclass
+class TargetPlan:
+    """One target of an audit: how to build it, its run settings, deviations and report summary.
+
+    Isolated (``session`` set once started), the target is built in its worker on first use
+    (``start``) and that worker serves every later check (restarted by the runner after a fatal
+    failure); in-process, ``adapter`` is the target itself from the start."""
+
+    impl: str
+    entry: str | Adapter
+    settings: RunSettings
+    deviations: list[Deviation]
+    summary: TargetSummary
+    adapter: Any = None  # the Adapter (in-process) or its isolation.RemoteAdapter, once built
+    session: Any = None  # the isolation.TargetSession of an isolated target, once started
+    failure: CheckFailure | None = None  # why the target could not be built in its worker
+    memory_limit_mib: float | None = None
+
+    @property
+    def name(self) -> str:
+        """The target's report name."""
+        return self.summary.name
+
+    def start(self) -> None:
+        """Build the target (once; in its worker unless it was built in this process)."""
+        if self.adapter is not None or self.failure is not None:
+            return
+        _, adapter, session, failure = _start_session(
+            self.entry, self.settings.time_limit_s, self.memory_limit_mib
+        )
+        self.session, self.failure = session, failure
+        self.adapter = adapter if failure is None else None
+        self.describe()
+
+    def describe(self) -> None:
+        """Fill the summary from the built adapter (or the build failure)."""
+        s = self.summary
+        if self.failure is not None:
+            s.problems = [f"could not be built: {self.failure.message}"]
+            return
+        adapter = self.adapter
+        s.capabilities = sorted(c.value for c in adapter.capabilities)
+        s.conventions = {
+            k: (v if not isinstance(v, tuple) else [str(x) for x in v])
+            for k, v in asdict(adapter.conventions).items()
+        }
+        s.problems = adapter.declaration_problems() + s.problems
+        s.source = getattr(adapter, "source", None) if self.session is not None else _source_file(adapter)
+
+    def stop(self) -> None:
+        """End the target's worker (its threads and child processes end with it)."""
+        if self.session is not None:
+            self.session.stop()
+
+
+@dataclass
+class AuditPlan:
+    """Everything resolved before a check runs (bad arguments are usage errors by then)."""
+
+    config: dict[str, Any]
+    targets: list[TargetPlan]
+    specs: list[CheckSpec]  # the selected checks
+    all_specs: list[CheckSpec]  # every check of the registry (deviation entries are judged against it)
+    claims: list[str]  # --claims patterns
+    paths: ReportPaths = field(default_factory=ReportPaths)  # absolute report paths, checked writable
+    allow_empty: bool = False
+
+    def target(self, name: str) -> TargetPlan:
+        """The plan of the target named ``name``."""
+        return next(t for t in self.targets if t.name == name)
+
+    def run(
+        self,
+        target: TargetPlan,
+        specs: Sequence[CheckSpec],
+        on_result: Callable[[CheckResult], None] | None = None,
+        prior: dict[str, CheckResult] | None = None,
+    ) -> list[CheckResult]:
+        """Run ``specs`` on ``target`` (built first when needed) with ``prior`` results of it
+        standing for dependencies run before (see ``runner.run_target``)."""
+        target.start()
+        if target.failure is not None:
+            mine = build_failure_results(target.name, specs, target.settings, target.failure)
+            for r in mine:
+                if on_result is not None:
+                    on_result(r)
+            return mine
+        return run_target(
+            target.adapter,
+            specs,
+            target.settings,
+            target.deviations,
+            on_result=on_result,
+            known_ids={s.id for s in self.all_specs},
+            prior=prior,
+            session=target.session,
+        )
+
+    def stop(self) -> None:
+        """End every target's worker."""
+        for target in self.targets:
+            target.stop()
+
+
+def empty_reason(target: TargetPlan, results: Sequence[CheckResult]) -> str | None:
+    """Why ``target`` is EMPTY (no check among ``results`` applied to it: nothing was verified), or
+    None when one did."""
+    if target.failure is not None or any(r.status in (PASS, FAIL, ERROR, KNOWN_DEVIATION) for r in results):
+        return None
+    if not target.summary.capabilities:
+        return "declares no capability"
+    return "no selected check applied to it (all not-applicable or blocked)"
+
+
+def plan_audit(
+    targets: Sequence[str | Adapter] | str,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: str | torch.dtype = "float32",
+    profile: str = "ci",
+    seed: int | None = None,
+    claims: str | Sequence[str] | None = None,
+    check: str | Sequence[str] | None = None,
+    timeout: float | None = None,
+    report_paths: ReportPaths | None = None,
+    gate: str | Sequence[str] | None = None,
+    save_inputs: str | Path | None = None,
+    registry: Registry | None = None,
+    deviations_dir: str | Path | None = None,
+    checks_from: str | None = None,
+    import_paths: Sequence[str | Path] = (),
+    in_process: bool = False,
+    memory_limit_mib: float | None = None,
+    allow_empty: bool = False,
+) -> AuditPlan:
+    """Resolve targets, checks, deviations, report paths and settings as ``run_audit`` does,
+    running no check and no target code in this process (unless ``in_process``): a
+    ``package.module:factory`` target is built in its worker here, to learn its name (that worker is
+    kept for its checks); a built-in target or ``Adapter`` instance is started on first use. The
+    pytest plugin runs the plan one check per item; ``AuditPlan.stop`` ends the workers."""
+    if profile not in PROFILES:
+        raise UsageError(f"--profile: expected one of {sorted(PROFILES)}, got {profile!r}")
+    prof = PROFILES[profile]
+    dev = device if isinstance(device, torch.device) else resolve_device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: CUDA is not available on this machine")
+    dt = resolve_dtype(dtype)
+    check_timeout(timeout)
+    limit = timeout if timeout is not None else prof.time_limit_s
+    if seed is None:
+        seed = CI_SEED if prof.derandomized else random.SystemRandom().randrange(2**31)
+    paths = (report_paths or ReportPaths()).absolute()
+    check_writable(paths.all())
+    save_dir = Path(os.path.abspath(save_inputs)) if save_inputs else None
+    deviation_dir = Path(os.path.abspath(deviations_dir)) if deviations_dir is not None else None
+    if memory_limit_mib is not None:
+        if not math.isfinite(memory_limit_mib) or memory_limit_mib <= 0:
+            raise UsageError(f"--memory-limit: expected a positive number of MiB, got {memory_limit_mib}")
+        if in_process:
+            raise UsageError("--memory-limit needs isolated targets; it cannot be combined with --in-process")
+    if not in_process:
+        from transformer_conformance.forkserver import prestart
+
+        prestart()  # torch imports in the fork server while the checks load here
+
+    # Targets first: an unknown target is a usage error before anything runs.
+    add_import_paths(import_paths)
+    entries = _split(targets) if isinstance(targets, str) else list(targets)
+    if not entries:
+        raise UsageError("--impl: expected at least one target")
+    if registry is not None:
+        reg = registry
+        checks_from = checks_from or registry_spec(registry)
+    elif checks_from:
+        reg = load_registry(checks_from)
+    else:
+        reg = load_builtin_checks()
+    specs = select_checks(reg, claims, check)
+    imported = [e for e in entries if isinstance(e, str) and ":" in e]
+    imported += [checks_from] if checks_from else []
+    roots = [r for r in map(import_root, imported) if r is not None]
+    options = repro_options(checks_from, deviation_dir, timeout, roots, in_process)
+
+    plans: list[TargetPlan] = []
+    try:
+        for entry in entries:
+            impl = entry if isinstance(entry, str) else entry.name
+            settings = RunSettings(
+                device=dev, dtype=dt, profile=prof, seed=seed, time_limit_s=limit, impl=impl,
+                save_inputs=save_dir, repro_options=options,
+            )
+            summary = TargetSummary(name=impl, impl=impl, capabilities=[], conventions={}, gated=False)
+            plan = TargetPlan(impl, entry, settings, [], summary, memory_limit_mib=memory_limit_mib)
+            plans.append(plan)
+            if in_process:
+                try:
+                    plan.adapter = entry if isinstance(entry, Adapter) else resolve_target(entry)
+                except TargetError as exc:
+                    raise UsageError(f"--impl: {exc}") from exc
+                summary.name = plan.adapter.name
+            elif isinstance(entry, Adapter):
+                _check_picklable(entry)
+            elif entry not in BUILTIN_TARGETS:
+                plan.start()  # in its worker: its name is its adapter's (its label if it failed to build)
+                if plan.adapter is not None:
+                    summary.name = plan.adapter.name
+        names = [t.name for t in plans]
+        if len(set(names)) != len(names):
+            raise UsageError(f"--impl: target names must be unique, got {names}")
+        gated_names = set(_split(gate)) if gate is not None else set(names)
+        unknown_gate = gated_names - set(names) - {t.impl for t in plans}
+        if unknown_gate:
+            raise UsageError(f"--gate: {sorted(unknown_gate)} not among the audited targets {names}")
+        for plan, entry in zip(plans, entries):
+            plan.summary.gated = plan.name in gated_names or plan.impl in gated_names
+            key = deviation_name(plan.impl, plan.name, isinstance(entry, str), deviation_dir is not None)
+            if key is None:
+                plan.summary.problems.append(
+                    f"reports the name of built-in target {plan.name!r}; the built-in deviation file of that "
+                    "target does not apply to it"
+                )
+            try:
+                plan.deviations = load_for_target(key, deviation_dir) if key is not None else []
+            except DeviationFileError as exc:
+                raise UsageError(str(exc)) from exc
+            if plan.adapter is not None or plan.failure is not None:
+                plan.describe()
+    except BaseException:
+        for plan in plans:
+            plan.stop()
+        raise
+
+    config = {
+        "device": str(dev),
+        "dtype": dtype_name(dt),
+        "profile": prof.name,
+        "seed": seed,
+        "examples": prof.examples,
+        "timeout_s": limit,
+        "claims": claims,
+        "check": check,
+        "checks_from": checks_from,
+        "targets": [t.impl for t in plans],
+        "isolation": "in-process" if in_process else "worker process per target",
+        "memory_limit_mib": memory_limit_mib,
+        "allow_empty": allow_empty,
+        "tolerance_version": TOLERANCE_VERSION,
+        "torch": torch.__version__,
+    }
+    return AuditPlan(config, plans, specs, reg.all(), _split(claims), paths, allow_empty)
+
+
+def target_stale(plan: AuditPlan, target: TargetPlan, results: Sequence[CheckResult]) -> list[dict[str, Any]]:
+    """The stale deviation entries of ``target`` given its ``results`` (report records)."""
+    settings = target.settings
+    found = stale_deviations(
+        target.deviations, results, plan.all_specs, settings.device.type, dtype_name(settings.dtype)
+    )
+    return [
+        {
+            "target": target.name,
+            "entry": entry.describe(),
+            "source": entry.source,
+            "index": entry.index,
+            "why": why,
+        }
+        for entry, why in found
+    ]
+
+
 def run_audit(
     targets: Sequence[str | Adapter] | str,
     *,
@@ -290,11 +650,13 @@ def run_audit(
     deviations_dir: str | Path | None = None,
     progress: bool | TextIO | None = None,
     checks_from: str | None = None,
+    import_paths: Sequence[str | Path] = (),
     in_process: bool = False,
     memory_limit_mib: float | None = None,
     allow_empty: bool = False,
 ) -> AuditReport:
-    """Audit ``targets`` (built-in names, ``package.module:factory`` strings or ``Adapter``s).
+    """Audit ``targets`` (built-in names, ``package.module:factory`` strings or ``Adapter``s):
+    ``plan_audit``, then every selected check of every target, reports written in any case.
 
     Each target runs in its own worker process (``transformer_conformance.isolation``): nothing it
     does (exit, crash, hang, patch the oracle, modify its inputs, start threads, change directory) can
@@ -304,271 +666,89 @@ def run_audit(
 
     ``registry`` (a ``Registry``) or ``checks_from`` (``package.module:attribute`` naming one)
     REPLACES the built-in checks; neither given: the built-in checks. Failures carry a repro
-    command naming this interpreter and every option that changes what runs.
+    command naming this interpreter and every option that changes what runs. ``import_paths``
+    (``--path``) and the current working directory are put first on ``sys.path`` before
+    ``package.module`` targets are imported.
 
-    Returns the report; its ``exit_code`` is 0 when every gated target passed all applicable checks,
-    no deviation entry is stale and (unless ``allow_empty``) every gated target had a check that applied.
+    Claims: every claim realised by a selected check. Returns the report; its ``exit_code`` is 0
+    when every gated target passed all applicable checks, no deviation entry is stale and (unless
+    ``allow_empty``) every gated target had a check that applied.
     """
     started = time.perf_counter()
-    if profile not in PROFILES:
-        raise UsageError(f"--profile: expected one of {sorted(PROFILES)}, got {profile!r}")
-    prof = PROFILES[profile]
-    dev = device if isinstance(device, torch.device) else resolve_device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda: CUDA is not available on this machine")
-    dt = resolve_dtype(dtype)
-    check_timeout(timeout)
-    if memory_limit_mib is not None:
-        if not math.isfinite(memory_limit_mib) or memory_limit_mib <= 0:
-            raise UsageError(f"--memory-limit: expected a positive number of MiB, got {memory_limit_mib}")
-        if in_process:
-            raise UsageError("--memory-limit needs isolated targets; it cannot be combined with --in-process")
-    limit = timeout if timeout is not None else prof.time_limit_s
-    if seed is None:
-        seed = CI_SEED if prof.derandomized else random.SystemRandom().randrange(2**31)
-    paths = (report_paths or ReportPaths()).absolute()
-    check_writable(paths.all())
-    save_dir = Path(os.path.abspath(save_inputs)) if save_inputs else None
-    deviation_dir = Path(os.path.abspath(deviations_dir)) if deviations_dir is not None else None
-    if not in_process:
-        from transformer_conformance.forkserver import prestart
-
-        prestart()  # torch imports in the fork server while the checks load here
-
-    entries = _split(targets) if isinstance(targets, str) else list(targets)
-    if not entries:
-        raise UsageError("--impl: expected at least one target")
-    for entry in entries:  # names that are neither built-in nor module:factory: a usage error now
-        if isinstance(entry, str) and entry not in BUILTIN_TARGETS and ":" not in entry:
-            try:
-                resolve_target(entry)
-            except TargetError as exc:
-                raise UsageError(f"--impl: {exc}") from exc
-
-    if registry is not None:
-        reg = registry
-        checks_from = checks_from or registry_spec(registry)
-    elif checks_from:
-        reg = load_registry(checks_from)
-    else:
-        reg = load_builtin_checks()
-    specs = select_checks(reg, claims, check)
-    all_specs = reg.all()
-
-    # Targets: built (in their workers) before any check runs; a target that cannot be imported or
-    # is not an Adapter is a usage error, one whose factory fails fails every check.
-    built: list[tuple[str, Any, Any, CheckFailure | None]] = []  # (impl, adapter | label, session, failure)
+    plan = plan_audit(
+        targets,
+        device=device,
+        dtype=dtype,
+        profile=profile,
+        seed=seed,
+        claims=claims,
+        check=check,
+        timeout=timeout,
+        report_paths=report_paths,
+        gate=gate,
+        save_inputs=save_inputs,
+        registry=registry,
+        deviations_dir=deviations_dir,
+        checks_from=checks_from,
+        import_paths=import_paths,
+        in_process=in_process,
+        memory_limit_mib=memory_limit_mib,
+        allow_empty=allow_empty,
+    )
     try:
-        for entry in entries:
-            impl = entry if isinstance(entry, str) else entry.name
-            if in_process:
-                if isinstance(entry, Adapter):
-                    built.append((impl, entry, None, None))
-                    continue
-                try:
-                    built.append((impl, resolve_target(entry), None, None))
-                except TargetError as exc:
-                    raise UsageError(f"--impl: {exc}") from exc
-                continue
-            built.append(_start_session(entry, limit, memory_limit_mib))
-        names = [a.name if f is None else a for _, a, _, f in built]
-        if len(set(names)) != len(names):
-            raise UsageError(f"--impl: target names must be unique, got {names}")
-        gated_names = set(_split(gate)) if gate is not None else set(names)
-        unknown_gate = gated_names - set(names) - {impl for impl, *_ in built}
-        if unknown_gate:
-            raise UsageError(f"--gate: {sorted(unknown_gate)} not among the audited targets {names}")
-        deviations: dict[str, list[Any]] = {}
-        dev_problems: dict[str, list[str]] = {}
-        for (impl, adapter, _session, failure), entry in zip(built, entries):
-            name = adapter.name if failure is None else adapter
-            key = deviation_name(impl, name, isinstance(entry, str), deviation_dir is not None)
-            dev_problems[name] = []
-            if key is None:
-                dev_problems[name].append(
-                    f"reports the name of built-in target {name!r}; the built-in deviation file of that "
-                    "target does not apply to it"
-                )
-            try:
-                deviations[name] = load_for_target(key, deviation_dir) if key is not None else []
-            except DeviationFileError as exc:
-                raise UsageError(str(exc)) from exc
-        return _audit(
-            built, specs, all_specs, reg_info=(checks_from, deviation_dir, timeout), paths=paths,
-            gated_names=gated_names, deviations=deviations, dev_problems=dev_problems, dev=dev, dt=dt,
-            prof=prof, seed=seed, limit=limit, save_dir=save_dir, progress=progress, claims=claims,
-            check=check, started=started, in_process=in_process, allow_empty=allow_empty,
-            memory_limit_mib=memory_limit_mib,
-        )
+        return _execute(plan, progress, started)
     finally:
-        for _impl, _adapter, session, _failure in built:
-            if session is not None:
-                session.stop()
+        plan.stop()
 
 
-def _start_session(
-    entry: str | Adapter, limit: float, memory_limit_mib: float | None
-) -> tuple[str, Any, Any, Any]:
-    """(impl, adapter proxy or label, session, build failure) for one isolated target."""
-    from transformer_conformance import isolation
-
-    memory = int(memory_limit_mib * 2**20) if memory_limit_mib else None
-    if isinstance(entry, Adapter):
-        try:
-            pickle.dumps(entry)
-        except Exception as exc:
-            raise UsageError(
-                f"--impl: the Adapter instance {entry.name!r} cannot be sent to its worker process "
-                f"({type(exc).__name__}: {exc}); define its class at module level, pass a "
-                "'package.module:factory' string, or use in_process=True"
-            ) from exc
-        session = isolation.TargetSession(entry.name, adapter=entry, memory_limit=memory)
-        impl = entry.name
-    else:
-        session = isolation.TargetSession(entry, impl=entry, memory_limit=memory)
-        impl = entry
-    try:
-        return impl, session.start(limit), session, None
-    except isolation.WorkerUsageError as exc:
-        raise UsageError(f"--impl: {exc}") from exc
-    except CheckFailure as failure:
-        return impl, impl, session, failure
-
-
-def _audit(
-    built: list[tuple[str, Any, Any, Any]],
-    specs: list[CheckSpec],
-    all_specs: list[CheckSpec],
-    *,
-    reg_info: tuple[str | None, Path | None, float | None],
-    paths: ReportPaths,
-    gated_names: set[str],
-    deviations: dict[str, list[Any]],
-    dev_problems: dict[str, list[str]],
-    dev: torch.device,
-    dt: torch.dtype,
-    prof: Any,
-    seed: int,
-    limit: float,
-    save_dir: Path | None,
-    progress: bool | TextIO | None,
-    claims: str | Sequence[str] | None,
-    check: str | Sequence[str] | None,
-    started: float,
-    in_process: bool,
-    allow_empty: bool,
-    memory_limit_mib: float | None,
-) -> AuditReport:
-    checks_from, deviation_dir, timeout = reg_info
-    config = {
-        "device": str(dev),
-        "dtype": dtype_name(dt),
-        "profile": prof.name,
-        "seed": seed,
-        "examples": prof.examples,
-        "timeout_s": limit,
-        "claims": claims,
-        "check": check,
-        "checks_from": checks_from,
-        "targets": [impl for impl, *_ in built],
-        "isolation": "in-process" if in_process else "worker process per target",
-        "memory_limit_mib": memory_limit_mib,
-        "allow_empty": allow_empty,
-        "tolerance_version": TOLERANCE_VERSION,
-        "torch": torch.__version__,
-    }
+def _execute(plan: AuditPlan, progress: bool | TextIO | None, started: float) -> AuditReport:
+    """Run ``plan`` target by target, streaming records, and write its reports in any case."""
+    config, specs, paths = plan.config, plan.specs, plan.paths
     stream_path = paths.stream_path()
     stream = stream_path.open("w", encoding="utf-8") if stream_path is not None else None
-    out = _progress_stream(progress)
-    total = len(specs) * len(built)
-    done = 0
+    bar = _Progress(progress, len(specs) * len(plan.targets), len(plan.targets))
 
     def emit(record: dict[str, Any]) -> None:
         if stream is not None:
-            stream.write(json.dumps(record, default=str) + "\n")
+            stream.write(json.dumps(record) + "\n")
             stream.flush()
 
     def on_result(result: CheckResult) -> None:
-        nonlocal done
-        done += 1
+        bar.result(result)
         emit({"event": "result", **result.to_json()})
-        if out is not None:
-            extra = f" [{result.failure_kind}]" if result.failure_kind else ""
-            out.write(
-                f"[{done:>4}/{total}] {result.target} :: {result.check} ... {result.status}{extra} "
-                f"({result.duration_s:.2f}s)\n"
-            )
-            out.flush()
 
     results: list[CheckResult] = []
     summaries: list[TargetSummary] = []
     stale: list[dict[str, Any]] = []
     empty: list[str] = []
-    report = AuditReport(config=config, targets=summaries, results=results, stale=stale,
-                         statements=claim_statements(), claim_filter=_split(claims), allow_empty=allow_empty,
-                         empty=empty)
+    report = AuditReport(
+        config=config,
+        targets=summaries,
+        results=results,
+        stale=stale,
+        statements=claim_statements(),
+        claim_filter=plan.claims,
+        allow_empty=plan.allow_empty,
+        empty=empty,
+    )
     try:
         emit({"event": "start", "config": config})
-        for impl, adapter, session, failure in built:
-            settings = RunSettings(
-                device=dev,
-                dtype=dt,
-                profile=prof,
-                seed=seed,
-                time_limit_s=limit,
-                impl=impl,
-                save_inputs=save_dir,
-                repro_options=repro_options(checks_from, deviation_dir, timeout, in_process),
-            )
-            if failure is not None:
-                label = str(adapter)
-                summaries.append(TargetSummary(
-                    name=label, impl=impl, capabilities=[], conventions={},
-                    gated=label in gated_names or impl in gated_names,
-                    problems=[f"could not be built: {failure.message}"],
-                ))
-                mine = build_failure_results(label, specs, settings, failure)
-                for r in mine:
-                    on_result(r)
-                results.extend(mine)
-                continue
-            summaries.append(_summary(
-                impl, adapter, adapter.name in gated_names or impl in gated_names,
-                adapter.declaration_problems() + dev_problems.get(adapter.name, []),
-            ))
-            mine = run_target(
-                adapter,
-                specs,
-                settings,
-                deviations[adapter.name],
-                on_result=on_result,
-                known_ids={s.id for s in all_specs},
-                session=session,
-            )
-            if session is not None:
-                session.stop()  # its threads and child processes end with it
+        for target in plan.targets:
+            summaries.append(target.summary)
+            mine = plan.run(target, specs, on_result=on_result)
+            target.stop()  # its threads and child processes end with it
             results.extend(mine)
-            if not any(r.status in (PASS, FAIL, ERROR, KNOWN_DEVIATION) for r in mine):
-                why = (
-                    "declares no capability" if not adapter.capabilities
-                    else "no selected check applied to it (all not-applicable or blocked)"
-                )
-                summaries[-1].problems.append(f"EMPTY: {why}; nothing was verified")
-                empty.append(adapter.name)
-                emit({"event": "empty-target", "target": adapter.name, "why": why})
-            for dev_entry, why in stale_deviations(
-                deviations[adapter.name], mine, all_specs, dev.type, dtype_name(dt)
-            ):
-                record = {
-                    "target": adapter.name,
-                    "entry": dev_entry.describe(),
-                    "source": dev_entry.source,
-                    "index": dev_entry.index,
-                    "why": why,
-                }
+            bar.target(target.name, mine)
+            why = empty_reason(target, mine)
+            if why is not None:
+                target.summary.problems.append(f"EMPTY: {why}; nothing was verified")
+                empty.append(target.name)
+                emit({"event": "empty-target", "target": target.name, "why": why})
+            for record in target_stale(plan, target, mine):
                 stale.append(record)
                 emit({"event": "stale-deviation", **record})
     finally:
+        bar.close()
         report.duration_s = time.perf_counter() - started
         report.summarise()
         emit({"event": "end", "exit_code": report.exit_code, "duration_s": report.duration_s})

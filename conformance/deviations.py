@@ -1,5 +1,7 @@
 """Known deviations: ``conformance/deviations/<target>.toml`` turns matching failures into
 "known-deviation"; an entry that matches no failing check is stale and fails the run.
+``--deviations DIR`` adds ``DIR/<target>.toml`` to the built-in file (its entries replace built-in
+ones with the same claim and check).
 
 File format::
 
@@ -126,6 +128,16 @@ def deviation_file(target: str, directory: Path | None = None) -> Path:
 
 
 def load_for_target(target: str, directory: Path | None = None) -> list[Deviation]:
-    """The deviations declared for ``target`` (none when it has no file)."""
-    path = deviation_file(target, directory)
-    return load_file(path) if path.is_file() else []
+    """The deviations declared for ``target``: the built-in file's entries, then those of
+    ``<directory>/<target>.toml`` (``--deviations DIR``), which ADDS to the built-in ones. A user
+    entry for the same claim and check (``check`` absent counts as its own key) replaces the
+    built-in entry. No file anywhere: none."""
+    files = [deviation_file(target)]
+    if directory is not None and directory.resolve() != DEFAULT_DIR.resolve():
+        files.append(deviation_file(target, directory))
+    merged: dict[tuple[str, str | None], Deviation] = {}
+    for path in files:
+        for entry in load_file(path) if path.is_file() else []:
+            merged.pop((entry.claim, entry.check), None)  # a later file's entry replaces, and goes last
+            merged[(entry.claim, entry.check)] = entry
+    return list(merged.values())

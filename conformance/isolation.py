@@ -377,6 +377,7 @@ class RemoteAdapter:
         self._methods = set(description["methods"])
         self._attrs: dict[str, Any] = dict(description["attrs"])
         self.type_name: str = description["type"]
+        self.source: str | None = description.get("source")
 
     def conventions_for(self, capabilities: Capability | Iterable[Capability] | None = None) -> Conventions:
         """As ``Adapter.conventions_for``, on the declarations the worker sent."""

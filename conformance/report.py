@@ -36,6 +36,12 @@ SYMBOLS = {
 # blocked if any was blocked, else pass (every check that applied passed; not-applicable ones do
 # not count), else n-a (none applied). A pass never hides a check that failed or could not run.
 PRECEDENCE = (FAIL, ERROR, KNOWN_DEVIATION, BLOCKED, PASS, NOT_APPLICABLE)
+#: Version of the JSON report's layout (``schema_version``); the JSON Schema ships beside the package.
+SCHEMA_VERSION = 1
+SCHEMA_PATH = Path(__file__).resolve().parent / "schema" / "report.schema.json"
+#: JUnit ``<skipped type=...>`` per status that is neither a pass nor a failure, so CI can tell a known
+#: deviation (a recorded failure) from a check that does not apply to the target.
+SKIPPED_TYPES = {KNOWN_DEVIATION: "known-deviation", NOT_APPLICABLE: "not-applicable", BLOCKED: "blocked"}
 #: Width the plain-text matrix is laid out for (columns are split into blocks beyond it).
 TEXT_WIDTH = 120
 
@@ -81,6 +87,7 @@ class TargetSummary:
     total_time_s: float = 0.0
     target_time_s: float = 0.0
     problems: list[str] = field(default_factory=list)
+    source: str | None = None  # the adapter's source file (JUnit ``file`` of not-applicable cases)
 
     @property
     def harness_time_s(self) -> float:
@@ -207,6 +214,24 @@ class AuditReport:
             lines.append(f"  repro: {r.repro}")
         return "\n".join(lines)
 
+    def nothing_applied_text(self, t: TargetSummary) -> str:
+        """Why a target none of whose checks applied was not audited (empty otherwise): the distinct
+        not-applicable reasons, its declared capabilities and any declaration problems."""
+        mine = [r for r in self.results if r.target == t.name]
+        if not mine or any(r.status != NOT_APPLICABLE for r in mine):
+            return ""
+        reasons: dict[str, int] = {}
+        for r in mine:
+            reasons[r.message] = reasons.get(r.message, 0) + 1
+        lines = [
+            f"\n  nothing was audited: all {len(mine)} checks are not applicable "
+            f"(declared capabilities: {', '.join(t.capabilities) or 'none'})"
+        ]
+        for message, n in sorted(reasons.items(), key=lambda kv: -kv[1])[:5]:
+            lines.append(f"\n    {n} x {message}")
+        lines += [f"\n  declaration problem: {p}" for p in t.problems]
+        return "".join(lines)
+
     def summary_text(self) -> str:
         """Failures, stale deviations, the matrix and per-target totals (printed by the CLI)."""
         parts = [self.failure_text(r) for r in self.failures]
@@ -229,7 +254,7 @@ class AuditReport:
             parts.append(
                 f"{t.name}{'' if t.gated else ' (not gated)'}: {counts or 'no checks'}; "
                 f"time {t.total_time_s:.2f}s (target {t.target_time_s:.2f}s, harness "
-                f"{t.harness_time_s:.2f}s)"
+                f"{t.harness_time_s:.2f}s)" + self.nothing_applied_text(t)
             )
         parts.append(
             f"exit code {self.exit_code} ({len(self.gated_failures())} gated failure(s), "
@@ -243,6 +268,7 @@ class AuditReport:
         """The full report as a JSON-serialisable dict."""
         claims, targets, cells = self.matrix()
         return {
+            "schema_version": SCHEMA_VERSION,
             "config": self.config,
             "exit_code": self.exit_code,
             "duration_s": self.duration_s,
@@ -251,6 +277,7 @@ class AuditReport:
                     "name": t.name,
                     "impl": t.impl,
                     "gated": t.gated,
+                    "source": t.source,
                     "capabilities": t.capabilities,
                     "conventions": t.conventions,
                     "counts": t.counts,
@@ -273,7 +300,10 @@ class AuditReport:
         path.write_text(json.dumps(self.to_json(), indent=2, default=str) + "\n", encoding="utf-8")
 
     def write_junit(self, path: Path) -> None:
-        """Write JUnit XML: a testsuite per target, a testcase per check."""
+        """Write JUnit XML: a testsuite per target, a testcase per check. Results that are neither a
+        pass nor a failure are ``<skipped>`` with a distinct ``type`` (``SKIPPED_TYPES``) and message,
+        a ``status`` property, and a ``file`` attribute naming what decided them: the deviation file
+        for a known deviation, the adapter's source (its declarations) for not-applicable."""
         root = ET.Element("testsuites", name="transformer-conformance")
         for t in self.targets:
             mine = [r for r in self.results if r.target == t.name]
@@ -293,6 +323,10 @@ class AuditReport:
                 case = ET.SubElement(
                     suite, "testcase", classname=t.name, name=r.check, time=f"{r.duration_s:.3f}"
                 )
+                props = ET.SubElement(case, "properties")
+                ET.SubElement(props, "property", name="status", value=r.status)
+                for claim in r.claims:
+                    ET.SubElement(props, "property", name="claim", value=claim)
                 if r.status == FAIL:
                     node = ET.SubElement(case, "failure", message=r.message, type=r.failure_kind or "fail")
                     node.text = self.failure_text(r)
@@ -300,10 +334,16 @@ class AuditReport:
                     node = ET.SubElement(case, "error", message=r.message, type="harness-error")
                     node.text = self.failure_text(r)
                 elif r.status == KNOWN_DEVIATION:
-                    reason = (r.deviation or {}).get("reason", "")
-                    ET.SubElement(case, "skipped", message=f"known deviation: {reason} ({r.message})")
+                    d = r.deviation or {}
+                    case.set("file", str(d.get("source", "")))
+                    message = f"known deviation ({d.get('category')}): {d.get('reason', '')}"
+                    node = ET.SubElement(case, "skipped", message=message, type=SKIPPED_TYPES[r.status])
+                    node.text = self.failure_text(r)
                 elif r.status in (BLOCKED, NOT_APPLICABLE):
-                    ET.SubElement(case, "skipped", message=f"{r.status}: {r.message}")
+                    if r.status == NOT_APPLICABLE and t.source:
+                        case.set("file", t.source)
+                    message = f"{r.status}: {r.message}"
+                    ET.SubElement(case, "skipped", message=message, type=SKIPPED_TYPES[r.status])
             if is_empty:
                 case = ET.SubElement(suite, "testcase", classname=t.name, name="no-check-applied")
                 ET.SubElement(case, "failure", message="no check applied to this target", type="empty-target")

@@ -312,13 +312,16 @@ def run_target(
     on_result: Callable[[CheckResult], None] | None = None,
     on_start: Callable[[CheckSpec], None] | None = None,
     known_ids: set[str] | None = None,
+    prior: dict[str, CheckResult] | None = None,
     session: Any = None,
 ) -> list[CheckResult]:
     """Run ``checks`` (dependencies first) against ``adapter``; returns one result per check.
 
-    ``session`` (an ``isolation.TargetSession`` whose ``adapter`` is ``adapter``) runs the target in
-    its worker process; without it the target runs in this process (threads, unsafe for gating)."""
-    results: dict[str, CheckResult] = {}
+    ``prior`` holds results of this target already known (the pytest plugin runs one check per
+    item): a dependency among them blocks as if it had run in this call. ``session`` (an
+    ``isolation.TargetSession`` whose ``adapter`` is ``adapter``) runs the target in its worker
+    process; without it the target runs in this process (threads, unsafe for gating)."""
+    results: dict[str, CheckResult] = dict(prior or {})
     dev_name, dt_name = settings.device.type, dtype_name(settings.dtype)
     active = [d for d in deviations if d.applies_to_run(dev_name, dt_name)]
     specs = {c.id: c for c in checks}
@@ -414,7 +417,7 @@ def run_target(
         results[spec.id] = result
         if on_result is not None:
             on_result(result)
-    return list(results.values())
+    return [r for cid, r in results.items() if prior is None or cid not in prior]
 
 
 def stale_deviations(

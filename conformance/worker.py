@@ -80,6 +80,14 @@ HANDLE_RESULTS = frozenset(
 )  # fmt: skip
 
 
+def _source_file(adapter: Any) -> str | None:
+    """The file defining the adapter's class (None for a built-in or dynamic class)."""
+    try:
+        return inspect.getsourcefile(type(adapter))
+    except TypeError:
+        return None
+
+
 class Worker:
     """One target's adapter and the objects it handed out."""
 
@@ -173,6 +181,7 @@ class Worker:
             "methods": methods,
             "attrs": attrs,
             "type": f"{type(adapter).__module__}.{type(adapter).__qualname__}",
+            "source": _source_file(adapter),
         }
 
     def fail_from(self, exc: BaseException, doing: str) -> None:

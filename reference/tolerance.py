@@ -78,17 +78,32 @@ class Comparison:
     measured: float
     allowed: float
     rule: str
+    nonfinite: str = ""  # where NaN/Inf made the error infinite (then ``measured`` is inf)
 
     @property
     def ok(self) -> bool:
         return self.measured <= self.allowed
 
     def describe(self) -> str:
+        """One line: the measured and allowed error, or which side held NaN/Inf."""
+        if self.nonfinite:
+            return (
+                f"error not finite: {self.nonfinite} (finite values may differ by at most "
+                f"{self.allowed:.3e}; {self.rule}, v{TOLERANCE_VERSION})"
+            )
         verdict = "within" if self.ok else "exceeds"
         return (
             f"max error {self.measured:.3e} {verdict} allowed {self.allowed:.3e} "
             f"({self.rule}, v{TOLERANCE_VERSION})"
         )
+
+
+def _nonfinite_where(actual: torch.Tensor, expected: torch.Tensor) -> str:
+    """``"3 of 24 entries NaN/Inf in the value, 1 in the expected value"`` (the sides that have any)."""
+    pairs = ((actual, "value"), (expected, "expected"))
+    sides = [(int((~torch.isfinite(t)).sum()), name) for t, name in pairs]
+    found = [f"{n} in the {name}" for n, name in sides if n]
+    return f"NaN/Inf entries of {actual.numel()}: " + ", ".join(found or ["none (overflow)"])
 
 
 def max_abs_error(actual: torch.Tensor, oracle: torch.Tensor) -> float:
@@ -162,19 +177,19 @@ def differential(
         return Comparison(
             fallback.measured, fallback.allowed, f"{fallback.rule} (reference non-finite in {actual.dtype})"
         )
+    measured = max_abs_error(actual, oracle64)  # shape check; inf when anything is non-finite
+    where = "" if math.isfinite(measured) else _nonfinite_where(actual, oracle64)
     if conditioning is None:
         allowed = tol.multiple * baseline + tol.floor
-        return Comparison(
-            max_abs_error(actual, oracle64), allowed, f"differential {tol.multiple}x ref + {tol.floor:g}"
-        )
+        rule = f"differential {tol.multiple}x ref + {tol.floor:g}"
+        return Comparison(measured, allowed, rule, nonfinite=where)
     rule = f"differential {tol.multiple}x (ref + score conditioning) + {tol.floor:g}"
-    measured = max_abs_error(actual, oracle64)  # shape check; inf when anything is non-finite
     cond = conditioning.detach().to(device="cpu", dtype=torch.float64).expand(oracle64.shape)
     bound = tol.multiple * (baseline + cond) + tol.floor
     if oracle64.numel() == 0:
         return Comparison(0.0, tol.floor, rule)
     if not math.isfinite(measured):
-        return Comparison(measured, float(bound.min()), rule)
+        return Comparison(measured, float(bound.min()), rule, nonfinite=where)
     diff = (actual.detach().to(torch.float64).cpu() - oracle64.detach().to(torch.float64).cpu()).abs()
     worst = int(torch.argmax((diff - bound).flatten()))
     return Comparison(float(diff.flatten()[worst]), float(bound.flatten()[worst]), rule)
@@ -192,7 +207,10 @@ def direct(actual: torch.Tensor, oracle64: torch.Tensor) -> Comparison:
     bound = tol.atol + tol.rtol * o.abs()
     diff = (a - o).abs()
     if not bool(torch.isfinite(diff).all()):
-        return Comparison(float("inf"), float(bound.min()), f"direct atol {tol.atol:g} + rtol {tol.rtol:g}")
+        finite = bound[torch.isfinite(bound)]  # a NaN expected entry has no bound: not "allowed nan"
+        allowed = float(finite.min()) if finite.numel() else tol.atol
+        rule = f"direct atol {tol.atol:g} + rtol {tol.rtol:g}"
+        return Comparison(float("inf"), allowed, rule, nonfinite=_nonfinite_where(a, o))
     worst = int(torch.argmax(diff - bound))
     return Comparison(
         float(diff.flatten()[worst]),

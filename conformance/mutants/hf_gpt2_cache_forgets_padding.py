@@ -31,7 +31,7 @@ class MaskOfChunkOnlyHandle(GPT2Handle):
             mask[:, past:] = pad_mask_chunk.to(torch.long)
         return self._run(
             ids_chunk,
-            past_key_values=cache.kv,
+            **self.cache_kwargs(cache),
             attention_mask=mask,
             position_ids=self.positions(ids_chunk, past),
             use_cache=True,

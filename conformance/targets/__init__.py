@@ -6,11 +6,19 @@ module of ``transformer_conformance.mutants`` with a ``make()`` factory is regis
 ``package.module:factory``, where ``factory()`` returns an ``Adapter``. A name
 ``hf-causal-lm:<model_type>`` builds the generic transformers adapter for that model type
 (``targets/hf_causal_lm.py``).
+
+``package.module`` is imported with the current working directory on ``sys.path`` (put first when
+it is not there), so every entry point (the ``transformer-conformance`` console script, ``python -m
+transformer_conformance``, the pytest plugin) finds an adapter module of the directory it runs in.
 """
 
 import importlib
+import importlib.machinery
+import os
 import pkgutil
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
 
 import transformer_conformance.mutants
 from transformer_conformance.adapter import Adapter
@@ -56,11 +64,51 @@ class TargetError(ValueError):
     """``--impl`` names no known target, or its factory does not give an ``Adapter``."""
 
 
+def add_import_paths(paths: Iterable[str | Path] = ()) -> None:
+    """Put ``paths`` (``--path``) and the current working directory first on ``sys.path``, each once."""
+    present = {os.path.abspath(p or os.curdir) for p in sys.path}
+    for entry in [*(os.path.abspath(p) for p in paths), os.getcwd()]:
+        if entry not in present:
+            sys.path.insert(0, entry)
+            present.add(entry)
+
+
+def import_root(spec: str) -> Path | None:
+    """The directory that must be on ``sys.path`` to import the (already imported) module of
+    ``package.module:attr``; None when the module is installed (site-packages, the standard library)
+    or unknown. Repro commands carry it as ``--path DIR``."""
+    module_name = spec.partition(":")[0]
+    module = sys.modules.get(module_name)
+    file = getattr(module, "__file__", None)
+    if not file and module_name:
+        # not imported here (an isolated target is imported in its worker): where its top-level
+        # package would be found on sys.path, without running any of its code
+        top = module_name.partition(".")[0]
+        try:
+            found = importlib.machinery.PathFinder.find_spec(top)
+        except (ImportError, ValueError):
+            found = None
+        if found is None or not found.origin or found.origin in ("built-in", "frozen"):
+            return None
+        file = found.origin
+        module_name = top
+    if not file:
+        return None
+    root = Path(file).resolve().parent
+    depth = module_name.count(".") + (Path(file).name == "__init__.py")
+    for _ in range(depth):
+        root = root.parent
+    if {"site-packages", "dist-packages"} & set(root.parts) or root == Path(os.__file__).resolve().parent:
+        return None
+    return root
+
+
 def import_object(spec: str) -> object:
-    """Import ``"package.module:attribute"`` and return the attribute."""
+    """Import ``"package.module:attribute"`` (the cwd on ``sys.path``) and return the attribute."""
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
         raise TargetError(f"target {spec!r}: expected a built-in name or 'package.module:factory'")
+    add_import_paths()
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:

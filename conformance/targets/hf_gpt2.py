@@ -29,11 +29,12 @@ How the handle drives the model, as a careful user would:
   ``cumsum(mask) - 1``; that is a different convention, not a bug. The metamorphic checks cannot tell
   the two apart: they only compare inputs with the same padding layout.)
 - ``new_cache(batch)``: an empty ``DynamicCache`` plus the attention mask of its slots;
-  ``step(chunk, cache, pad_mask_chunk)``: ``past_key_values`` with ``position_ids = past + 0 .. c-1``
-  (``past = cache.get_seq_length()``, absolute slots again) and ``attention_mask`` = the remembered mask
-  over past slots + the chunk's mask (all ones when None), for single tokens, chunked prefill and padded
-  prompts alike. ``DynamicCache`` keeps no mask, so the handle must: transformers does not reject a mask
-  shorter than past + chunk, it right-pads it with zeros, silently hiding the newest keys.
+  ``step(chunk, cache, pad_mask_chunk)``: the cache (``cache=``, see ``cache_kwargs``) with
+  ``position_ids = past + 0 .. c-1`` (``past = cache.get_seq_length()``, absolute slots again) and
+  ``attention_mask`` = the remembered mask over past slots + the chunk's mask (all ones when None),
+  for single tokens, chunked prefill and padded prompts alike. ``DynamicCache`` keeps no mask, so the
+  handle must: transformers does not reject a mask shorter than past + chunk, it right-pads it with
+  zeros, silently hiding the newest keys.
 
 The loss is ``LOSS_MAPPING["ForCausalLM"]`` (``GPT2LMHeadModel.loss_function``, what ``labels=`` runs)
 on ``labels = ids`` with ``pad_id`` replaced by ``-100``: transformers does the shift and the ignoring.
@@ -45,6 +46,7 @@ temperature that is not a strictly positive float, 0 included: ``temperature_zer
 """
 
 import importlib.util
+import inspect
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -195,6 +197,13 @@ class GPT2Handle:
         logits: Tensor = out.logits
         return logits
 
+    def cache_kwargs(self, cache: GPT2Cache) -> dict[str, Any]:
+        """The cache argument under the name this transformers supports: ``cache`` (5.x, where
+        ``past_key_values`` is deprecated, its removal announced for 5.40) or ``past_key_values``
+        (releases before the rename)."""
+        params = inspect.signature(self.model.forward).parameters
+        return {"cache" if "cache" in params else "past_key_values": cache.kv}
+
     def positions(self, ids: Tensor, offset: int) -> Tensor:
         """``position_ids`` [b, l]: absolute slots ``offset .. offset + l - 1`` for every sample."""
         slots = torch.arange(offset, offset + ids.shape[1], device=ids.device)
@@ -215,7 +224,7 @@ class GPT2Handle:
         return GPT2Cache(transformers.DynamicCache(config=config), batch)
 
     def step(self, ids_chunk: Tensor, cache: GPT2Cache, pad_mask_chunk: Tensor | None = None) -> Tensor:
-        """Logits of ``c >= 1`` new tokens on ``cache`` (``past_key_values``, updated in place).
+        """Logits of ``c >= 1`` new tokens on ``cache`` (passed as ``cache=``, updated in place).
 
         ``pad_mask_chunk`` (True = real token; None = all real) is appended to the mask the cache
         remembers, and the whole ``attention_mask`` [b, past + c] is passed, as ``generate()`` does;
@@ -233,7 +242,7 @@ class GPT2Handle:
         mask = cache.extend_mask(chunk_mask)
         return self._run(
             ids_chunk,
-            past_key_values=cache.kv,
+            **self.cache_kwargs(cache),
             attention_mask=mask,
             position_ids=self.positions(ids_chunk, past),
             use_cache=True,

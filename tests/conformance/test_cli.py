@@ -1,8 +1,10 @@
 """The command line: exit codes 0 / 1 / 2, report files, and a report that survives a crash."""
 
+import io
 import json
 import shlex
 import subprocess
+import sys
 
 import pytest
 import torch
@@ -101,12 +103,75 @@ def test_list_shows_targets_claims_and_checks(capsys):
     assert "attention.weights.rows-sum-to-one" in out
     # the targets' second column starts at the same offset for every name, however long
     lines = out.split("Targets:\n")[1].split("\n\n")[0].splitlines()
-    assert len(lines) == len(BUILTIN_TARGETS)
-    offsets = {
-        line.index(str(factory), len(name) + 2)
-        for (name, factory), line in zip(BUILTIN_TARGETS.items(), lines)
-    }
-    assert len(offsets) == 1 and offsets.pop() > 2 + max(map(len, BUILTIN_TARGETS))
+    plain = {n: f for n, f in BUILTIN_TARGETS.items() if not n.startswith("mutant.")}
+    mutants = len(BUILTIN_TARGETS) - len(plain)
+    assert mutants > 0 and lines[-1] == f"  ({mutants} more hidden: --mutants lists the planted-bug mutants)"
+    lines = lines[:-1]
+    assert len(lines) == len(plain)
+    offsets = {line.index(str(factory), len(name) + 2) for (name, factory), line in zip(plain.items(), lines)}
+    assert len(offsets) == 1 and offsets.pop() > 2 + max(map(len, plain))
+
+
+def test_list_shows_mutants_only_when_asked_and_filters_by_capability(capsys):
+    assert main(["list", "--mutants"], registry=fakes.REGISTRY) == 0
+    out = capsys.readouterr().out
+    assert "mutant.attention-scale-by-dk" in out and "more hidden" not in out
+    assert main(["list", "--capability", "layer_norm"], registry=fakes.REGISTRY) == 0
+    out = capsys.readouterr().out
+    checks = out.split("Checks:\n")[1]
+    assert "dummy.layernorm" in checks and "dummy.attention" not in checks
+    targets = out.split("Targets:\n")[1].split("\n\n")[0]
+    assert "torch-layernorm" in targets and "torch-mha" not in targets and "mutant." not in targets
+    assert main(["list", "--capability", "nope"], registry=fakes.REGISTRY) == 2
+    assert "--capability: expected one of attention" in capsys.readouterr().err
+
+
+def test_run_ends_with_where_the_reports_are_and_what_to_do_next(tmp_path, capsys):
+    md = tmp_path / "r.md"
+    argv = ["run", "--impl", "tests.conformance.fakes:make_nan", "--markdown", str(md), "--json",
+            str(tmp_path / "r.json")]  # fmt: skip
+    assert main(argv, registry=fakes.REGISTRY) == 1
+    tail = capsys.readouterr().out.rstrip().splitlines()[-3:]
+    assert tail[0].startswith(f"Reports: JSON {tmp_path / 'r.json'}, Markdown {md}")
+    assert "r.partial.jsonl" in tail[0]
+    assert tail[1].startswith("Next: rerun a failure with the `repro:` command")
+    assert tail[2].startswith(f"Read {md} for the matrix")
+    assert main(["run", "--impl", "tests.conformance.fakes:make_good"], registry=fakes.REGISTRY) == 0
+    out = capsys.readouterr().out
+    assert "Reports: none written (add --json, --junit, --markdown or --html FILE)" in out
+    assert "Next: nothing fails" in out
+
+
+def test_a_target_where_nothing_applies_says_why_in_the_console(capsys):
+    argv = ["run", "--impl", "tests.conformance.fakes:make_good", "--check", "dummy.layernorm"]
+    assert main(argv, registry=fakes.REGISTRY) == 1  # an EMPTY gated target fails the gate ...
+    assert "EMPTY target fake-good" in capsys.readouterr().out
+    assert main([*argv, "--allow-empty"], registry=fakes.REGISTRY) == 0  # ... unless allowed
+    out = capsys.readouterr().out
+    assert "nothing was audited: all 1 checks are not applicable (declared capabilities: attention)" in out
+    assert "1 x target does not declare capability layer_norm" in out
+
+
+def test_progress_is_one_line_per_target_off_a_terminal_and_a_bar_on_one(capsys, monkeypatch):
+    argv = ["run", "--impl", "tests.conformance.fakes:make_good,tests.conformance.fakes:make_nan", "-q"]
+    assert main(argv, registry=fakes.REGISTRY) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2
+    assert err[0].startswith("[1/2 targets, 3/6 checks] fake-good: 2 pass, 1 not-applicable (")
+    assert err[1].startswith("[2/2 targets, 6/6 checks] fake-nan: 1 fail, 1 blocked, 1 not-applicable (")
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    assert main(argv, registry=fakes.REGISTRY) == 1
+    bar = terminal.getvalue()
+    assert "6/6" in bar and "check" in bar and "<" in bar  # tqdm: counts, unit, elapsed<remaining
+    assert "targets," not in bar
+    assert main([*argv, "--no-progress"], registry=fakes.REGISTRY) == 1
+    assert terminal.getvalue() == bar
 
 
 def test_checks_from_replaces_the_builtin_checks_and_says_so(tmp_path, capsys):

@@ -75,7 +75,7 @@ class StepPositionsNotOffset(GPT2Handle):
         mask = torch.ones(b, past + c, dtype=torch.long, device=ids_chunk.device)
         return self._run(
             ids_chunk,
-            past_key_values=cache.kv,
+            **self.cache_kwargs(cache),
             attention_mask=mask,
             position_ids=self.positions(ids_chunk, 0),
             use_cache=True,
@@ -112,7 +112,7 @@ class StepMaskOfChunkOnly(GPT2Handle):
         mask = ones if pad_mask_chunk is None else pad_mask_chunk.to(torch.long)
         return self._run(
             ids_chunk,
-            past_key_values=cache.kv,
+            **self.cache_kwargs(cache),
             attention_mask=mask,
             position_ids=self.positions(ids_chunk, past),
             use_cache=True,
@@ -162,3 +162,18 @@ def test_step_mask_of_chunk_only_is_rejected_even_without_padding(device: torch.
     # The prefill (empty cache) is right; every later step is wrong, padded or not.
     assert "kvcache.equals-recompute" in failed["lm.cache-equals-recompute"], failed
     assert "lm.padding-invariance" not in failed and "lm.reference" not in failed, failed
+
+
+@pytest.mark.claim("kvcache.equals-recompute")
+def test_cached_steps_use_the_supported_cache_argument() -> None:
+    """No deprecation warning from transformers: ``past_key_values`` is deprecated (removal announced
+    for 5.40); the handle passes the cache under the name the installed release supports."""
+    import warnings
+
+    run = _audit("hf-gpt2", torch.device("cpu"), check="lm.cache-equals-recompute")
+    assert [r.status for r in run.results] == ["pass"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _audit("hf-gpt2", torch.device("cpu"), check="lm.cache-equals-recompute,lm.chunked-prefill")
+    cache_warnings = [str(w.message) for w in caught if "past_key_values" in str(w.message)]
+    assert cache_warnings == []

@@ -89,3 +89,16 @@ def test_assert_differs_ignores_rounding_but_sees_a_real_change() -> None:
     with pytest.raises(AssertionError, match="expected a difference"):
         assert_differs(base + 1e-14, base, "rounding")
     assert_differs(base + 1e-3, base, "a real change")
+
+
+def test_nonfinite_error_says_which_side_holds_nan_never_allowed_nan() -> None:
+    expected = torch.tensor([1.0, float("nan"), 3.0], dtype=F64)
+    actual = torch.tensor([1.0, 2.0, float("inf")])
+    result = direct(actual, expected)
+    assert not result.ok and result.measured == float("inf")
+    text = result.describe()
+    assert "nan" not in text.lower().replace("nan/inf", "")  # no "allowed nan"
+    # the finite budget: atol 1e-5 + rtol 1e-5 * |1.0|
+    assert "1 in the value, 1 in the expected" in text and "at most 2.000e-05" in text
+    result = differential(actual, expected.nan_to_num(2.0), expected.nan_to_num(2.0).float())
+    assert "1 in the value" in result.describe() and "expected" not in result.describe()
