@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import torch
 
-from tests.conftest import requires_shape_checks
+from tests.reference.bad_input import EITHER, SHAPE, VALUE, assert_clear_error, case_params
 from transformer_conformance.reference.embedding import OutputProjection, TokenEmbedding, one_hot_embed
 from transformer_conformance.reference.ffn import PositionWiseFFN
 from transformer_conformance.reference.layernorm import LayerNorm, batch_norm_train, layer_norm
@@ -24,10 +24,6 @@ from transformer_conformance.reference.positional import (
 )
 from transformer_conformance.reference.sampling import sample_next, sampling_distribution
 from transformer_conformance.reference.sublayer import residual_sublayer
-
-VALUE = (ValueError,)  # ReferenceInputError
-EITHER = (ValueError, TypeError)  # caught by require_* or, first, by jaxtyping/beartype
-SHAPE = (TypeError,)  # jaxtyping's TypeCheckError only
 
 META = torch.device("meta")
 
@@ -171,21 +167,11 @@ CASES: list[Case] = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("call", "errors", "needles"),
-    [
-        pytest.param(call, errors, needles, id=name, marks=[requires_shape_checks] if errors == SHAPE else [])
-        for name, call, errors, needles in CASES
-    ],
-)
+@pytest.mark.parametrize(("call", "errors", "needles"), case_params(CASES))
 def test_bad_input_raises_clear_error(
     call: Callable[[], Any], errors: tuple[type[BaseException], ...], needles: list[str]
 ) -> None:
-    with pytest.raises(errors) as info:
-        call()
-    message = str(info.value)
-    missing = [n for n in needles if n not in message]
-    assert not missing, f"message lacks {missing}: {message}"
+    assert_clear_error(call, errors, needles)
 
 
 @pytest.mark.claim("sampling.temperature-limits")

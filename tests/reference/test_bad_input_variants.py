@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import torch
 
-from tests.conftest import requires_shape_checks
+from tests.reference.bad_input import EITHER, SHAPE, VALUE, assert_clear_error, case_params
 from transformer_conformance.reference.alibi import alibi_slopes
 from transformer_conformance.reference.architecture import Architecture
 from transformer_conformance.reference.config import TransformerConfig
@@ -19,10 +19,6 @@ from transformer_conformance.reference.relative_bias import relative_bucket
 from transformer_conformance.reference.rmsnorm import rms_norm
 from transformer_conformance.reference.rotary import apply_rotary
 from transformer_conformance.reference.variant_lm import VariantLM
-
-VALUE = (ValueError,)
-EITHER = (ValueError, TypeError)
-SHAPE = (TypeError,)
 
 
 def f32(*shape: int) -> torch.Tensor:
@@ -125,18 +121,8 @@ def _batch_mismatch() -> None:
     model.step(torch.ones(2, 1, dtype=torch.long), cache)
 
 
-@pytest.mark.parametrize(
-    ("call", "errors", "needles"),
-    [
-        pytest.param(call, errors, needles, id=name, marks=[requires_shape_checks] if errors == SHAPE else [])
-        for name, call, errors, needles in CASES
-    ],
-)
+@pytest.mark.parametrize(("call", "errors", "needles"), case_params(CASES))
 def test_bad_input_raises_clear_error(
     call: Callable[[], Any], errors: tuple[type[BaseException], ...], needles: list[str]
 ) -> None:
-    with pytest.raises(errors) as info:
-        call()
-    message = str(info.value)
-    missing = [n for n in needles if n not in message]
-    assert not missing, f"message lacks {missing}: {message}"
+    assert_clear_error(call, errors, needles)
