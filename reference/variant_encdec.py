@@ -167,6 +167,8 @@ class VariantStack(nn.Module):
                 arch.positions != "alibi", "config.arch.positions", "no ALiBi in an encoder", arch.positions
             )
         self.config, self.decoder = config, decoder
+        #: Whether self-attention is causal (a decoder's is, an encoder's is not).
+        self.causal = decoder
         self.pos_embed = learned_positions(config)
         self.embed_norm = make_norm(config) if arch.embed_norm else None
         self.relative_bias = relative_bias_for(config, bidirectional=not decoder)
@@ -187,7 +189,7 @@ class VariantStack(nn.Module):
         b, n = x.shape[:2]
         real = pad if pad is not None else torch.ones(b, n, dtype=torch.bool, device=x.device)
         position_ids, keep, bias = self_attention_plan(
-            self.config, self.relative_bias, real, cache, causal=self.decoder
+            self.config, self.relative_bias, real, cache, causal=self.causal
         )
         if self.config.arch.positions == "absolute":
             x = x + absolute_rows(self.config, self.pos_embed, position_ids, x)
@@ -248,7 +250,7 @@ class VariantEncoderDecoder(nn.Module):
     """An encoder-decoder for any declared architecture, with the API of ``reference.model.EncoderDecoder``.
 
     Claims: encdec.teacher-forcing, kvcache.equals-recompute, kvcache.cross-computed-once,
-    encdec.bart-equals-hf, encdec.t5-equals-hf, t5.unscaled-scores.
+    encdec.bart-equals-hf, encdec.t5-equals-hf, scoring.unscaled-t5.
     """
 
     def __init__(self, config: TransformerConfig) -> None:
@@ -279,7 +281,7 @@ class VariantEncoderDecoder(nn.Module):
     def head(self, h: Tensor) -> Tensor:
         """Logits of the decoder's last hidden state (times ``d_model ** -0.5`` with ``arch.head_rescale``).
 
-        Claims: t5.head-rescale.
+        Claims: block.head-rescale.
         """
         if self.config.arch.head_rescale:
             h = h * self.config.d_model**-0.5

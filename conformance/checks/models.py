@@ -31,7 +31,6 @@ from transformer_conformance.checks.layers import (
     layer_config,
     mixed_lengths,
     oracle_copies,
-    require_notes_architecture,
     require_weights,
     run_oracle,
     same_rows,
@@ -42,6 +41,7 @@ from transformer_conformance.evidence import StepErrors, attached, influence_map
 from transformer_conformance.reference.architecture import Architecture
 from transformer_conformance.reference.config import TransformerConfig
 from transformer_conformance.reference.model import DecoderOnlyLM, EncoderDecoder
+from transformer_conformance.reference.variant_encdec import VariantEncoderDecoder
 from transformer_conformance.reference.variant_lm import VariantLM
 from transformer_conformance.registry import check
 
@@ -63,14 +63,15 @@ Step = tuple[str, str, Any, Tensor, Tensor | None]
 def _build(ctx: CheckContext, cfg: TransformerConfig, kind: Capability) -> tuple[Any, nn.Module]:
     """(target handle, canonical reference model in float64 on CPU): for an LM, the notes'
     ``DecoderOnlyLM`` or, when the target declares another architecture, a ``VariantLM`` of it (whose
-    canonical state uses the VariantLM names, reference/variant_lm.py)."""
+    canonical state uses the VariantLM names, reference/variant_lm.py); for an encoder-decoder, the notes'
+    ``EncoderDecoder`` or a ``VariantEncoderDecoder`` (reference/variant_encdec.py)."""
     if kind == LM:
         variant = cfg.arch != Architecture()
         module = canonical_module(ctx, lambda: VariantLM(cfg) if variant else DecoderOnlyLM(cfg))
         handle = ctx.call(ctx.adapter.build_lm, cfg, state_of(ctx, module), ctx.device, ctx.dtype)
     else:
-        require_notes_architecture(ctx, cfg, "encoder-decoder")
-        module = canonical_module(ctx, lambda: EncoderDecoder(cfg))
+        variant = cfg.arch != Architecture()
+        module = canonical_module(ctx, lambda: VariantEncoderDecoder(cfg) if variant else EncoderDecoder(cfg))
         handle = ctx.call(
             ctx.adapter.build_encoder_decoder, cfg, state_of(ctx, module), ctx.device, ctx.dtype
         )
