@@ -201,7 +201,9 @@ class Adapter:
     def build_encoder_decoder(
         self, config: Any, state: dict[str, Tensor] | None, device: torch.device, dtype: torch.dtype
     ) -> Any:
-        """A handle with encode / decode / new_cache / step, as ``reference.model.EncoderDecoder``."""
+        """A handle with encode / decode / new_cache / step, as ``reference.model.EncoderDecoder``:
+        ``step(tgt_chunk, memory, cache, src_pad | None, tgt_pad_chunk | None)``, where the optional
+        ``tgt_pad_chunk`` marks padding among the new target tokens (as the LM's ``pad_mask_chunk``)."""
         raise self._unsupported(Capability.ENCODER_DECODER)
 
     def build_encoder(

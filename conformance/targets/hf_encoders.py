@@ -23,6 +23,7 @@ pad mask, remembered over the cache as ``hf-gpt2`` does), with an ``EncoderDecod
 """
 
 import importlib.util
+import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -250,6 +251,12 @@ class EncDecHandle:
         )
         return EncDecCache(kv, batch)
 
+    def cache_kwargs(self, cache: EncDecCache) -> dict[str, Any]:
+        """The cache argument under the name this transformers takes (``cache``, or ``past_key_values``
+        before the 5.x rename), as ``hf_gpt2.GPT2Handle.cache_kwargs``."""
+        params = inspect.signature(self.model.forward).parameters
+        return {"cache" if "cache" in params else "past_key_values": cache.kv}
+
     def step(
         self,
         tgt_chunk: Tensor,
@@ -269,7 +276,9 @@ class EncDecHandle:
             chunk = tgt_pad_chunk.to(torch.long)
         past = cache.mask if cache.mask is not None else chunk[:, :0]
         cache.mask = torch.cat([past, chunk], dim=1)
-        return self._decode(tgt_chunk, memory, src_pad, cache.mask, past_key_values=cache.kv, use_cache=True)
+        return self._decode(
+            tgt_chunk, memory, src_pad, cache.mask, **self.cache_kwargs(cache), use_cache=True
+        )
 
 
 class HFBertAdapter(Adapter):
