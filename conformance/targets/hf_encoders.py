@@ -162,11 +162,12 @@ def build_hf(
         expected_missing = {"embeddings.token_type_embeddings.weight", "final_logits_bias"}
         if set(missing) - expected_missing or unexpected:
             raise RuntimeError(f"{family} weight mapping: missing {missing}, unexpected {unexpected}")
+    loaded: Any = model
     with torch.no_grad():  # type 0 everywhere adds nothing; BART's logits bias is a zero buffer
         if family == "bert":
-            model.embeddings.token_type_embeddings.weight.zero_()
+            loaded.embeddings.token_type_embeddings.weight.zero_()
         if family == "bart":
-            model.final_logits_bias.zero_()
+            loaded.final_logits_bias.zero_()
     return model.eval()
 
 
@@ -207,7 +208,7 @@ class EncDecHandle:
     """``encode`` / ``decode`` / ``new_cache`` / ``step`` over a transformers seq2seq model."""
 
     def __init__(self, model: nn.Module) -> None:
-        self.model = model
+        self.model: Any = model
 
     @staticmethod
     def _mask(pad: Tensor | None) -> Tensor | None:

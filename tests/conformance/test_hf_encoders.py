@@ -74,6 +74,8 @@ class BertWithoutFields(hfe.HFBertAdapter):
 
 @pytest.mark.claim("encoder.bert-equals-hf")
 def test_config_fields_reach_the_checks() -> None:
-    report = run_audit([BertWithoutFields()], profile="ci", progress=False, in_process=True, check=["encoder.shape"])
+    report = run_audit(
+        [BertWithoutFields()], profile="ci", progress=False, in_process=True, check=["encoder.shape"]
+    )
     assert [r.status for r in report.results] == ["fail"]
     assert "positional" in (report.results[0].message or "")
