@@ -14,7 +14,9 @@ The architecture is declared too: ``architecture`` is the reference ``Architectu
 models and attention follow (``None``: the notes' architecture), overridable per capability with
 ``capability_architectures``. Checks build their oracle from it (a ``VariantLM`` for a Llama-like LM,
 grouped-query attention for GQA) and report "not-applicable", with the reason, what the declaration
-rules out. ``built_from`` names the capabilities a composite capability is made of (default: all the
+rules out. ``config_fields`` fixes other ``TransformerConfig`` fields the target's models always have
+(BERT: ``{"positional": "learned"}``, T5: ``{"tie_embeddings": True}``); the checks' configs carry them.
+``built_from`` names the capabilities a composite capability is made of (default: all the
 target declares), so that a broken component blocks only what is really built on it.
 """
 
@@ -40,6 +42,7 @@ class Capability(StrEnum):
     ENCODER_LAYER = "encoder_layer"
     DECODER_LAYER = "decoder_layer"
     ENCODER_DECODER = "encoder_decoder"
+    ENCODER = "encoder"
     DECODER_LM = "decoder_lm"
     SAMPLER = "sampler"
     LOSS = "loss"
@@ -55,6 +58,7 @@ CAPABILITY_METHODS: dict[Capability, str] = {
     Capability.ENCODER_LAYER: "build_encoder_layer",
     Capability.DECODER_LAYER: "build_decoder_layer",
     Capability.ENCODER_DECODER: "build_encoder_decoder",
+    Capability.ENCODER: "build_encoder",
     Capability.DECODER_LM: "build_lm",
     Capability.SAMPLER: "sample",
     Capability.LOSS: "next_token_loss",
@@ -104,6 +108,8 @@ class Adapter:
     architecture: Architecture | None = None
     #: Per-capability overrides of ``architecture``.
     capability_architectures: ClassVar[Mapping[Capability, Architecture]] = {}
+    #: ``TransformerConfig`` fields the target's models fix (e.g. learned positions, a tied head).
+    config_fields: ClassVar[Mapping[str, Any]] = {}
     #: For a composite capability, the capabilities it is built from (missing: every declared one).
     components: ClassVar[Mapping[Capability, frozenset[Capability]]] = {}
 
@@ -195,8 +201,18 @@ class Adapter:
     def build_encoder_decoder(
         self, config: Any, state: dict[str, Tensor] | None, device: torch.device, dtype: torch.dtype
     ) -> Any:
-        """A handle with encode / decode / new_cache / step, as ``reference.model.EncoderDecoder``."""
+        """A handle with encode / decode / new_cache / step, as ``reference.model.EncoderDecoder``:
+        ``step(tgt_chunk, memory, cache, src_pad | None, tgt_pad_chunk | None)``, where the optional
+        ``tgt_pad_chunk`` marks padding among the new target tokens (as the LM's ``pad_mask_chunk``)."""
         raise self._unsupported(Capability.ENCODER_DECODER)
+
+    def build_encoder(
+        self, config: Any, state: dict[str, Tensor] | None, device: torch.device, dtype: torch.dtype
+    ) -> Any:
+        """A handle with ``hidden(ids [b, l], pad_mask [b, l] | None) -> [b, l, d_model]``: an encoder-only
+        model (BERT-like), as ``reference.variant_encdec.VariantEncoder``; ``pad_mask`` in the declared
+        polarity (canonical: True = real token)."""
+        raise self._unsupported(Capability.ENCODER)
 
     def build_lm(
         self, config: Any, state: dict[str, Tensor] | None, device: torch.device, dtype: torch.dtype

@@ -369,6 +369,7 @@ class RemoteAdapter:
         self.architecture = None if arch is None else Architecture(**arch)
         archs = description.get("capability_architectures", {})
         self.capability_architectures = {Capability(c): Architecture(**v) for c, v in archs.items()}
+        self.config_fields: dict[str, Any] = dict(description.get("config_fields", {}))
         self.components = {
             Capability(c): frozenset(Capability(x) for x in v)
             for c, v in description.get("components", {}).items()

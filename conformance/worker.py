@@ -68,7 +68,7 @@ def _vm_size() -> int:
 #: The adapter's declarations, sent as plain values by ``Worker.describe`` (not as attributes).
 DECLARATIONS = frozenset(
     {"name", "capabilities", "conventions", "capability_conventions", "architecture",
-     "capability_architectures", "components"}
+     "capability_architectures", "components", "config_fields"}
 )  # fmt: skip
 
 
@@ -76,7 +76,7 @@ DECLARATIONS = frozenset(
 #: it stays in the worker, so a cache updated in place by ``step`` is the same object at every step.
 HANDLE_RESULTS = frozenset(
     {"build_mha", "build_layer_norm", "build_ffn", "build_encoder_layer", "build_decoder_layer",
-     "build_encoder_decoder", "build_lm", "new_cache"}
+     "build_encoder_decoder", "build_encoder", "build_lm", "new_cache"}
 )  # fmt: skip
 
 
@@ -173,6 +173,7 @@ class Worker:
             "capability_architectures": {
                 Capability(c).value: asdict(v) for c, v in dict(adapter.capability_architectures).items()
             },
+            "config_fields": dict(adapter.config_fields),
             "components": {
                 Capability(c).value: sorted(Capability(x).value for x in v)
                 for c, v in dict(adapter.components).items()

@@ -24,6 +24,12 @@ norm placement (``post``/``pre``), ``eps``, embedding scaling and tying stay on 
   ``attn_softcap``, ``qkv_bias``, ``out_bias``.
 - ``block``: ``sequential`` or ``parallel`` (``x + attn(n1(x)) + ffn(n2(x))``; ``shared_norm`` uses one
   norm for both, GPT-J); ``final_norm``: the extra norm after the last layer of a ``pre`` stack.
+- Embedding and head (``reference.variant_encdec``, BERT/BART/T5): ``embed_norm`` (a norm on
+  embedding + positions before the first layer: BERT, BART's ``layernorm_embedding``),
+  ``position_offset`` (a learned table of ``max_len + offset`` rows where position ``p`` reads row
+  ``p + offset``: BART's 2), ``shared_embeddings`` (one token table for source and target in an
+  encoder-decoder), ``head_rescale`` (the last hidden state times ``d_model ** -0.5`` before the output
+  projection: T5 with its tied head).
 """
 
 import math
@@ -71,6 +77,10 @@ class Architecture:
     block: Literal["sequential", "parallel"] = "sequential"
     shared_norm: bool = False
     final_norm: bool = True
+    embed_norm: bool = False
+    position_offset: int = 0
+    shared_embeddings: bool = False
+    head_rescale: bool = False
 
     def __post_init__(self) -> None:
         for name, allowed in (
@@ -110,6 +120,12 @@ class Architecture:
             "arch.relative_max_distance",
             f"a distance > relative_buckets // 2 = {self.relative_buckets // 2}",
             self.relative_max_distance,
+        )
+        require(
+            isinstance(self.position_offset, int) and self.position_offset >= 0,
+            "arch.position_offset",
+            "an integer >= 0",
+            self.position_offset,
         )
         require(
             not self.shared_norm or self.block == "parallel",

@@ -266,3 +266,130 @@ HF_GPT2 = NameTable(
     ),
     ignore=("attn.bias", "attn.masked_bias"),
 )
+
+
+def _linears(
+    source: str, target: str, pairs: tuple[tuple[str, str], ...], bias: bool = True
+) -> tuple[tuple[str, tuple[str, ...], str], ...]:
+    """``copy`` rules ``{source}.{a}.{w} -> {target}.{b}.{w}`` for each pair, weights (and biases)."""
+    kinds = ("weight", "bias") if bias else ("weight",)
+    return tuple((f"{source}.{a}.{w}", (f"{target}.{b}.{w}",), "copy") for a, b in pairs for w in kinds)
+
+
+#: transformers' ``BertModel`` (no pooler) -> ``reference.variant_encdec.VariantEncoder``. The token-type
+#: table has no reference counterpart: an adapter feeding type 0 everywhere sets that row to zeros.
+HF_BERT = NameTable(
+    name="Hugging Face BERT",
+    rules=(
+        ("embeddings.word_embeddings.weight", ("embed.weight",), "copy"),
+        ("embeddings.position_embeddings.weight", ("encoder.pos_embed.weight",), "copy"),
+        *_linears("embeddings", "encoder", (("LayerNorm", "embed_norm"),)),
+        *_linears(
+            "encoder.layer.{i}",
+            "encoder.layers.{i}",
+            (
+                ("attention.self.query", "attn.w_q"),
+                ("attention.self.key", "attn.w_k"),
+                ("attention.self.value", "attn.w_v"),
+                ("attention.output.dense", "attn.w_o"),
+                ("attention.output.LayerNorm", "norm_1"),
+                ("intermediate.dense", "ffn.w_up"),
+                ("output.dense", "ffn.w_down"),
+                ("output.LayerNorm", "norm_2"),
+            ),
+        ),
+    ),
+    ignore=("token_type_embeddings.weight", "position_ids", "token_type_ids"),
+)
+
+_BART_ATTN = (("q_proj", "w_q"), ("k_proj", "w_k"), ("v_proj", "w_v"), ("out_proj", "w_o"))
+
+#: transformers' ``BartForConditionalGeneration`` -> ``reference.variant_encdec.VariantEncoderDecoder``
+#: (shared embeddings, learned positions with BART's offset of 2, ``layernorm_embedding``, post-LN).
+#: ``final_logits_bias`` is a zero buffer (no reference counterpart).
+HF_BART = NameTable(
+    name="Hugging Face BART",
+    rules=(
+        ("model.shared.weight", ("embed.weight",), "copy"),
+        *(
+            rule
+            for stack in ("encoder", "decoder")
+            for rule in (
+                (f"model.{stack}.embed_tokens.weight", ("embed.weight",), "copy"),
+                (f"model.{stack}.embed_positions.weight", (f"{stack}.pos_embed.weight",), "copy"),
+                *_linears(f"model.{stack}", stack, (("layernorm_embedding", "embed_norm"),)),
+                *_linears(
+                    f"model.{stack}.layers.{{i}}",
+                    f"{stack}.layers.{{i}}",
+                    (
+                        *((f"self_attn.{a}", f"attn.{b}") for a, b in _BART_ATTN),
+                        ("self_attn_layer_norm", "norm_1"),
+                        ("fc1", "ffn.w_up"),
+                        ("fc2", "ffn.w_down"),
+                        ("final_layer_norm", "norm_2"),
+                    ),
+                ),
+            )
+        ),
+        *_linears(
+            "model.decoder.layers.{i}",
+            "decoder.layers.{i}",
+            (
+                *((f"encoder_attn.{a}", f"cross_attn.{b}") for a, b in _BART_ATTN),
+                ("encoder_attn_layer_norm", "cross_norm"),
+            ),
+        ),
+        ("lm_head.weight", ("lm_head.weight",), "copy"),
+    ),
+    ignore=("final_logits_bias",),
+)
+
+_T5_ATTN = (("q", "w_q"), ("k", "w_k"), ("v", "w_v"), ("o", "w_o"))
+
+#: transformers' ``T5ForConditionalGeneration`` -> ``reference.variant_encdec.VariantEncoderDecoder``
+#: (shared embeddings, one bucket table per stack in its first block, RMSNorm without bias, no biases).
+HF_T5 = NameTable(
+    name="Hugging Face T5",
+    rules=(
+        ("shared.weight", ("embed.weight",), "copy"),
+        *(
+            rule
+            for stack in ("encoder", "decoder")
+            for rule in (
+                (f"{stack}.embed_tokens.weight", ("embed.weight",), "copy"),
+                (
+                    f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
+                    (f"{stack}.relative_bias.weight",),
+                    "copy",
+                ),
+                *_linears(
+                    f"{stack}.block.{{i}}.layer.0",
+                    f"{stack}.layers.{{i}}",
+                    (*((f"SelfAttention.{a}", f"attn.{b}") for a, b in _T5_ATTN), ("layer_norm", "norm_1")),
+                    bias=False,
+                ),
+                *_linears(
+                    f"{stack}.block.{{i}}.layer.{1 if stack == 'encoder' else 2}",
+                    f"{stack}.layers.{{i}}",
+                    (
+                        ("DenseReluDense.wi", "ffn.w_up"),
+                        ("DenseReluDense.wo", "ffn.w_down"),
+                        ("layer_norm", "norm_2"),
+                    ),
+                    bias=False,
+                ),
+                (f"{stack}.final_layer_norm.weight", (f"{stack}.final_norm.weight",), "copy"),
+            )
+        ),
+        *_linears(
+            "decoder.block.{i}.layer.1",
+            "decoder.layers.{i}",
+            (
+                *((f"EncDecAttention.{a}", f"cross_attn.{b}") for a, b in _T5_ATTN),
+                ("layer_norm", "cross_norm"),
+            ),
+            bias=False,
+        ),
+        ("lm_head.weight", ("lm_head.weight",), "copy"),
+    ),
+)

@@ -21,7 +21,9 @@ shared by all layers as T5), ``layers.{i}.norm_1``, ``layers.{i}.attn.w_q|w_k|w_
 ``final_norm`` (pre + ``arch.final_norm``), ``lm_head``.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 from jaxtyping import Bool, Float, Int
@@ -175,6 +177,111 @@ class VariantCache:
             self.key_padding = self.key_padding[:, start:]
 
 
+def learned_positions(config: TransformerConfig) -> LearnedPositionalEncoding | None:
+    """The learned absolute table (``max_len + arch.position_offset`` rows), when the config has one.
+
+    Claims: positional.learned.max-length.
+    """
+    if config.arch.positions == "absolute" and config.positional == "learned":
+        return LearnedPositionalEncoding(config.max_len + config.arch.position_offset, config.d_model)
+    return None
+
+
+def relative_bias_for(config: TransformerConfig, *, bidirectional: bool) -> RelativePositionBias | None:
+    """The T5 bucket table of a stack (shared by its layers), when ``arch.positions == "relative"``.
+
+    Claims: relbias.buckets.
+    """
+    arch = config.arch
+    if arch.positions != "relative":
+        return None
+    return RelativePositionBias(
+        config.num_heads,
+        bidirectional=bidirectional,
+        num_buckets=arch.relative_buckets,
+        max_distance=arch.relative_max_distance,
+    )
+
+
+def position_ids_for(
+    config: TransformerConfig, real: Tensor, past: int, cache: VariantCache | None
+) -> Tensor:
+    """Position id of each new token ``[b, n]``: its slot, or its row's count of earlier real tokens.
+
+    Claims: lm.left-padding-position-ids.
+    """
+    b, n = real.shape
+    if config.arch.position_ids == "slots":
+        return torch.arange(past, past + n, device=real.device).expand(b, n)
+    counts = torch.cumsum(real.long(), dim=1)  # real tokens up to and including this one
+    if cache is not None and cache.real_count is not None:
+        counts = counts + cache.real_count[:, None]
+    if cache is not None:
+        cache.real_count = counts[:, -1].clone()
+    return (counts - 1).clamp(min=0)
+
+
+def absolute_rows(
+    config: TransformerConfig, pos_embed: LearnedPositionalEncoding | None, position_ids: Tensor, like: Tensor
+) -> Tensor:
+    """Rows ``[b, n, d_model]`` of the sinusoidal or learned table at ``position_ids`` (the learned table
+    read ``arch.position_offset`` rows further on, BART).
+
+    Claims: embedding.plus-positional.
+    """
+    offset = config.arch.position_offset if pos_embed is not None else 0
+    top = int(position_ids.max()) + 1 + offset if position_ids.numel() else 0
+    if pos_embed is not None:
+        table: Tensor = pos_embed(top, 0)
+    else:
+        table = sinusoidal_encoding(
+            top, config.d_model, layout=config.layout, dtype=like.dtype, device=like.device
+        )
+    return table.to(like.dtype)[position_ids + offset]
+
+
+def self_attention_plan(
+    config: TransformerConfig,
+    relative_bias: RelativePositionBias | None,
+    real: Tensor,
+    cache: VariantCache | None,
+    *,
+    causal: bool,
+    positions: Callable[[Tensor, int, VariantCache | None], Tensor] | None = None,
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """(position ids ``[b, n]``, keep, bias) of ``n`` new tokens (``real``: True = real token) after the
+    cached ones; the cache records the padding of its keys. ``causal=False`` (an encoder) lets every
+    position see every real key; masks, ALiBi and relative buckets use slots. ``positions`` replaces
+    ``position_ids_for`` (a model's own ``position_ids`` method).
+
+    Claims: mask.padding.invariance, mask.causal.future-blind, encoder.model-bidirectional.
+    """
+    arch, (b, n), device = config.arch, real.shape, real.device
+    past = cache.position if cache is not None else 0
+    cached = cache.length if cache is not None else 0
+    key_pad = real
+    if cache is not None:
+        history = cache.key_padding
+        if history is None:
+            history = torch.ones(b, cached, dtype=torch.bool, device=device)
+        require(history.shape[0] == b, "cache", f"a cache for batch size {b}", history.shape[0])
+        key_pad = torch.cat([history, real], dim=1)
+        cache.key_padding = key_pad
+    position_ids = (positions or partial(position_ids_for, config))(real, past, cache)
+    query_slots = torch.arange(past, past + n, device=device)
+    key_slots = torch.arange(past - cached, past + n, device=device)
+    keep = key_pad[:, None, None, :]
+    if causal:
+        keep = window_keep(query_slots, key_slots, arch.sliding_window)[None, None] & keep
+    bias: Tensor | None = None
+    if arch.positions == "alibi":
+        slopes = alibi_slopes(config.num_heads).to(device=device)
+        bias = alibi_bias(slopes, query_slots, key_slots)[None]
+    elif relative_bias is not None:
+        bias = relative_bias(query_slots, key_slots)[None]
+    return position_ids, keep, bias
+
+
 class VariantLM(nn.Module):
     """Decoder-only LM for any architecture ``config.arch`` declares.
 
@@ -194,20 +301,9 @@ class VariantLM(nn.Module):
         )
         self.config = config
         self.embed = TokenEmbedding(config.vocab_size, config.d_model, scale=config.scale_embedding)
-        absolute_learned = arch.positions == "absolute" and config.positional == "learned"
-        self.pos_embed = (
-            LearnedPositionalEncoding(config.max_len, config.d_model) if absolute_learned else None
-        )
-        self.relative_bias = (
-            RelativePositionBias(
-                config.num_heads,
-                bidirectional=False,
-                num_buckets=arch.relative_buckets,
-                max_distance=arch.relative_max_distance,
-            )
-            if arch.positions == "relative"
-            else None
-        )
+        self.pos_embed = learned_positions(config)
+        self.embed_norm = make_norm(config) if arch.embed_norm else None
+        self.relative_bias = relative_bias_for(config, bidirectional=False)
         self.layers = nn.ModuleList(VariantBlock(config) for _ in range(config.num_layers))
         self.final_norm = make_norm(config) if config.norm_placement == "pre" and arch.final_norm else None
         self.lm_head = OutputProjection(
@@ -226,62 +322,26 @@ class VariantLM(nn.Module):
         return VariantCache(layers=[LayerKVCache() for _ in self.layers], keep_last=keep_last)
 
     def position_ids(self, real: Tensor, past: int, cache: VariantCache | None) -> Tensor:
-        """Position id of each new token ``[b, n]``: its slot, or its row's count of earlier real tokens.
-
-        Claims: lm.left-padding-position-ids.
-        """
-        b, n = real.shape
-        if self.config.arch.position_ids == "slots":
-            return torch.arange(past, past + n, device=real.device).expand(b, n)
-        counts = torch.cumsum(real.long(), dim=1)  # real tokens up to and including this one
-        if cache is not None and cache.real_count is not None:
-            counts = counts + cache.real_count[:, None]
-        if cache is not None:
-            cache.real_count = counts[:, -1].clone()
-        return (counts - 1).clamp(min=0)
+        """Position ids of the new tokens (``position_ids_for``). Claims: lm.left-padding-position-ids."""
+        return position_ids_for(self.config, real, past, cache)
 
     def absolute_positions(self, position_ids: Tensor, like: Tensor) -> Tensor:
         """Rows ``[b, n, d_model]`` of the sinusoidal or learned table at ``position_ids``."""
-        top = int(position_ids.max()) + 1 if position_ids.numel() else 0
-        if self.pos_embed is not None:
-            table: Tensor = self.pos_embed(top, 0)
-        else:
-            cfg = self.config
-            table = sinusoidal_encoding(
-                top, cfg.d_model, layout=cfg.layout, dtype=like.dtype, device=like.device
-            )
-        return table.to(like.dtype)[position_ids]
+        return absolute_rows(self.config, self.pos_embed, position_ids, like)
 
     def run(self, ids: Tensor, pad: Tensor | None, cache: VariantCache | None) -> Tensor:
         """Shared body of ``forward`` and ``step``: logits of the new tokens, cache updated."""
-        arch, (b, n) = self.config.arch, ids.shape
-        past = cache.position if cache is not None else 0
-        cached = cache.length if cache is not None else 0
+        b, n = ids.shape
         real = pad if pad is not None else torch.ones(b, n, dtype=torch.bool, device=ids.device)
-        key_pad = real
-        if cache is not None:
-            history = cache.key_padding
-            if history is None:
-                history = torch.ones(b, cached, dtype=torch.bool, device=ids.device)
-            require(history.shape[0] == b, "cache", f"a cache for batch size {b}", history.shape[0])
-            key_pad = torch.cat([history, real], dim=1)
-            cache.key_padding = key_pad
-        position_ids = self.position_ids(real, past, cache)
-        x: Tensor = self.embed(ids)
-        if arch.positions == "absolute":
-            x = x + self.absolute_positions(position_ids, x)
-        x = self.dropout(x)
-        query_slots = torch.arange(past, past + n, device=ids.device)
-        key_slots = torch.arange(past - cached, past + n, device=ids.device)
-        keep = (
-            window_keep(query_slots, key_slots, arch.sliding_window)[None, None] & key_pad[:, None, None, :]
+        position_ids, keep, bias = self_attention_plan(
+            self.config, self.relative_bias, real, cache, causal=True, positions=self.position_ids
         )
-        bias: Tensor | None = None
-        if arch.positions == "alibi":
-            slopes = alibi_slopes(self.config.num_heads).to(device=ids.device)
-            bias = alibi_bias(slopes, query_slots, key_slots)[None]
-        elif self.relative_bias is not None:
-            bias = self.relative_bias(query_slots, key_slots)[None]
+        x: Tensor = self.embed(ids)
+        if self.config.arch.positions == "absolute":
+            x = x + self.absolute_positions(position_ids, x)
+        if self.embed_norm is not None:
+            x = self.embed_norm(x)
+        x = self.dropout(x)
         for index, layer in enumerate(self.layers):
             x = layer(x, position_ids, keep, bias, cache.layers[index] if cache is not None else None)
         if cache is not None:

@@ -45,6 +45,7 @@ COMPONENTS: tuple[str, ...] = (
     "gated_ffn",
     "grouped",
     "variant_lm",
+    "variant_encdec",
     "name_tables",
     "presets",
 )

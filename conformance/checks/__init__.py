@@ -15,6 +15,7 @@ CHECK_MODULES: tuple[str, ...] = (
     "positional",
     "layers",
     "models",
+    "encoder_model",
     "sampler",
     "loss",
     "variants",

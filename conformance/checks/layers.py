@@ -42,12 +42,14 @@ SIDES: tuple[Side, ...] = ("right", "left")
 
 def layer_config(ctx: CheckContext, **overrides: Any) -> TransformerConfig:
     """The tiny config in the target's declared architecture, residual placement and LayerNorm eps; at
-    the first declared head width (``Conventions.supported_d_heads``: d_model = 4 heads of it)."""
+    the first declared head width (``Conventions.supported_d_heads``: d_model = 4 heads of it), with the
+    config fields the target fixes (``Adapter.config_fields``)."""
     conv = ctx.conventions
     fields: dict[str, Any] = {
         "norm_placement": conv.norm_placement,
         "eps": conv.layer_norm_eps,
         "arch": ctx.architecture,
+        **ctx.adapter.config_fields,
     }
     if conv.supported_d_heads:
         d_head = conv.supported_d_heads[0]

@@ -31,7 +31,6 @@ from transformer_conformance.checks.layers import (
     layer_config,
     mixed_lengths,
     oracle_copies,
-    require_notes_architecture,
     require_weights,
     run_oracle,
     same_rows,
@@ -42,6 +41,7 @@ from transformer_conformance.evidence import StepErrors, attached, influence_map
 from transformer_conformance.reference.architecture import Architecture
 from transformer_conformance.reference.config import TransformerConfig
 from transformer_conformance.reference.model import DecoderOnlyLM, EncoderDecoder
+from transformer_conformance.reference.variant_encdec import VariantEncoderDecoder
 from transformer_conformance.reference.variant_lm import VariantLM
 from transformer_conformance.registry import check
 
@@ -63,14 +63,15 @@ Step = tuple[str, str, Any, Tensor, Tensor | None]
 def _build(ctx: CheckContext, cfg: TransformerConfig, kind: Capability) -> tuple[Any, nn.Module]:
     """(target handle, canonical reference model in float64 on CPU): for an LM, the notes'
     ``DecoderOnlyLM`` or, when the target declares another architecture, a ``VariantLM`` of it (whose
-    canonical state uses the VariantLM names, reference/variant_lm.py)."""
+    canonical state uses the VariantLM names, reference/variant_lm.py); for an encoder-decoder, the notes'
+    ``EncoderDecoder`` or a ``VariantEncoderDecoder`` (reference/variant_encdec.py)."""
     if kind == LM:
         variant = cfg.arch != Architecture()
         module = canonical_module(ctx, lambda: VariantLM(cfg) if variant else DecoderOnlyLM(cfg))
         handle = ctx.call(ctx.adapter.build_lm, cfg, state_of(ctx, module), ctx.device, ctx.dtype)
     else:
-        require_notes_architecture(ctx, cfg, "encoder-decoder")
-        module = canonical_module(ctx, lambda: EncoderDecoder(cfg))
+        variant = cfg.arch != Architecture()
+        module = canonical_module(ctx, lambda: VariantEncoderDecoder(cfg) if variant else EncoderDecoder(cfg))
         handle = ctx.call(
             ctx.adapter.build_encoder_decoder, cfg, state_of(ctx, module), ctx.device, ctx.dtype
         )
@@ -314,11 +315,19 @@ def _teacher_forcing(ctx: CheckContext, kind: Capability) -> None:
         )
 
 
-def _padded_step(ctx: CheckContext, handle: Any, chunk: Tensor, cache: Any, pad: Tensor | None) -> Any:
-    """``handle.step(chunk, cache, pad)``; a NotImplementedError is the target saying that it does not
-    support padded chunks (NotApplicable, naming its message), any other error a RAISED failure."""
+#: The name of the pad-mask argument of each handle kind's ``step``.
+PAD_ARGUMENT = {LM: "pad_mask_chunk", ED: "tgt_pad_chunk"}
+
+
+def _padded_step(ctx: CheckContext, p: "_Pipeline", chunk: Tensor, cache: Any, pad: Tensor | None) -> Any:
+    """``step(chunk, cache, pad)`` (an encoder-decoder: ``step(chunk, memory, cache, src_pad, pad)``); a
+    NotImplementedError is the target saying that it does not support padded chunks (NotApplicable,
+    naming its message), any other error a RAISED failure."""
     try:
-        return ctx.call(handle.step, chunk, cache, pad)
+        if p.kind == LM:
+            return ctx.call(p.handle.step, chunk, cache, pad)
+        src_pad = ctx.to_target_mask(p.src_keep)
+        return ctx.call(p.handle.step, chunk, p.memory, cache, src_pad, pad)
     except CheckFailure as failure:
         if isinstance(failure.__cause__, NotImplementedError):
             raise NotApplicable(
@@ -328,18 +337,23 @@ def _padded_step(ctx: CheckContext, handle: Any, chunk: Tensor, cache: Any, pad:
         raise
 
 
-def _cache_with_padding(ctx: CheckContext) -> None:
+def _cache_with_padding(ctx: CheckContext, kind: Capability) -> None:
     """Padded prompts decoded on the cache: the prompt as one chunk with its pad mask, then single
-    tokens with an all-True mask; real positions must equal the full forward on the same padded ids."""
-    p = _Pipeline(ctx, LM)
+    tokens with an all-True mask; real positions must equal the full forward on the same padded ids
+    (an encoder-decoder: against one padded source batch)."""
+    p = _Pipeline(ctx, kind)
+    argument = PAD_ARGUMENT[kind]
     params = inspect.signature(p.handle.step).parameters
-    if "pad_mask_chunk" not in params:
+    if argument not in params:
         raise NotApplicable(
-            f"target {ctx.adapter.name!r}: its LM handle's step() takes no pad_mask_chunk, so padded "
-            "prompts cannot be decoded on its cache"
+            f"target {ctx.adapter.name!r}: its {'LM' if kind == LM else 'encoder-decoder'} handle's step() "
+            f"takes no {argument}, so padded prompts cannot be decoded on its cache"
         )
     b, prompt, generated = 3, 5, 3
     n = prompt + generated
+    if kind == ED:
+        p.src = _ids(ctx, p.cfg, b, p.s)
+        p.src_keep = keep_from_lengths(ctx, mixed_lengths(ctx, b, p.s), p.s, "right")
     for side in SIDES:
         prompt_keep = keep_from_lengths(ctx, mixed_lengths(ctx, b, prompt), prompt, side)
         keep = torch.cat([prompt_keep, torch.ones(b, generated, dtype=torch.bool, device=ctx.device)], 1)
@@ -354,9 +368,9 @@ def _cache_with_padding(ctx: CheckContext) -> None:
             for start, stop in chunks:
                 chunk_keep = keep[:, start:stop]
                 ctx.record(ids=ids, pad_mask=keep, chunk=[start, stop])
-                y = _padded_step(ctx, p.handle, ids[:, start:stop], cache, ctx.to_target_mask(chunk_keep))
+                y = _padded_step(ctx, p, ids[:, start:stop], cache, ctx.to_target_mask(chunk_keep))
                 y = expect_tensor(
-                    ctx, f"LM step logits (chunk of {stop - start})", y, (b, stop - start, p.cfg.vocab_size)
+                    ctx, f"step logits (chunk of {stop - start})", y, (b, stop - start, p.cfg.vocab_size)
                 )
                 what = (
                     f"{side}-padded prompt: cached step at positions {start}..{stop - 1} vs the full forward "
@@ -504,7 +518,7 @@ def lm_cache_with_padding(ctx: CheckContext) -> None:
     equal the full forward on the same padded ids. Not applicable when the handle's step() takes no
     pad_mask_chunk or raises NotImplementedError for one.
     """
-    _cache_with_padding(ctx)
+    _cache_with_padding(ctx, LM)
 
 
 @check(
@@ -626,6 +640,23 @@ def encdec_determinism(ctx: CheckContext) -> None:
 def encdec_cache_equals_recompute(ctx: CheckContext) -> None:
     """encoder-decoder: each token-by-token cached step gives the logits of recomputing the whole prefix."""
     _cache_vs_recompute(ctx, ED)
+
+
+@check(
+    "encdec.cache-with-padding",
+    claims=("encdec.cache-padded-prompts", "kvcache.equals-recompute", "mask.padding.invariance"),
+    needs=(ED,),
+    depends_on=("encdec.shape", "encdec.cache-equals-recompute"),
+    kind="metamorphic",
+)
+def encdec_cache_with_padding(ctx: CheckContext) -> None:
+    """encoder-decoder: left- and right-padded decoder prompts (lengths 1..n, random pad ids) against a
+    padded source, prefilled with step(tgt_chunk, memory, cache, src_pad, tgt_pad_chunk), then decoded
+    token by token: the logits at real positions equal the teacher-forced decode of the same padded
+    ids. Not applicable when the handle's step() takes no tgt_pad_chunk or raises NotImplementedError
+    for one.
+    """
+    _cache_with_padding(ctx, ED)
 
 
 @check(

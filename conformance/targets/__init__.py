@@ -40,6 +40,9 @@ BUILTIN_TARGETS: dict[str, str] = {
     "torch-transformer-fastpath": "transformer_conformance.targets.torch_layers:make_transformer_fastpath",
     "hf-gpt2": "transformer_conformance.targets.hf_gpt2:make",
     "hf-llama": "transformer_conformance.targets.hf_llama:make",
+    "hf-bert": "transformer_conformance.targets.hf_encoders:make_bert",
+    "hf-bart": "transformer_conformance.targets.hf_encoders:make_bart",
+    "hf-t5": "transformer_conformance.targets.hf_encoders:make_t5",
 }
 
 

@@ -54,6 +54,18 @@ class LMHandle:
         return out
 
 
+class EncoderHandle:
+    """``hidden(ids, pad_mask)`` over a ``reference.variant_encdec.VariantEncoder``."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    def hidden(self, ids: Tensor, pad_mask: Tensor | None = None) -> Tensor:
+        """The last hidden states [b, l, d_model]."""
+        out: Tensor = self.model(ids, pad_mask)
+        return out
+
+
 class ReferenceAdapter(Adapter):
     """The reference implementation as a target (all capabilities, project conventions)."""
 
@@ -164,10 +176,23 @@ class ReferenceAdapter(Adapter):
     def build_encoder_decoder(
         self, config: Any, state: dict[str, Tensor] | None, device: torch.device, dtype: torch.dtype
     ) -> Any:
-        """reference.model.EncoderDecoder itself (encode / decode / new_cache / step)."""
+        """reference.model.EncoderDecoder itself (encode / decode / new_cache / step), or a
+        ``VariantEncoderDecoder`` for a config whose ``arch`` is not the notes' default."""
+        from transformer_conformance.reference.architecture import Architecture
         from transformer_conformance.reference.model import EncoderDecoder
+        from transformer_conformance.reference.variant_encdec import VariantEncoderDecoder
 
+        if config.arch != Architecture():
+            return _build(lambda: VariantEncoderDecoder(config), state, device, dtype)
         return _build(lambda: EncoderDecoder(config), state, device, dtype)
+
+    def build_encoder(
+        self, config: Any, state: dict[str, Tensor] | None, device: torch.device, dtype: torch.dtype
+    ) -> Any:
+        """reference.variant_encdec.VariantEncoder behind ``EncoderHandle``."""
+        from transformer_conformance.reference.variant_encdec import VariantEncoder
+
+        return EncoderHandle(_build(lambda: VariantEncoder(config), state, device, dtype))
 
     def build_lm(
         self, config: Any, state: dict[str, Tensor] | None, device: torch.device, dtype: torch.dtype

@@ -18,6 +18,7 @@ from transformer_conformance.reference.grouped import grouped_attention, repeat_
 from transformer_conformance.reference.relative_bias import relative_bucket
 from transformer_conformance.reference.rmsnorm import rms_norm
 from transformer_conformance.reference.rotary import apply_rotary
+from transformer_conformance.reference.variant_encdec import VariantEncoder, VariantEncoderDecoder
 from transformer_conformance.reference.variant_lm import VariantLM
 
 
@@ -111,7 +112,53 @@ CASES: list[tuple[str, Callable[[], Any], tuple[type[BaseException], ...], list[
         ["'cache'", "2 layers"],
     ),
     ("lm-step-batch-mismatch", lambda: _batch_mismatch(), VALUE, ["'cache'", "batch size 2"]),
+    (
+        "arch-position-offset",
+        lambda: Architecture(position_offset=-1),
+        VALUE,
+        ["'arch.position_offset'", "-1"],
+    ),
+    (
+        "encoder-window",
+        lambda: VariantEncoder(TransformerConfig.tiny(arch=Architecture(sliding_window=2))),
+        VALUE,
+        ["'config.arch.sliding_window'", "2"],
+    ),
+    (
+        "encoder-alibi",
+        lambda: VariantEncoder(TransformerConfig.tiny(arch=Architecture(positions="alibi"))),
+        VALUE,
+        ["'config.arch.positions'", "alibi"],
+    ),
+    (
+        "decoder-parallel-block",
+        lambda: VariantEncoderDecoder(
+            TransformerConfig.tiny(norm_placement="pre", arch=Architecture(block="parallel"))
+        ),
+        VALUE,
+        ["'config.arch.block'", "parallel"],
+    ),
+    ("encdec-step-foreign-cache", lambda: _foreign_cache_step(), EITHER, ["'cache'", "VariantEncDecCache"]),
+    ("encdec-step-other-memory", lambda: _other_memory_step(), VALUE, ["'memory'"]),
 ]
+
+
+def _encdec() -> VariantEncoderDecoder:
+    return VariantEncoderDecoder(TransformerConfig.tiny(arch=Architecture(shared_embeddings=True))).eval()
+
+
+def _foreign_cache_step() -> None:
+    model = _encdec()
+    memory = model.encode(torch.ones(1, 3, dtype=torch.long))
+    model.step(torch.ones(1, 1, dtype=torch.long), memory, [])  # type: ignore[arg-type]
+
+
+def _other_memory_step() -> None:
+    model = _encdec()
+    cache = model.new_cache(1)
+    memory = model.encode(torch.ones(1, 3, dtype=torch.long))
+    model.step(torch.ones(1, 1, dtype=torch.long), memory, cache)
+    model.step(torch.ones(1, 1, dtype=torch.long), memory + 1, cache)
 
 
 def _batch_mismatch() -> None:
