@@ -106,6 +106,59 @@ NOT_DRIVEN: dict[str, str] = {
     "recurrent_kv_cache_mode='last_loop' is approximate by design",
 }
 
+#: Sub-configs that hold the language model of a composite config (shrunk like the top level).
+SUB_CONFIG_NAMES = ("text_config", "decoder", "attn_config", "ffn_config", "text_decoder")
+#: Per-model-type overrides applied after the generic shrink (a dict value for a sub-config is merged
+#: into it): the fields the generic size names miss -- rotary widths, multi-head latent attention
+#: ranks (DeepSeek), state-space sizes, expert groups, vision towers of multimodal types.
+MLA = {
+    "q_lora_rank": 16,
+    "kv_lora_rank": 16,
+    "qk_rope_head_dim": 4,
+    "qk_nope_head_dim": 4,
+    "qk_head_dim": 8,
+    "head_dim": 4,
+    "v_head_dim": 8,
+}
+#: Token ids that must be integers (strict config validation rejects the shrinker's None).
+INT_TOKEN_IDS = {"bos_token_id": 1, "eos_token_id": 2}
+TYPE_OVERRIDES: dict[str, dict[str, Any]] = {
+    "codegen": {"rotary_dim": 4},
+    "gptj": {"rotary_dim": 4},
+    "deepseek_v3": MLA,
+    "longcat_flash": MLA,
+    "youtu": MLA,
+    "axk1": MLA,
+    "deepseek_v2": {**MLA, "n_group": 1, "topk_group": 1},
+    "inkling2_text": {"unpadded_vocab_size": 23, "swa_head_dim": 8},
+    "inkling2_loop_text": {"unpadded_vocab_size": 23, "swa_head_dim": 8},
+    "cwm": INT_TOKEN_IDS,
+    "emu3": {"text_config": INT_TOKEN_IDS},
+    "modernbert-decoder": INT_TOKEN_IDS,
+}
+#: Model types the shrinker cannot build at tiny size yet, with the reason (transformers 5.24; the error
+#: each raises after the overrides above). ``make hf-table`` prints them and does not try them.
+_PER_LAYER = "per-layer configs (per_layer_config): transformers refuses the global sizes the shrinker sets"
+_LINEAR_ATTN = "linear-attention head width comes out 0 (shape [-1, 8, 0]): its head sizes are not mapped"
+NOT_BUILT: dict[str, str] = {
+    **dict.fromkeys(("gemma4", "gemma4_text", "gemma4_unified", "gemma4_unified_text"), _PER_LAYER),
+    **dict.fromkeys(("gemma4_unified_assistant", "dots3_note", "dots3_note_text"), _PER_LAYER),
+    **dict.fromkeys(("bailing_hybrid", "beam", "axk1"), _LINEAR_ATTN),
+    "gemma4_assistant": "strict validation: hidden_size_per_layer_input must be 0 (got 256); not mapped",
+    "gemma3n": "intermediate_size must have one value per layer (5 of 35): per-layer lists are not shrunk",
+    "gemma3n_text": "shrunk layer types leave a cache-sharing layer without its producer (KV sharing)",
+    "gpt_neo": "attention_layers (24 entries) must match num_layers: the per-layer pattern is not shrunk",
+    "granitemoehybrid": "mamba_n_heads must divide mamba_expand * hidden_size: Mamba sizes are not mapped",
+    "cohere_compass_text": "KeyError 'full_attention' at build: its layer-type names are not mapped",
+    "dbrx": "nested DbrxAttentionConfig lacks rope_theta once shrunk (attn_config rebuilt from a dict)",
+    "dots1": "TypeError in torch.empty(): an MoE size the shrinker does not set stays None",
+    "lfm2_moe": "a per-layer list left None ('NoneType' object is not subscriptable): not mapped",
+    "emu3": "composite config without a top-level pad_token_id (its text_config holds it)",
+    "nemotron": "int // None while building: a head-size field the shrinker does not set stays None",
+    "deepseek_v2": "MoE gate topk k=None: expert-group fields (n_group/topk_group) still unset",
+    "xmod": "language adapters: a forward needs XmodPreTrainedModel.set_default_language() first",
+}
+
 #: Model types whose ``attention_mask`` covers the new chunk only on a cached step (state-space models).
 CHUNK_MASK_TYPES = frozenset({"mamba", "mamba2", "falcon_mamba"})
 TOKEN_ID_NAMES = ("pad_token_id", "bos_token_id", "eos_token_id")
@@ -139,6 +192,16 @@ def _derived(config: Any, name: str) -> bool:
     return isinstance(getattr(type(config), name, None), property)
 
 
+def _settable(config: Any, name: str) -> bool:
+    """An integer field of ``config`` that is stored, not computed (a property such as Falcon's
+    ``head_dim`` follows from the others)."""
+    return _has(config, name) and not _derived(config, name)
+
+
+def _is_config(value: Any) -> bool:
+    return hasattr(value, "to_dict") and hasattr(value, "model_type")
+
+
 def tiny_overrides(
     default: Any,
     vocab_size: int,
@@ -168,14 +231,15 @@ def tiny_overrides(
         (EXPERTS_PER_TOKEN_NAMES, TINY_EXPERTS_PER_TOKEN),
         (POSITION_NAMES, TINY_MAX_POSITIONS),
     ):
-        out.update({n: value for n in names if _has(default, n)})
+        out.update({n: value for n in names if _settable(default, n)})
     for name in KV_HEAD_NAMES:
-        if _has(default, name):
+        if _settable(default, name):
             kv = getattr(default, name)
             out[name] = n_heads if kv >= heads else (1 if kv == 1 else n_heads // 2)
-    if _has(default, "head_dim"):
-        out["head_dim"] = hidden // n_heads
-    if _has(default, "sliding_window"):
+    unset_head_dim = hasattr(default, "head_dim") and default.head_dim is None
+    if _settable(default, "head_dim") or (unset_head_dim and not _derived(default, "head_dim")):
+        out["head_dim"] = hidden // n_heads  # also an unset one (Ministral, Hunyuan: None breaks RoPE)
+    if _settable(default, "sliding_window"):
         out["sliding_window"] = window
     for name in TOKEN_ID_NAMES:
         if hasattr(default, name):
@@ -193,7 +257,23 @@ def tiny_overrides(
             needed = max(types.index(kind) for kind in set(types)) + 1
             layers = max(n_layers, needed)
             out[name] = types[:layers]
-            out.update({n: layers for n in LAYER_NAMES if _has(default, n)})
+            out.update({n: layers for n in LAYER_NAMES if _settable(default, n)})
+    for name in SUB_CONFIG_NAMES:
+        sub = getattr(default, name, None)
+        if _is_config(sub):  # the language model of a composite config, shrunk the same way
+            shrunk = tiny_overrides(sub, vocab_size, dropout, pad_id, window, sizes)
+            if not hasattr(sub, "vocab_size"):
+                shrunk.pop("vocab_size")
+            out[name] = {**sub.to_dict(), **shrunk}
+    return out
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """``base`` updated with ``extra``; a dict in both (a sub-config) is merged key by key."""
+    out = dict(base)
+    for key, value in extra.items():
+        both = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = _merge(out[key], value) if both else value
     return out
 
 
@@ -212,7 +292,8 @@ def tiny_config(
     """
     transformers = _transformers()
     default = transformers.AutoConfig.for_model(model_type)
-    overrides = {**tiny_overrides(default, vocab_size, dropout, pad_id, window, sizes), **(extra or {})}
+    overrides = _merge(tiny_overrides(default, vocab_size, dropout, pad_id, window, sizes), extra or {})
+    overrides = _merge(overrides, TYPE_OVERRIDES.get(model_type, {}))
     config = transformers.AutoConfig.for_model(model_type, **overrides, is_decoder=True)
     layers = next((getattr(config, n) for n in LAYER_NAMES if _has(config, n)), TINY_LAYERS)
     for name in LAYER_TYPE_NAMES:
