@@ -94,11 +94,13 @@ def search_mha(
 ) -> None:
     """Run ``prop`` on the fixed cases, then on MHA sizes drawn by hypothesis (``ctx.examples``
     unless ``examples``); a failure is shrunk to the smallest sizes that show it
-    (``conformance/search.py``)."""
+    (``conformance/search.py``). Drawn head counts are fitted to a declared ``num_kv_heads``
+    (``declared_case``), as the fixed cases are."""
 
     def of(example: Example) -> MhaCase:
         nq = example["nk"] if square else example["nq"]
-        return MhaCase(example["d_model"], example["h"], example["b"], nq, example["nk"])
+        case = MhaCase(example["d_model"], example["h"], example["b"], nq, example["nk"])
+        return declared_case(ctx, case)
 
     cases = [{"d_model": c.d_model, "h": c.h, "b": c.b, "nq": c.nq, "nk": c.nk} for c in fixed]
     search_examples(ctx, lambda ex: prop(of(ex)), cases, mha_example(), examples)
