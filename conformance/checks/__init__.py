@@ -10,6 +10,7 @@ CHECK_MODULES: tuple[str, ...] = (
     "attention",
     "masks",
     "mha",
+    "mha_grouped",
     "layernorm",
     "ffn",
     "positional",
