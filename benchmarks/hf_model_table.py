@@ -12,6 +12,7 @@ The sweep is a script, not a test: it takes minutes.
 
 import argparse
 import json
+import os
 import re
 import resource
 import signal
@@ -43,7 +44,9 @@ SHOWN = {
     "not-applicable": "n-a",
     "blocked": "blocked",
 }
-TIMEOUT_S, MEMORY_BYTES, WORKERS = 120, 8 * 2**30, 2
+TIMEOUT_S, MEMORY_BYTES = 120, 8 * 2**30
+#: Worker processes side by side (``HF_TABLE_WORKERS``; default 2).
+WORKERS = int(os.environ.get("HF_TABLE_WORKERS", "2"))
 START, END = "<!-- hf-table:start -->", "<!-- hf-table:end -->"
 
 
@@ -167,7 +170,8 @@ def markdown(rows: list[dict[str, Any]], version: str, run: str = "") -> str:
     lines += [
         "",
         f"Not audited ({len(skipped)}; `not built` / `not driven`: the reason recorded in "
-        "`conformance/targets/hf_causal_lm.py`; otherwise the error the build or first forward raised):",
+        "`conformance/targets/hf_causal_lm_types.toml`; otherwise the error the build or first forward "
+        "raised):",
         "",
     ]
     lines += [f"- `{r['model_type']}`: {r['skipped']}" for r in skipped]

@@ -42,7 +42,9 @@ the check's ``dropout``, so ``lm.determinism`` tests that eval mode switches the
 import importlib.util
 import inspect
 import os
+import tomllib
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -97,67 +99,59 @@ FF_NAMES = (
 EXPERT_NAMES = ("num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts")
 EXPERTS_PER_TOKEN_NAMES = ("num_experts_per_tok", "moe_topk", "top_k", "num_selected_experts")
 POSITION_NAMES = ("max_position_embeddings", "n_positions", "max_seq_len", "n_ctx", "seq_length")
-#: Model types this adapter does not drive (its handle cannot call them correctly), with the reason.
-NOT_DRIVEN: dict[str, str] = {
-    "rwkv": "recurrent state travels as `state=` with its own length rules; the adapter speaks `cache=`",
-    "xlstm": "xLSTMCache rejects the adapter's cached steps (matC_old has wrong shape); driving not solved",
-    "cpmant": "cached steps raise a position-bias size mismatch (34 vs 33); driving not solved",
-    "dory": "looped decoder: cached steps raise a key-length mismatch (6 vs 5); its default "
-    "recurrent_kv_cache_mode='last_loop' is approximate by design",
-}
-
 #: Sub-configs that hold the language model of a composite config (shrunk like the top level).
-SUB_CONFIG_NAMES = ("text_config", "decoder", "attn_config", "ffn_config", "text_decoder")
-#: Per-model-type overrides applied after the generic shrink (a dict value for a sub-config is merged
-#: into it): the fields the generic size names miss -- rotary widths, multi-head latent attention
-#: ranks (DeepSeek), state-space sizes, expert groups, vision towers of multimodal types.
-MLA = {
-    "q_lora_rank": 16,
-    "kv_lora_rank": 16,
-    "qk_rope_head_dim": 4,
-    "qk_nope_head_dim": 4,
-    "qk_head_dim": 8,
-    "head_dim": 4,
-    "v_head_dim": 8,
-}
-#: Token ids that must be integers (strict config validation rejects the shrinker's None).
-INT_TOKEN_IDS = {"bos_token_id": 1, "eos_token_id": 2}
-TYPE_OVERRIDES: dict[str, dict[str, Any]] = {
-    "codegen": {"rotary_dim": 4},
-    "gptj": {"rotary_dim": 4},
-    "deepseek_v3": MLA,
-    "longcat_flash": MLA,
-    "youtu": MLA,
-    "axk1": MLA,
-    "deepseek_v2": {**MLA, "n_group": 1, "topk_group": 1},
-    "inkling2_text": {"unpadded_vocab_size": 23, "swa_head_dim": 8},
-    "inkling2_loop_text": {"unpadded_vocab_size": 23, "swa_head_dim": 8},
-    "cwm": INT_TOKEN_IDS,
-    "emu3": {"text_config": INT_TOKEN_IDS},
-    "modernbert-decoder": INT_TOKEN_IDS,
-}
-#: Model types the shrinker cannot build at tiny size yet, with the reason (transformers 5.24; the error
-#: each raises after the overrides above). ``make hf-table`` prints them and does not try them.
-_PER_LAYER = "per-layer configs (per_layer_config): transformers refuses the global sizes the shrinker sets"
-_LINEAR_ATTN = "linear-attention head width comes out 0 (shape [-1, 8, 0]): its head sizes are not mapped"
-NOT_BUILT: dict[str, str] = {
-    **dict.fromkeys(("gemma4", "gemma4_text", "gemma4_unified", "gemma4_unified_text"), _PER_LAYER),
-    **dict.fromkeys(("gemma4_unified_assistant", "dots3_note", "dots3_note_text"), _PER_LAYER),
-    **dict.fromkeys(("bailing_hybrid", "beam", "axk1"), _LINEAR_ATTN),
-    "gemma4_assistant": "strict validation: hidden_size_per_layer_input must be 0 (got 256); not mapped",
-    "gemma3n": "intermediate_size must have one value per layer (5 of 35): per-layer lists are not shrunk",
-    "gemma3n_text": "shrunk layer types leave a cache-sharing layer without its producer (KV sharing)",
-    "gpt_neo": "attention_layers (24 entries) must match num_layers: the per-layer pattern is not shrunk",
-    "granitemoehybrid": "mamba_n_heads must divide mamba_expand * hidden_size: Mamba sizes are not mapped",
-    "cohere_compass_text": "KeyError 'full_attention' at build: its layer-type names are not mapped",
-    "dbrx": "nested DbrxAttentionConfig lacks rope_theta once shrunk (attn_config rebuilt from a dict)",
-    "dots1": "TypeError in torch.empty(): an MoE size the shrinker does not set stays None",
-    "lfm2_moe": "a per-layer list left None ('NoneType' object is not subscriptable): not mapped",
-    "emu3": "composite config without a top-level pad_token_id (its text_config holds it)",
-    "nemotron": "int // None while building: a head-size field the shrinker does not set stays None",
-    "deepseek_v2": "MoE gate topk k=None: expert-group fields (n_group/topk_group) still unset",
-    "xmod": "language adapters: a forward needs XmodPreTrainedModel.set_default_language() first",
-}
+SUB_CONFIG_NAMES = (
+    "text_config",
+    "decoder",
+    "attn_config",
+    "ffn_config",
+    "text_decoder",
+    "vision_config",
+    "audio_config",
+)
+#: The per-model-type data (``hf_causal_lm_types.toml``, next to this module): overrides after the
+#: generic shrink, model types not built and not driven, each with its reason.
+TYPES_FILE = Path(__file__).with_name("hf_causal_lm_types.toml")
+
+
+@dataclass(frozen=True)
+class Override:
+    """Fields set after the generic shrink for one model type (a dict value for a sub-config is merged
+    into it), and why the generic size names miss them."""
+
+    values: dict[str, Any]
+    reason: str
+
+
+def load_types(path: Path = TYPES_FILE) -> tuple[dict[str, Override], dict[str, str], dict[str, str]]:
+    """(overrides, not built, not driven) from the per-model-type TOML file; ValueError for an entry
+    without a reason, an override without fields, or a model type in more than one section.
+    Claims: sizes.base.
+    """
+    data = tomllib.loads(path.read_text(encoding="utf-8"))
+    unknown = set(data) - {"override", "not_built", "not_driven"}
+    if unknown:
+        raise ValueError(f"{path.name}: unknown sections {sorted(unknown)}")
+    for section, entries in data.items():
+        for model_type, entry in entries.items():
+            if not str(entry.get("reason", "")).strip():
+                raise ValueError(f"{path.name}: [{section}.{model_type}] has no reason")
+            if section == "override" and not entry.get("set"):
+                raise ValueError(f"{path.name}: [override.{model_type}] sets nothing")
+    seen: dict[str, str] = {}
+    for section, entries in data.items():
+        for model_type in entries:
+            if model_type in seen:
+                raise ValueError(f"{path.name}: {model_type!r} in both [{seen[model_type]}] and [{section}]")
+            seen[model_type] = section
+    overrides = {t: Override(dict(e["set"]), e["reason"]) for t, e in data.get("override", {}).items()}
+    not_built = {t: str(e["reason"]) for t, e in data.get("not_built", {}).items()}
+    not_driven = {t: str(e["reason"]) for t, e in data.get("not_driven", {}).items()}
+    return overrides, not_built, not_driven
+
+
+#: Per model type: overrides, types not built tiny offline (with the reason), types not driven.
+TYPE_OVERRIDES, NOT_BUILT, NOT_DRIVEN = load_types()
 
 #: Model types whose ``attention_mask`` covers the new chunk only on a cached step (state-space models).
 CHUNK_MASK_TYPES = frozenset({"mamba", "mamba2", "falcon_mamba"})
@@ -252,7 +246,7 @@ def tiny_overrides(
         out["causal"] = True  # XLM: a language model only with causal=True (is_decoder is not read)
     for name in LAYER_TYPE_NAMES:
         types = getattr(default, name, None)
-        if isinstance(types, list) and types and not _derived(default, name):
+        if isinstance(types, list) and types and name in vars(default):  # stored, not computed
             # the shortest prefix that holds every kind of layer, and at least TINY_LAYERS layers
             needed = max(types.index(kind) for kind in set(types)) + 1
             layers = max(n_layers, needed)
@@ -290,15 +284,17 @@ def tiny_config(
     per-layer ``layer_types`` follow) and ``extra``, decoder mode on.
     Claims: sizes.base.
     """
-    transformers = _transformers()
-    default = transformers.AutoConfig.for_model(model_type)
+    # the config class the causal-LM class takes: the text config of a composite (Llama 4, Qwen 3.5)
+    config_class = model_class(model_type).config_class
+    default = config_class()
     overrides = _merge(tiny_overrides(default, vocab_size, dropout, pad_id, window, sizes), extra or {})
-    overrides = _merge(overrides, TYPE_OVERRIDES.get(model_type, {}))
-    config = transformers.AutoConfig.for_model(model_type, **overrides, is_decoder=True)
+    if model_type in TYPE_OVERRIDES:
+        overrides = _merge(overrides, TYPE_OVERRIDES[model_type].values)
+    config = config_class(**overrides, is_decoder=True)
     layers = next((getattr(config, n) for n in LAYER_NAMES if _has(config, n)), TINY_LAYERS)
     for name in LAYER_TYPE_NAMES:
         value = getattr(config, name, None)
-        if isinstance(value, list) and len(value) > layers and not _derived(config, name):
+        if isinstance(value, list) and len(value) > layers and name in vars(config):
             setattr(config, name, value[:layers])
     return config
 
