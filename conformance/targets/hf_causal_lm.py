@@ -121,6 +121,8 @@ class Override:
 
     values: dict[str, Any]
     reason: str
+    #: It builds without the override, but too slowly for the sweep (otherwise the build fails).
+    for_time: bool = False
 
 
 def load_types(path: Path = TYPES_FILE) -> tuple[dict[str, Override], dict[str, str], dict[str, str]]:
@@ -144,7 +146,10 @@ def load_types(path: Path = TYPES_FILE) -> tuple[dict[str, Override], dict[str, 
             if model_type in seen:
                 raise ValueError(f"{path.name}: {model_type!r} in both [{seen[model_type]}] and [{section}]")
             seen[model_type] = section
-    overrides = {t: Override(dict(e["set"]), e["reason"]) for t, e in data.get("override", {}).items()}
+    overrides = {
+        t: Override(dict(e["set"]), str(e["reason"]), bool(e.get("for_time", False)))
+        for t, e in data.get("override", {}).items()
+    }
     not_built = {t: str(e["reason"]) for t, e in data.get("not_built", {}).items()}
     not_driven = {t: str(e["reason"]) for t, e in data.get("not_driven", {}).items()}
     return overrides, not_built, not_driven
@@ -580,6 +585,8 @@ def make(model_type: str) -> HFCausalLMAdapter:
     if importlib.util.find_spec("transformers") is None:
         raise TargetError(f"target '{PREFIX}{model_type}' needs {REQUIREMENT!r}: pip install '{REQUIREMENT}'")
     model_class(model_type)
+    if model_type in NOT_BUILT:
+        raise TargetError(f"target '{PREFIX}{model_type}': not built at tiny size: {NOT_BUILT[model_type]}")
     if model_type in NOT_DRIVEN:
         raise TargetError(
             f"target '{PREFIX}{model_type}': not driven by this adapter: {NOT_DRIVEN[model_type]}"
