@@ -220,6 +220,9 @@ def tiny_overrides(
     """
     out: dict[str, Any] = {"vocab_size": vocab_size}
     n_layers, hidden, n_heads, ff = sizes
+    heterogeneous = vars(default).get("_heterogeneity_spec")
+    if heterogeneous is not None:  # per-layer sizes (Gemma 4): read the global ones, scale the others below
+        default.allow_global_per_layer_attribute_access = True
     heads = next((getattr(default, n) for n in HEAD_NAMES if _has(default, n)), n_heads)
     for names, value in (
         (LAYER_NAMES, n_layers),
@@ -257,6 +260,8 @@ def tiny_overrides(
             layers = max(n_layers, needed)
             out[name] = types[:layers]
             out.update({n: layers for n in LAYER_NAMES if _settable(default, n)})
+    if heterogeneous is not None:
+        out["per_layer_config"] = _tiny_per_layer(default, heterogeneous.per_layer_overrides, out, n_layers)
     for name in SUB_CONFIG_NAMES:
         sub = getattr(default, name, None)
         if _is_config(sub):  # the language model of a composite config, shrunk the same way
@@ -264,6 +269,26 @@ def tiny_overrides(
             if not hasattr(sub, "vocab_size"):
                 shrunk.pop("vocab_size")
             out[name] = {**sub.to_dict(), **shrunk}
+    return out
+
+
+def _tiny_per_layer(
+    default: Any, per_layer: dict[int, dict[str, Any]], shrunk: dict[str, Any], n_layers: int
+) -> dict[int, dict[str, Any]]:
+    """The per-layer overrides of a heterogeneous config for the layers kept, each integer scaled as its
+    global value was (Gemma 4's full-attention head width 512 of 256 -> 16 of 8).
+    Claims: sizes.base.
+    """
+    layers = next((shrunk[n] for n in LAYER_NAMES if n in shrunk), n_layers)
+    out: dict[int, dict[str, Any]] = {}
+    for index, values in per_layer.items():
+        if int(index) >= layers:
+            continue
+        out[int(index)] = {}
+        for key, value in values.items():
+            base = getattr(default, key, None)
+            scalable = _has(default, key) and isinstance(value, int) and base and key in shrunk
+            out[int(index)][key] = max(1, round(shrunk[key] * value / base)) if scalable else value
     return out
 
 
