@@ -79,8 +79,14 @@ def test_every_override_is_needed_and_names_fields_of_the_config(
 ) -> None:
     """With the override the type builds and runs; without it the build or forward fails (unless the
     override only keeps the sweep within its time cap); every overridden field exists on the config."""
+    override = TYPE_OVERRIDES[model_type]
     default = hf_causal_lm.model_class(model_type).config_class()
-    assert [k for k in TYPE_OVERRIDES[model_type].values if not hasattr(default, k)] == []
+    assert [k for k in override.values if not hasattr(default, k)] == []
+    for name, value in override.values.items():  # a sub-config's fields too, unless the reason names one
+        if isinstance(value, dict):  # that its defaults lack (DBRX's attention rope_theta)
+            sub = getattr(default, name)
+            missing = [k for k in value if not hasattr(sub, k) and k not in override.reason]
+            assert missing == [], (model_type, name)
     build_and_forward(model_type)
     if TYPE_OVERRIDES[model_type].for_time:
         return
