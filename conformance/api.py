@@ -209,6 +209,20 @@ def repro_options(
     return tuple(extra)
 
 
+def parse_example(example: str | dict[str, Any] | None) -> dict[str, Any] | None:
+    """``--example``: the JSON ``{"search": n, "example": {...}}`` of a report's counterexample
+    (its ``replay`` field), which the check then runs alone (``conformance/search.py``)."""
+    if example is None or isinstance(example, dict):
+        return example
+    try:
+        value = json.loads(example)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"--example: not JSON ({exc})") from exc
+    if not isinstance(value, dict) or not isinstance(value.get("example"), dict):
+        raise UsageError('--example: expected {"search": N, "example": {...}} (a counterexample\'s replay)')
+    return value
+
+
 class _Progress:
     """Progress of a run on stderr: a tqdm bar (counts, rate, ETA) on a terminal, one line per
     finished target otherwise (CI logs); a given stream gets one line per check instead."""
@@ -497,6 +511,8 @@ def plan_audit(
     in_process: bool = False,
     memory_limit_mib: float | None = None,
     allow_empty: bool = False,
+    shrink: bool = True,
+    example: str | dict[str, Any] | None = None,
 ) -> AuditPlan:
     """Resolve targets, checks, deviations, report paths and settings as ``run_audit`` does,
     running no check and no target code in this process (unless ``in_process``): a
@@ -523,14 +539,15 @@ def plan_audit(
             raise UsageError(f"--memory-limit: expected a positive number of MiB, got {memory_limit_mib}")
         if in_process:
             raise UsageError("--memory-limit needs isolated targets; it cannot be combined with --in-process")
+    entries = _split(targets) if isinstance(targets, str) else list(targets)
     if not in_process:
         from transformer_conformance.forkserver import prestart
 
-        prestart()  # torch imports in the fork server while the checks load here
+        # torch imports in the fork server while the checks load here
+        prestart(e for e in entries if isinstance(e, str))
 
     # Targets first: an unknown target is a usage error before anything runs.
     add_import_paths(import_paths)
-    entries = _split(targets) if isinstance(targets, str) else list(targets)
     if not entries:
         raise UsageError("--impl: expected at least one target")
     if registry is not None:
@@ -545,6 +562,8 @@ def plan_audit(
     imported += [checks_from] if checks_from else []
     roots = [r for r in map(import_root, imported) if r is not None]
     options = repro_options(checks_from, deviation_dir, timeout, roots, in_process)
+    options += () if shrink else ("--no-shrink",)
+    replay = parse_example(example)
 
     plans: list[TargetPlan] = []
     try:
@@ -552,7 +571,7 @@ def plan_audit(
             impl = entry if isinstance(entry, str) else entry.name
             settings = RunSettings(
                 device=dev, dtype=dt, profile=prof, seed=seed, time_limit_s=limit, impl=impl,
-                save_inputs=save_dir, repro_options=options,
+                save_inputs=save_dir, repro_options=options, shrink=shrink, replay=replay,
             )
             summary = TargetSummary(name=impl, impl=impl, capabilities=[], conventions={}, gated=False)
             plan = TargetPlan(impl, entry, settings, [], summary, memory_limit_mib=memory_limit_mib)
@@ -609,6 +628,9 @@ def plan_audit(
         "isolation": "in-process" if in_process else "worker process per target",
         "memory_limit_mib": memory_limit_mib,
         "allow_empty": allow_empty,
+        "shrink": shrink,
+        "shrink_budget": {"replays": prof.shrink_calls, "seconds": prof.shrink_s},
+        "example": replay,
         "tolerance_version": TOLERANCE_VERSION,
         "torch": torch.__version__,
     }
@@ -654,6 +676,8 @@ def run_audit(
     in_process: bool = False,
     memory_limit_mib: float | None = None,
     allow_empty: bool = False,
+    shrink: bool = True,
+    example: str | dict[str, Any] | None = None,
 ) -> AuditReport:
     """Audit ``targets`` (built-in names, ``package.module:factory`` strings or ``Adapter``s):
     ``plan_audit``, then every selected check of every target, reports written in any case.
@@ -694,6 +718,8 @@ def run_audit(
         in_process=in_process,
         memory_limit_mib=memory_limit_mib,
         allow_empty=allow_empty,
+        shrink=shrink,
+        example=example,
     )
     try:
         return _execute(plan, progress, started)

@@ -62,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--profile",
         default="ci",
         choices=sorted(PROFILES),
-        help="quick (few examples), ci (derandomized, default), thorough (many examples)",
+        help="quick (few examples), ci (derandomized, default), thorough (many examples), kernel (attention "
+        "kernels: lengths and head widths on and around block boundaries)",
     )
     run.add_argument("--seed", type=int, default=None, help="run seed (ci default: fixed; else random)")
     run.add_argument("--claims", default=None, help="only checks of claims matching this fnmatch pattern(s)")
@@ -131,6 +132,18 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="a gated target on which no check applies (no capability, or every check not-applicable) "
         "does not fail the run (it is still reported)",
+    )
+    run.add_argument(
+        "--no-shrink",
+        action="store_true",
+        help="report a failing example as found, without shrinking it to a minimal one (faster)",
+    )
+    run.add_argument(
+        "--example",
+        default=None,
+        metavar="JSON",
+        help="replay exactly one example of a check (a failure's counterexample replay, printed in its "
+        "repro command); use with --check",
     )
     run.add_argument("-q", "--quiet", action="store_true", help="print only the final line")
     listing = sub.add_parser("list", help="show targets, claims and checks")
@@ -268,6 +281,8 @@ def cmd_run(args: argparse.Namespace, registry: Registry | None) -> int:
         in_process=args.in_process,
         memory_limit_mib=args.memory_limit,
         allow_empty=args.allow_empty,
+        shrink=not args.no_shrink,
+        example=args.example,
     )
     text = report.summary_text()
     print(text.splitlines()[-1] if args.quiet else text)

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from transformer_conformance.adapter import Adapter, Capability, Conventions
-from transformer_conformance.evidence import error_sample
+from transformer_conformance.evidence import error_sample, worst_entry
 from transformer_conformance.reference import tolerance
 from transformer_conformance.reference.architecture import Architecture
 from transformer_conformance.wire import MAX_WARNINGS, target_traceback, warning_lines
@@ -62,6 +62,11 @@ class CheckFailure(Exception):
         # Small JSON-serialisable arrays that show the failure (conformance/evidence.py); the HTML report
         # draws them. Helpers add to it as the failure propagates (``evidence.attached``).
         self.evidence: dict[str, Any] = dict(evidence or {})
+        # The minimal example that shows the failure (``conformance/search.py``): sizes, the drawn
+        # example to replay, the offending entry, token ids, causality leaks. None outside the driver.
+        self.counterexample: dict[str, Any] | None = None
+        # The worst entry of a failed comparison (``ctx.compare*``): index, target, oracle, difference.
+        self.offending: dict[str, Any] | None = None
 
 
 class TargetRaised(CheckFailure):
@@ -83,18 +88,25 @@ class NotApplicable(Exception):
 
 @dataclass(frozen=True)
 class Profile:
-    """How hard to look: examples per property check and the default per-check time limit."""
+    """How hard to look: examples per property check (drawn by hypothesis, ``conformance/search.py``),
+    the default per-check time limit, and the bounded shrink budget of a failure (at most
+    ``shrink_calls`` replays of the property and ``shrink_s`` seconds). ``kernel``: sizes are drawn
+    from the block-boundary sets of ``conformance/strategies.py`` (attention kernels)."""
 
     name: str
     examples: int
     time_limit_s: float
     derandomized: bool = False
+    shrink_calls: int = 100
+    shrink_s: float = 10.0
+    kernel: bool = False
 
 
 PROFILES: dict[str, Profile] = {
-    "quick": Profile("quick", examples=2, time_limit_s=30.0),
-    "ci": Profile("ci", examples=4, time_limit_s=60.0, derandomized=True),
-    "thorough": Profile("thorough", examples=25, time_limit_s=600.0),
+    "quick": Profile("quick", examples=2, time_limit_s=30.0, shrink_calls=50, shrink_s=5.0),
+    "ci": Profile("ci", examples=4, time_limit_s=60.0, derandomized=True, shrink_calls=100, shrink_s=10.0),
+    "thorough": Profile("thorough", examples=25, time_limit_s=600.0, shrink_calls=500, shrink_s=60.0),
+    "kernel": Profile("kernel", examples=3, time_limit_s=600.0, shrink_calls=60, shrink_s=60.0, kernel=True),
 }
 
 #: The seed used whenever a derandomized profile (``ci``) runs without ``--seed``.
@@ -140,6 +152,8 @@ class CheckContext:
         check_id: str,
         session: Any = None,
         needs: frozenset[Capability] = frozenset(),
+        shrink: bool = True,
+        replay: dict[str, Any] | None = None,
     ) -> None:
         self.adapter = adapter
         self.session = session  # the target's worker (isolation.TargetSession); None in-process
@@ -156,6 +170,11 @@ class CheckContext:
         self.target_time_s = 0.0
         self.target_calls = 0
         self.warnings: list[str] = []  # warnings the target raised during this check, one line each
+        # The search driver (conformance/search.py): shrink failures or not; the one example to replay
+        # ({"search": n, "example": {...}} from a report's counterexample, ``--example``); searches so far.
+        self.shrink = shrink
+        self.replay = replay
+        self.searches = 0
 
     @property
     def examples(self) -> int:
@@ -328,23 +347,52 @@ class CheckContext:
         reference_same_dtype: Tensor,
         *,
         conditioning: Tensor | None = None,
+        dims: tuple[str, ...] | None = None,
+        coords: dict[int, Any] | None = None,
     ) -> None:
         """Differential rule (``reference.tolerance.differential``, with the optional ``conditioning``
-        bound); NUMERIC failure when exceeded."""
+        bound); NUMERIC failure when exceeded. ``dims`` names the compared tensor's dimensions and
+        ``coords`` maps a dimension to the original index of each of its entries (a sliced or
+        row-selected tensor), for the counterexample's offending entry (``evidence.worst_entry``)."""
         tensor = self._prepare(what, actual, oracle64)
         result = tolerance.differential(tensor, oracle64, reference_same_dtype, conditioning=conditioning)
         if not result.ok:
             errors = error_sample(tensor, oracle64, result.allowed, result.rule)
-            self.fail(
-                FailureKind.NUMERIC, f"{what}: {result.describe()}", result.measured, result.allowed, errors
-            )
+            self._fail_numeric(f"{what}: {result.describe()}", result, errors, tensor, oracle64, dims, coords)
 
-    def compare_direct(self, what: str, actual: Any, expected64: Tensor) -> None:
-        """Direct rule (``reference.tolerance.direct``); NUMERIC failure when exceeded."""
+    def compare_direct(
+        self,
+        what: str,
+        actual: Any,
+        expected64: Tensor,
+        *,
+        dims: tuple[str, ...] | None = None,
+        coords: dict[int, Any] | None = None,
+    ) -> None:
+        """Direct rule (``reference.tolerance.direct``); NUMERIC failure when exceeded (``dims``,
+        ``coords``: see ``compare``)."""
         tensor = self._prepare(what, actual, expected64)
         result = tolerance.direct(tensor, expected64)
         if not result.ok:
             errors = error_sample(tensor, expected64, None, result.rule)
-            self.fail(
-                FailureKind.NUMERIC, f"{what}: {result.describe()}", result.measured, result.allowed, errors
-            )
+            message = f"{what}: {result.describe()}"
+            self._fail_numeric(message, result, errors, tensor, expected64, dims, coords)
+
+    def _fail_numeric(
+        self,
+        message: str,
+        result: Any,
+        errors: dict[str, Any],
+        tensor: Tensor,
+        expected64: Tensor,
+        dims: tuple[str, ...] | None,
+        coords: dict[int, Any] | None,
+    ) -> NoReturn:
+        failure = CheckFailure(
+            FailureKind.NUMERIC, message, measured=result.measured, allowed=result.allowed, evidence=errors
+        )
+        try:
+            failure.offending = worst_entry(tensor, expected64, dims=dims, coords=coords)
+        except Exception:  # the offending entry is a courtesy: never a harness error
+            failure.offending = None
+        raise failure

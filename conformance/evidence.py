@@ -221,3 +221,38 @@ def run_steps(
     if first is not None:
         with attached(steps.payload):
             raise first
+
+
+def worst_entry(
+    actual: Tensor,
+    expected64: Tensor,
+    *,
+    dims: tuple[str, ...] | None = None,
+    coords: dict[int, Any] | None = None,
+) -> dict[str, Any]:
+    """The entry of ``actual`` farthest from ``expected64`` (NaN counts as farthest): its index (one
+    value per dimension, named by ``dims`` when given; ``coords[d]`` maps position i of dimension d to
+    its original index, or indices for a row of a row-selected tensor) and the target's value, the
+    oracle's and their difference. Part of a failure's counterexample (``conformance/search.py``)."""
+    a = actual.detach().to(torch.float64).cpu()
+    o = expected64.detach().to(torch.float64).cpu()
+    if a.numel() == 0:
+        return {}
+    diff = torch.nan_to_num((a - o).abs(), nan=math.inf)
+    flat = int(torch.argmax(diff.flatten()))
+    raw = [int(i) for i in torch.unravel_index(torch.tensor(flat), a.shape)] if a.dim() else []
+    index: list[int] = []
+    for d, i in enumerate(raw):
+        mapped = list((coords or {}).get(d, []))
+        original = mapped[i] if i < len(mapped) else i
+        index += [int(x) for x in original] if isinstance(original, list | tuple) else [int(original)]
+    entry: dict[str, Any] = {
+        "index": index,
+        "shape": list(a.shape),
+        "target": number(float(a.flatten()[flat])),
+        "oracle": number(float(o.flatten()[flat])),
+        "difference": number(float(a.flatten()[flat] - o.flatten()[flat])),
+    }
+    if dims is not None and len(dims) == len(index):
+        entry["dims"] = list(dims)
+    return entry

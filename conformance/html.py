@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from transformer_conformance import figures
-from transformer_conformance.report import PRECEDENCE, SYMBOLS, AuditReport
+from transformer_conformance.report import PRECEDENCE, SYMBOLS, AuditReport, counterexample_lines
 from transformer_conformance.runner import (
     BLOCKED,
     ERROR,
@@ -82,6 +82,7 @@ def claim_infos(ids: list[str]) -> dict[str, ClaimInfo]:
 
 def _failure_view(r: dict[str, Any], draw: bool) -> dict[str, Any]:
     counterexample = {
+        **({"minimal": r["counterexample"]} if r.get("counterexample") else {}),
         "inputs": r.get("inputs", {}),
         "seed": r.get("seed"),
         "device": r.get("device"),
@@ -95,6 +96,7 @@ def _failure_view(r: dict[str, Any], draw: bool) -> dict[str, Any]:
         "counterexample": json.dumps(counterexample, indent=2, sort_keys=True, default=str),
         "figures": figures.failure_figures(r) if draw else [],
         "evidence_kinds": sorted((r.get("evidence") or {}).keys()),
+        "counterexample_lines": counterexample_lines(r.get("counterexample")),
     }
 
 

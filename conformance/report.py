@@ -52,6 +52,43 @@ def aggregate(statuses: set[str] | list[str]) -> str:
     return next(s for s in PRECEDENCE if s in present)
 
 
+def counterexample_lines(counter: dict[str, Any] | None) -> list[str]:
+    """The minimal counterexample of a failure (``conformance/search.py``), a few lines of text:
+    sizes and where it came from, the offending entry, token ids, causality leaks."""
+    if not counter:
+        return []
+    lines = []
+    if "sizes" in counter or "example" in counter:
+        known = counter.get("sizes") or {}
+        sizes = " ".join(f"{k}={v}" for k, v in known.items())
+        extra = {k: v for k, v in (counter.get("example") or {}).items() if k not in known}
+        shrink = counter.get("shrink")
+        shrunk = f", shrunk in {shrink['replays']} replays / {shrink['seconds']:g} s" if shrink else ""
+        lines.append(
+            f"minimal counterexample ({counter.get('source', '?')}{shrunk}): {sizes} "
+            + json.dumps(extra, sort_keys=True)
+        )
+    off = counter.get("offending")
+    if off:
+        where = off.get("at") or {"index": off.get("index")}
+        at = ", ".join(f"{k} {v}" for k, v in where.items())
+        lines.append(
+            f"offending entry: {at}: target {off.get('target')}, oracle {off.get('oracle')}, "
+            f"difference {off.get('difference')}"
+        )
+    for name, ids in (counter.get("token_ids") or {}).items():
+        lines.append(f"token ids {name}: {ids}")
+    causality = counter.get("causality")
+    if causality and causality.get("leaks"):
+        pairs = "; ".join(
+            f"{causality.get('output', 'output')} {leak['output']} moved by {leak['change']} when "
+            f"{causality.get('input', 'input')} {leak['input']} changed"
+            for leak in causality["leaks"][:6]
+        )
+        lines.append(f"causality ({causality.get('count')} leak(s)): {pairs}")
+    return lines
+
+
 def claim_statements() -> dict[str, str]:
     """Claim ID -> statement, from ``spec.load_claims`` (empty when the spec is unavailable)."""
     try:
@@ -204,6 +241,7 @@ class AuditReport:
             lines.append(f"  allowed {r.allowed!r}")
         inputs = json.dumps(r.inputs, sort_keys=True, default=str)
         lines.append(f"  inputs: {inputs} (seed {r.seed}, {r.device}, {r.dtype})")
+        lines += ["  " + line for line in counterexample_lines(r.counterexample)]
         if r.saved_inputs:
             lines.append(f"  saved inputs: {r.saved_inputs}")
         if r.traceback:

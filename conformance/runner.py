@@ -68,6 +68,8 @@ class CheckResult:
     saved_inputs: str | None = None
     traceback: str | None = None
     evidence: dict[str, Any] | None = None  # small arrays that show a failure (conformance/evidence.py)
+    # the minimal failing example (conformance/search.py): sizes, example, offending entry, token ids
+    counterexample: dict[str, Any] | None = None
     warnings: list[str] = field(default_factory=list)  # what the target warned during the check
 
     @property
@@ -236,6 +238,16 @@ def _run_isolated(spec: CheckSpec, ctx: CheckContext, session: Any, limit_s: flo
         session.end_check()
 
 
+def counterexample_of(failure: CheckFailure) -> dict[str, Any] | None:
+    """The failure's counterexample (``conformance/search.py``); for a check that does not search,
+    only the offending entry of a failed comparison, when there is one."""
+    counter = getattr(failure, "counterexample", None)
+    if counter is not None:
+        return dict(counter)
+    offending = getattr(failure, "offending", None)
+    return {"offending": offending} if offending else None
+
+
 def build_failure_results(
     label: str, checks: Sequence[CheckSpec], settings: "RunSettings", failure: CheckFailure
 ) -> list[CheckResult]:
@@ -302,6 +314,8 @@ class RunSettings:
     impl: str
     save_inputs: Path | None = None
     repro_options: tuple[str, ...] = ()  # extra CLI options a repro command must carry
+    shrink: bool = True  # shrink a failure to a minimal example (conformance/search.py)
+    replay: dict[str, Any] | None = None  # the one example to run (``--example``), exact replay
 
 
 def run_target(
@@ -378,6 +392,8 @@ def run_target(
                 check_id=spec.id,
                 session=session,
                 needs=spec.needs,
+                shrink=settings.shrink,
+                replay=settings.replay,
             )
             start = time.perf_counter()
             if session is not None:
@@ -395,10 +411,12 @@ def run_target(
                 result.message = failure.message
                 result.measured, result.allowed = failure.measured, failure.allowed
                 result.evidence = failure.evidence or None
+                result.counterexample = counterexample_of(failure)
             else:
                 result.message = outcome.reason
             result.traceback = outcome.trace
             if result.status in (FAIL, ERROR):
+                replay = result.counterexample.get("replay") if result.counterexample else None
                 result.repro = repro_command(
                     settings.impl,
                     spec.id,
@@ -406,7 +424,7 @@ def run_target(
                     str(settings.device),
                     dt_name,
                     settings.profile.name,
-                    settings.repro_options,
+                    (*settings.repro_options, *(("--example", replay) if replay else ())),
                 )
             if result.status == FAIL:
                 match = next((d for d in active if d.matches(spec.id, spec.claims)), None)

@@ -15,13 +15,14 @@ from torch import Tensor
 from transformer_conformance.adapter import Capability
 from transformer_conformance.checks.declared import require_notes_scoring
 from transformer_conformance.checks.inputs import (
+    FIXED_CASES,
     SCORE_SCALE,
     AttnCase,
-    attention_cases,
     half_dtypes,
     qkv,
     random_keep,
     require_zero_policy,
+    search_cases,
 )
 from transformer_conformance.context import CheckContext, FailureKind, NotApplicable
 from transformer_conformance.evidence import attached, attention_slice
@@ -119,10 +120,13 @@ def masks_for(ctx: CheckContext, case: AttnCase) -> list[Tensor | None]:
 def shapes(ctx: CheckContext) -> None:
     """Output is [b, h, num_q, d_v] in the input dtype, weights (if returned) [b, h, num_q, num_k],
     for num_q != num_k both ways, length 1 and odd head widths."""
-    for case in attention_cases(ctx):
+
+    def prop(case: AttnCase) -> None:
         q, k, v = qkv(ctx, case)
         for keep in (None, random_keep(ctx, case, fully_masked_row=False)):
             run_attention(ctx, case, q, k, v, keep)
+
+    search_cases(ctx, prop)
 
 
 @check(
@@ -139,20 +143,21 @@ def weights_shape(ctx: CheckContext) -> None:
     observable."""
     if not ctx.conventions.returns_weights:
         raise NotApplicable(f"target {ctx.adapter.name!r} declares returns_weights=False")
-    cases = attention_cases(ctx)
-    cases += [AttnCase(c.b, c.h, c.nk, c.nk, c.d, c.dv) for c in cases]  # self-attention: L x L
-    cases.append(AttnCase(1, 2, LONG, LONG, 8, 8))
-    for case in cases:
-        q, k, v = qkv(ctx, case)
-        _, weights = run_attention(ctx, case, q, k, v, None)
-        w = need_weights(ctx, weights)
-        per_head = w.numel() // (case.b * case.h)
-        if per_head != case.nq * case.nk:
-            ctx.fail(
-                FailureKind.SHAPE,
-                f"pattern holds {per_head} weights per head, expected {case.nq} * {case.nk} "
-                f"[{case.describe()}]",
-            )
+
+    def prop(case: AttnCase) -> None:
+        for each in (case, AttnCase(case.b, case.h, case.nk, case.nk, case.d, case.dv)):  # and L x L
+            q, k, v = qkv(ctx, each)
+            _, weights = run_attention(ctx, each, q, k, v, None)
+            w = need_weights(ctx, weights)
+            per_head = w.numel() // (each.b * each.h)
+            if per_head != each.nq * each.nk:
+                ctx.fail(
+                    FailureKind.SHAPE,
+                    f"pattern holds {per_head} weights per head, expected {each.nq} * {each.nk} "
+                    f"[{each.describe()}]",
+                )
+
+    search_cases(ctx, prop, fixed=[*FIXED_CASES, AttnCase(1, 2, LONG, LONG, 8, 8)])
 
 
 @check("attention.shapes.value-width", claims=("attention.shapes",), needs=ATTN, depends_on=(SHAPES,))
@@ -160,7 +165,8 @@ def value_width(ctx: CheckContext) -> None:
     """d_v != d_k is allowed: the output takes the width of V, and each output column is the one the
     target itself computes from a d_v == d_k slice of V holding that column (output columns are
     independent of each other, so this needs no formula: a formula bug is judged elsewhere)."""
-    for case in attention_cases(ctx, value_width_differs=True):
+
+    def prop(case: AttnCase) -> None:
         q, k, v = qkv(ctx, case)
         out, _ = run_attention(ctx, case, q, k, v, None)
         narrow = AttnCase(case.b, case.h, case.nq, case.nk, case.d, case.d)
@@ -172,13 +178,18 @@ def value_width(ctx: CheckContext) -> None:
                 f"[{case.describe()}]",
                 out[..., first : first + case.d],
                 part.double(),
+                dims=("batch", "head", "query", "feature"),
+                coords={3: range(first, first + case.d)},
             )
+
+    search_cases(ctx, prop, value_width_differs=True)
 
 
 @check("attention.weights.range", claims=("attention.weights.range",), needs=ATTN, depends_on=(SHAPES,))
 def weights_range(ctx: CheckContext) -> None:
     """Every weight lies in [0, 1], also with masks and with scores scaled by 1e3."""
-    for case in attention_cases(ctx):
+
+    def prop(case: AttnCase) -> None:
         for scale in (1.0, SCORE_SCALE):
             q, k, v = qkv(ctx, case, score_scale=scale)
             for keep in masks_for(ctx, case):
@@ -186,6 +197,8 @@ def weights_range(ctx: CheckContext) -> None:
                 w = need_weights(ctx, weights)
                 ctx.expect_finite("weights", w)
                 ctx.compare_direct("weights clamped to [0, 1]", w, w.double().clamp(0.0, 1.0))
+
+    search_cases(ctx, prop)
 
 
 @check(
@@ -196,7 +209,8 @@ def weights_range(ctx: CheckContext) -> None:
 )
 def rows_sum_to_one(ctx: CheckContext) -> None:
     """In the [num_q, num_k] layout each query row with at least one visible key sums to 1."""
-    for case in attention_cases(ctx):
+
+    def prop(case: AttnCase) -> None:
         q, k, v = qkv(ctx, case)
         for keep in [*masks_for(ctx, case), random_keep(ctx, case, fully_masked_row=True)]:
             _, weights = run_attention(ctx, case, q, k, v, keep)
@@ -204,8 +218,14 @@ def rows_sum_to_one(ctx: CheckContext) -> None:
             rows = live_rows(keep, case, w.device)
             sums = w.double().sum(dim=-1)[rows]
             ctx.compare_direct(
-                f"row sums of the weights [{case.describe()}]", sums.to(w.dtype), torch.ones_like(sums)
+                f"row sums of the weights [{case.describe()}]",
+                sums.to(w.dtype),
+                torch.ones_like(sums),
+                dims=("batch", "head", "query"),
+                coords={0: rows.nonzero().tolist()},
             )
+
+    search_cases(ctx, prop)
 
 
 @check(
@@ -214,13 +234,16 @@ def rows_sum_to_one(ctx: CheckContext) -> None:
 def convex_combination(ctx: CheckContext) -> None:
     """Each output coordinate lies between the smallest and largest visible value in that coordinate
     (works without weights), for unit and x1e3 scores."""
-    for case in attention_cases(ctx):
+
+    def prop(case: AttnCase) -> None:
         for scale in (1.0, SCORE_SCALE):
             q, k, v = qkv(ctx, case, score_scale=scale)
             for keep in masks_for(ctx, case):
                 out, _ = run_attention(ctx, case, q, k, v, keep)
                 ctx.expect_finite("output", out)
                 check_in_hull(ctx, case, out, v, keep)
+
+    search_cases(ctx, prop)
 
 
 def check_in_hull(ctx: CheckContext, case: AttnCase, out: Tensor, v: Tensor, keep: Tensor | None) -> None:
@@ -237,7 +260,11 @@ def check_in_hull(ctx: CheckContext, case: AttnCase, out: Tensor, v: Tensor, kee
     rows = live_rows(keep, case, v.device)
     clamped = torch.minimum(torch.maximum(out.double(), lo), hi)
     ctx.compare_direct(
-        f"output clamped to the hull of visible values [{case.describe()}]", out[rows], clamped[rows]
+        f"output clamped to the hull of visible values [{case.describe()}]",
+        out[rows],
+        clamped[rows],
+        dims=("batch", "head", "query", "feature"),
+        coords={0: rows.nonzero().tolist()},
     )
 
 
@@ -273,7 +300,8 @@ def fully_masked_row(ctx: CheckContext) -> None:
     judges that one)."""
     require_zero_policy(ctx)
     additive = getattr(ctx.adapter, "attention_additive", None)
-    for case in attention_cases(ctx):
+
+    def prop(case: AttnCase) -> None:
         r = _masked_row_case(ctx, case)
         dead = ~r.rows
         results: list[tuple[str, Tensor, Tensor | None]] = [("boolean mask", r.out, r.weights)]
@@ -294,6 +322,8 @@ def fully_masked_row(ctx: CheckContext) -> None:
             if w is not None and not bool((w[dead] == 0).all()):
                 ctx.fail(FailureKind.PROPERTY, f"fully masked row ({how}): weights are not all exactly 0")
 
+    search_cases(ctx, prop)
+
 
 @check(
     "attention.fully-masked-row.declared",
@@ -312,7 +342,8 @@ def fully_masked_row_declared(ctx: CheckContext) -> None:
         raise NotApplicable("target declares the project policy 'zero' (see attention.fully-masked-row)")
     if not ctx.conventions.returns_weights:
         raise NotApplicable(f"target {ctx.adapter.name!r} declares returns_weights=False")
-    for case in attention_cases(ctx):
+
+    def prop(case: AttnCase) -> None:
         r = _masked_row_case(ctx, case)
         w = need_weights(ctx, r.weights)
         dead = ~r.rows
@@ -344,6 +375,8 @@ def fully_masked_row_declared(ctx: CheckContext) -> None:
             f"row sums with a visible key [{case.describe()}]", sums.to(w.dtype), torch.ones_like(sums)
         )
 
+    search_cases(ctx, prop)
+
 
 # -- differential ------------------------------------------------------------------------------
 @check(
@@ -365,7 +398,8 @@ def differential(ctx: CheckContext) -> None:
 def differential_at_scales(ctx: CheckContext, scales: tuple[float, ...]) -> None:
     """The body of ``attention.differential`` for the given score scales (the calibration benchmark,
     ``benchmarks/calibration.py``, runs it over more of them)."""
-    for case in attention_cases(ctx):
+
+    def prop(case: AttnCase) -> None:
         for scale in scales:
             q, k, v = qkv(ctx, case, score_scale=scale)
             for keep in masks_for(ctx, case):
@@ -380,6 +414,8 @@ def differential_at_scales(ctx: CheckContext, scales: tuple[float, ...]) -> None
                     if weights is not None:
                         ctx.compare(f"weights {what}", weights, w64, wsame, conditioning=c_w)
 
+    search_cases(ctx, prop)
+
 
 @check(
     "attention.half-precision",
@@ -393,8 +429,10 @@ def half_precision(ctx: CheckContext) -> None:
     reference in that dtype); scores x1e3 give finite outputs inside the hull of the values. Depends on
     the formula check: against the oracle a formula bug would show here too."""
     require_notes_scoring(ctx)
-    for dtype in half_dtypes(ctx):
-        for case in attention_cases(ctx)[:3]:
+    dtypes = half_dtypes(ctx)
+
+    def prop(case: AttnCase) -> None:
+        for dtype in dtypes:
             q, k, v = qkv(ctx, case, dtype=dtype)
             keep = random_keep(ctx, case, fully_masked_row=False)
             out, _ = run_attention(ctx, case, q, k, v, keep)
@@ -406,6 +444,8 @@ def half_precision(ctx: CheckContext) -> None:
             if weights is not None:
                 ctx.expect_finite(f"{dtype} weights with scores x1e3", weights)
             check_in_hull(ctx, case, out, v, keep)
+
+    search_cases(ctx, prop, fixed=list(FIXED_CASES[:3]), examples=max(1, ctx.examples // 2))
 
 
 # -- metamorphic -------------------------------------------------------------------------------
@@ -420,13 +460,16 @@ def determinism(ctx: CheckContext) -> None:
     """The same inputs give the same outputs on repeated calls (three calls; equal up to the direct
     tolerance: a BLAS may legitimately block a reduction differently on a thread's first call, which
     moves the last bit, while dropout left on or uninitialised memory moves far more)."""
-    for case in attention_cases(ctx)[:3]:
+
+    def prop(case: AttnCase) -> None:
         q, k, v = qkv(ctx, case)
         keep = random_keep(ctx, case, fully_masked_row=False)
         first, _ = run_attention(ctx, case, q, k, v, keep)
         for again in (2, 3):
             later, _ = run_attention(ctx, case, q, k, v, keep)
             ctx.compare_direct(f"call {again} vs call 1 [{case.describe()}]", later, first.double())
+
+    search_cases(ctx, prop, fixed=list(FIXED_CASES[:3]), examples=max(1, ctx.examples // 2))
 
 
 @check(
@@ -438,8 +481,9 @@ def determinism(ctx: CheckContext) -> None:
 )
 def batch_independence(ctx: CheckContext) -> None:
     """Sample 0's output does not change when the other samples change, nor when it runs alone."""
-    for case in attention_cases(ctx):
-        case = AttnCase(3, case.h, case.nq, case.nk, case.d, case.dv)
+
+    def prop(drawn: AttnCase) -> None:
+        case = AttnCase(3, drawn.h, drawn.nq, drawn.nk, drawn.d, drawn.dv)
         q, k, v = qkv(ctx, case)
         keep = random_keep(ctx, case, fully_masked_row=False)
         out, _ = run_attention(ctx, case, q, k, v, keep)
@@ -450,3 +494,5 @@ def batch_independence(ctx: CheckContext) -> None:
         single = AttnCase(1, case.h, case.nq, case.nk, case.d, case.dv)
         alone, _ = run_attention(ctx, single, q[:1], k[:1], v[:1], keep[:1])
         ctx.compare_direct("sample 0 run alone vs in a batch", alone[0], out[0].double())
+
+    search_cases(ctx, prop)

@@ -2,17 +2,23 @@
 
 Every generator draws from ``ctx`` (seeded per check), so a rerun with the same seed sees the same
 inputs. The fixed cases come first and are deliberately awkward: ``num_q != num_k`` both ways, length 1,
-odd head widths (5, 7), fully masked rows, left and right padding, huge or NaN pad contents. Random
-cases follow, ``ctx.examples`` of them, with small sizes so the whole component suite stays fast.
+odd head widths (5, 7), fully masked rows, left and right padding, huge or NaN pad contents. Drawn
+cases follow (``search_cases``: ``ctx.examples`` of them drawn by hypothesis, a failure shrunk to a
+minimal case, ``conformance/search.py``), with small sizes so the whole component suite stays fast
+(the ``kernel`` profile draws block-boundary sizes instead).
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from hypothesis import strategies as st
 from torch import Tensor
 
 from transformer_conformance.context import CheckContext, NotApplicable
 from transformer_conformance.reference.masks import causal_mask, padding_mask_from_lengths
+from transformer_conformance.search import search
+from transformer_conformance.strategies import Example, attention_example
 
 #: Finite pad contents far beyond any real activation (in float16 the largest finite value is used).
 HUGE = 1e10
@@ -66,6 +72,75 @@ def attention_cases(
     if value_width_differs:
         cases = [AttnCase(c.b, c.h, c.nq, c.nk, c.d, c.d + 2) for c in cases]
     return cases
+
+
+def case_of(example: Example) -> AttnCase:
+    """The attention sizes of a drawn or fixed example."""
+    return AttnCase(example["b"], example["h"], example["nq"], example["nk"], example["d"], example["dv"])
+
+
+def case_example(case: AttnCase) -> Example:
+    """An example of ``case``'s sizes (its ``data`` seed is set by the driver)."""
+    return {"b": case.b, "h": case.h, "nq": case.nq, "nk": case.nk, "d": case.d, "dv": case.dv}
+
+
+def fixed_cases(*, square: bool = False, value_width_differs: bool = False) -> list[AttnCase]:
+    """The fixed adversarial cases (``square``: nq == nk only, plus a 7 x 7 one; ``value_width_differs``:
+    d_v = d + 2)."""
+    fixed = [c for c in FIXED_CASES if not square or c.nq == c.nk]
+    if square:
+        fixed.append(AttnCase(2, 2, 7, 7, 7, 7))
+    if value_width_differs:
+        fixed = [AttnCase(c.b, c.h, c.nq, c.nk, c.d, c.d + 2) for c in fixed]
+    return fixed
+
+
+def search_cases(
+    ctx: CheckContext,
+    prop: Callable[[AttnCase], None],
+    *,
+    square: bool = False,
+    value_width_differs: bool = False,
+    fixed: list[AttnCase] | None = None,
+    examples: int | None = None,
+) -> None:
+    """Run ``prop`` on the fixed adversarial cases (or ``fixed``), then on attention sizes drawn by
+    hypothesis (``ctx.examples`` unless ``examples``; block-boundary sizes under the ``kernel``
+    profile); a failure is shrunk to the smallest sizes that show it (``conformance/search.py``)."""
+    if fixed is None:
+        fixed = fixed_cases(square=square, value_width_differs=value_width_differs)
+    strategy = attention_example(
+        kernel=ctx.profile.kernel, square=square, value_width_differs=value_width_differs
+    )
+    search_examples(ctx, lambda ex: prop(case_of(ex)), [case_example(c) for c in fixed], strategy, examples)
+
+
+def search_examples(
+    ctx: CheckContext,
+    prop: Callable[[Example], None],
+    fixed: list[Example],
+    strategy: "st.SearchStrategy[Example]",
+    examples: int | None = None,
+) -> None:
+    """``search.search`` (the fixed examples, then drawn ones) for a property of a whole example."""
+    search(ctx, prop, fixed=fixed, strategy=strategy, examples=examples)
+
+
+def cut_points(n: int) -> list[int]:
+    """Key positions 1..n-1 to cut a causal sequence at: all of them for short sequences, else the
+    ends, the middle and both sides of every block boundary (multiples of 64)."""
+    if n <= 17:
+        return list(range(1, n))
+    picks = {1, 2, n // 2, n - 2, n - 1}
+    for edge in range(64, n, 64):
+        picks |= {edge - 1, edge, edge + 1}
+    return sorted(p for p in picks if 1 <= p < n)
+
+
+def probe_rows(n: int) -> list[int]:
+    """Query rows 0..n-1 to probe one at a time: all of them for short sequences, else row 0 and the
+    rows of ``cut_points``."""
+    return [0, *cut_points(n)]
 
 
 def qkv(

@@ -24,10 +24,13 @@ from transformer_conformance.checks.attention import (
 )
 from transformer_conformance.checks.declared import require_notes_scoring
 from transformer_conformance.checks.inputs import (
+    FIXED_CASES,
     SCORE_SCALE,
     AttnCase,
     aligned_causal_keep,
-    attention_cases,
+    case_example,
+    case_of,
+    cut_points,
     fill_where,
     huge_value,
     padding_keep,
@@ -35,12 +38,21 @@ from transformer_conformance.checks.inputs import (
     query_positions,
     random_keep,
     require_isolated_nonfinite,
+    search_cases,
+    search_examples,
 )
 from transformer_conformance.context import CheckContext, FailureKind, NotApplicable
 from transformer_conformance.evidence import attached, attention_slice, influence_map
 from transformer_conformance.reference import tolerance
 from transformer_conformance.reference.masks import additive_mask
 from transformer_conformance.registry import check
+from transformer_conformance.strategies import (
+    Example,
+    attention_example,
+    build_keep,
+    combined_keep,
+    mask_example,
+)
 
 ATTN = (Capability.ATTENTION,)
 ALIGNMENTS = ("bottom-right", "top-left")
@@ -131,7 +143,8 @@ def leaked_weights_evidence(
 )
 def masked_weights_zero(ctx: CheckContext) -> None:
     """Masked weights are exactly 0 (not merely small), also with scores scaled by 1e3."""
-    for case in attention_cases(ctx):
+
+    def prop(case: AttnCase) -> None:
         for scale in (1.0, SCORE_SCALE):
             q, k, v = qkv(ctx, case, score_scale=scale)
             keep = random_keep(ctx, case, fully_masked_row=False, per_head=True)
@@ -148,6 +161,8 @@ def masked_weights_zero(ctx: CheckContext) -> None:
                         measured=worst,
                         allowed=0.0,
                     )
+
+    search_cases(ctx, prop)
 
 
 def padded_self_attention(
@@ -189,11 +204,14 @@ def padded_self_attention(
 def padding_invariance(ctx: CheckContext) -> None:
     """Left or right key padding: pad contents (random, or huge 1e10) change nothing, also with scores
     x1e3 (this is where a finite -1e4 mask bias is defeated)."""
-    for case in attention_cases(ctx):
+
+    def prop(case: AttnCase) -> None:
         for side in ("right", "left"):
             for value in (None, huge_value(ctx.dtype)):
                 for scale in (1.0, SCORE_SCALE):
                     padded_self_attention(ctx, case, side, value, scale)
+
+    search_cases(ctx, prop)
 
 
 @check(
@@ -207,9 +225,12 @@ def padding_nan_contents(ctx: CheckContext) -> None:
     """NaN in padded keys/values (e.g. NaN pad embeddings) changes nothing at real positions (not
     applicable to a target declaring nonfinite_pads='leak')."""
     require_isolated_nonfinite(ctx)
-    for case in attention_cases(ctx):
+
+    def prop(case: AttnCase) -> None:
         for side in ("right", "left"):
             padded_self_attention(ctx, case, side, float("nan"), 1.0)
+
+    search_cases(ctx, prop)
 
 
 def perturb_after(ctx: CheckContext, k: Tensor, v: Tensor, cut: int) -> tuple[Tensor, Tensor]:
@@ -229,7 +250,7 @@ def future_blind(ctx: CheckContext, case: AttnCase, alignment: str, *, explicit:
     path = f"explicit {alignment} mask" if explicit else f"is_causal ({alignment}, as declared)"
     visible = torch.tensor([[0 <= j <= p for j in range(case.nk)] for p in positions])
     where = f"{path} [{case.describe()}]"
-    for cut in range(1, case.nk):
+    for cut in cut_points(case.nk):
         blind = [i for i, p in enumerate(positions) if p < cut]
         # bottom-right with nq > nk: queries before position 0 see nothing; judge only those that see a key
         blind = [i for i in blind if positions[i] >= 0]
@@ -242,6 +263,8 @@ def future_blind(ctx: CheckContext, case: AttnCase, alignment: str, *, explicit:
                 f"{path}: queries {blind} after changing keys >= {cut} [{case.describe()}]",
                 out2[..., blind, :],
                 out[..., blind, :].double(),
+                dims=("batch", "head", "query", "feature"),
+                coords={2: blind},
             )
 
 
@@ -256,8 +279,7 @@ def causal_is_causal(ctx: CheckContext) -> None:
     """``is_causal=True``: output i does not depend on keys after i's position (declared alignment;
     num_q == num_k and num_q != num_k)."""
     alignment = ctx.conventions.causal_alignment
-    for case in attention_cases(ctx):
-        future_blind(ctx, case, alignment, explicit=False)
+    search_cases(ctx, lambda case: future_blind(ctx, case, alignment, explicit=False))
 
 
 @check(
@@ -269,9 +291,12 @@ def causal_is_causal(ctx: CheckContext) -> None:
 )
 def causal_explicit(ctx: CheckContext) -> None:
     """An explicit [num_q, num_k] causal mask (shared by the batch), either alignment: future-blind."""
-    for case in attention_cases(ctx):
+
+    def prop(case: AttnCase) -> None:
         for alignment in ALIGNMENTS:
             future_blind(ctx, case, alignment, explicit=True)
+
+    search_cases(ctx, prop)
 
 
 @check(
@@ -285,7 +310,8 @@ def causal_diagonal_visible(ctx: CheckContext) -> None:
     """Under ``is_causal`` each query sees its own position: changing the value there moves the output,
     and the first query (which sees only its own key) returns exactly that value row."""
     alignment = ctx.conventions.causal_alignment
-    for case in attention_cases(ctx, square=True):
+
+    def prop(case: AttnCase) -> None:
         q, k, v = qkv(ctx, case)
         out, weights = run_attention(ctx, case, q, k, v, None, is_causal=True)
         ctx.compare_direct(
@@ -303,6 +329,8 @@ def causal_diagonal_visible(ctx: CheckContext) -> None:
             if weights is not None and not bool((weights[..., i, pos] > 0).all()):
                 ctx.fail(FailureKind.PROPERTY, f"query {i}: weight on its own position {pos} is 0")
 
+    search_cases(ctx, prop, square=True)
+
 
 @check(
     "mask.causal.differential",
@@ -316,7 +344,9 @@ def causal_differential(ctx: CheckContext) -> None:
     either alignment equals the oracle with that mask (rows with a visible key)."""
     require_notes_scoring(ctx)
     declared = ctx.conventions.causal_alignment
-    for case in attention_cases(ctx):
+
+    def prop(example: Example) -> None:
+        case = case_of(example)
         q, k, v = qkv(ctx, case)
         for alignment, explicit in [(declared, False), *((a, True) for a in ALIGNMENTS)]:
             keep = aligned_causal_keep(ctx, case.nq, case.nk, alignment)
@@ -325,6 +355,24 @@ def causal_differential(ctx: CheckContext) -> None:
             )
             path = f"explicit {alignment} mask" if explicit else f"is_causal (declared {alignment})"
             compare_with_oracle(ctx, path, case, (q, k, v), keep, out, weights)
+        # an explicit mask of a documented layout together with is_causal: their conjunction
+        explicit_mask = build_keep(ctx.generator, example, ctx.device)
+        if explicit_mask is not None or example.get("is_causal"):
+            combined = combined_keep(explicit_mask, example, declared)
+            assert combined is not None
+            full = combined.expand(case.b, case.h, case.nq, case.nk)
+            out, weights = run_attention(
+                ctx, case, q, k, v, explicit_mask, is_causal=bool(example.get("is_causal"))
+            )
+            path = f"{example['mask']} mask" + (" with is_causal" if example.get("is_causal") else "")
+            compare_with_oracle(ctx, path, case, (q, k, v), full, out, weights)
+
+    fixed = [
+        {**case_example(c), "mask": mask, "is_causal": True}
+        for c, mask in zip(FIXED_CASES, ("[nq,nk]", "[b,1,nq,nk]", "[b,h,nq,nk]", "[b,1,1,nk]", "none"))
+    ]
+    strategy = attention_example(kernel=ctx.profile.kernel, extras=mask_example())
+    search_examples(ctx, prop, fixed, strategy)
 
 
 @check(
@@ -340,7 +388,8 @@ def causal_additive(ctx: CheckContext) -> None:
     oracle's causal attention. Not applicable without that entry point."""
     require_notes_scoring(ctx)
     additive = require_additive_entry_point(ctx)
-    for case in attention_cases(ctx):
+
+    def prop(case: AttnCase) -> None:
         q, k, v = qkv(ctx, case)
         for alignment in ALIGNMENTS:
             keep = aligned_causal_keep(ctx, case.nq, case.nk, alignment)
@@ -349,6 +398,8 @@ def causal_additive(ctx: CheckContext) -> None:
             out, weights = ctx.call(additive, q, k, v, bias=bias)
             ctx.expect_shape(f"output [{case.describe()}]", out, (case.b, case.h, case.nq, case.dv))
             compare_with_oracle(ctx, f"additive {alignment} causal bias", case, (q, k, v), keep, out, weights)
+
+    search_cases(ctx, prop)
 
 
 @check(
@@ -362,7 +413,8 @@ def boolean_equals_additive(ctx: CheckContext) -> None:
     """Where the target takes an additive float mask (optional adapter method ``attention_additive``),
     the 0/-inf bias gives the same output and weights as the boolean mask."""
     additive = require_additive_entry_point(ctx)
-    for case in attention_cases(ctx):
+
+    def prop(case: AttnCase) -> None:
         q, k, v = qkv(ctx, case)
         keep = random_keep(ctx, case, fully_masked_row=False, per_head=True)
         out, weights = run_attention(ctx, case, q, k, v, keep)
@@ -372,3 +424,5 @@ def boolean_equals_additive(ctx: CheckContext) -> None:
         ctx.compare_direct(f"output, additive vs boolean mask [{case.describe()}]", out2, out.double())
         if weights is not None and weights2 is not None:
             ctx.compare_direct("weights, additive vs boolean mask", weights2, weights.double())
+
+    search_cases(ctx, prop)

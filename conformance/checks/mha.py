@@ -26,12 +26,14 @@ from transformer_conformance.checks.inputs import (
     permutation,
     require_isolated_nonfinite,
     require_zero_policy,
+    search_examples,
 )
 from transformer_conformance.context import CheckContext, FailureKind, NotApplicable
 from transformer_conformance.reference.grouped_mha import mha_reference
 from transformer_conformance.reference.masks import causal_mask, combine_masks, key_padding_to_attention_mask
 from transformer_conformance.reference.multihead import MultiHeadAttention
 from transformer_conformance.registry import check
+from transformer_conformance.strategies import Example, mha_example
 
 MHA = (Capability.MHA,)
 SHAPES = "mha.shapes"
@@ -80,6 +82,28 @@ def declared_case(ctx: CheckContext, case: MhaCase) -> MhaCase:
         return case
     h = case.h * kv
     return MhaCase(case.d_model // case.h * h, h, case.b, case.nq, case.nk)
+
+
+def search_mha(
+    ctx: CheckContext,
+    prop: Callable[[MhaCase], None],
+    *,
+    square: bool = False,
+    fixed: tuple[MhaCase, ...] = FIXED,
+    examples: int | None = None,
+) -> None:
+    """Run ``prop`` on the fixed cases, then on MHA sizes drawn by hypothesis (``ctx.examples``
+    unless ``examples``); a failure is shrunk to the smallest sizes that show it
+    (``conformance/search.py``). Drawn head counts are fitted to a declared ``num_kv_heads``
+    (``declared_case``), as the fixed cases are."""
+
+    def of(example: Example) -> MhaCase:
+        nq = example["nk"] if square else example["nq"]
+        case = MhaCase(example["d_model"], example["h"], example["b"], nq, example["nk"])
+        return declared_case(ctx, case)
+
+    cases = [{"d_model": c.d_model, "h": c.h, "b": c.b, "nq": c.nq, "nk": c.nk} for c in fixed]
+    search_examples(ctx, lambda ex: prop(of(ex)), cases, mha_example(), examples)
 
 
 @dataclass
@@ -161,12 +185,15 @@ def inputs(ctx: CheckContext, case: MhaCase) -> tuple[Tensor, Tensor]:
 )
 def shapes(ctx: CheckContext) -> None:
     """Self- and cross-attention keep [b, num_q, d_model]; weights (if returned) are [b, h, num_q, num_k]."""
-    for case in mha_cases(ctx):
+
+    def prop(case: MhaCase) -> None:
         layer = build(ctx, case)
         x_q, x_kv = inputs(ctx, case)
         run(ctx, layer, case, x_q, x_kv)
         self_case = MhaCase(case.d_model, case.h, case.b, case.nq, case.nq)
         run(ctx, layer, self_case, x_q, x_q)
+
+    search_mha(ctx, prop)
 
 
 @check(
@@ -188,7 +215,8 @@ def differential(ctx: CheckContext) -> None:
     split by column blocks), without masks, with left/right key padding and with a causal mask."""
     if not ctx.conventions.loads_weights:
         raise NotApplicable(f"target {ctx.adapter.name!r} declares loads_weights=False")
-    for case in mha_cases(ctx):
+
+    def prop(case: MhaCase) -> None:
         layer = build(ctx, case)
         x_q, x_kv = inputs(ctx, case)
         right = padding_keep(ctx, case.b, case.nk, side="right")
@@ -208,6 +236,8 @@ def differential(ctx: CheckContext) -> None:
             if weights is not None:
                 ctx.compare(f"weights, {label} [{case.describe()}]", weights, w64, wsame)
 
+    search_mha(ctx, prop)
+
 
 @check(
     "mha.permutation-equivariance",
@@ -219,7 +249,8 @@ def differential(ctx: CheckContext) -> None:
 def permutation_equivariance(ctx: CheckContext) -> None:
     """Self-attention without positions or causal mask: permuting the tokens (with their key padding)
     permutes the outputs the same way."""
-    for case in mha_cases(ctx, square=True):
+
+    def prop(case: MhaCase) -> None:
         layer = build(ctx, case)
         x, _ = inputs(ctx, case)
         perm = permutation(ctx, case.nq)
@@ -234,6 +265,8 @@ def permutation_equivariance(ctx: CheckContext) -> None:
                 out[:, perm].double(),
             )
 
+    search_mha(ctx, prop, square=True)
+
 
 @check(
     "mha.cross.memory-permutation",
@@ -244,7 +277,8 @@ def permutation_equivariance(ctx: CheckContext) -> None:
 )
 def memory_permutation(ctx: CheckContext) -> None:
     """Cross-attention: permuting the memory (with its padding mask) leaves every output unchanged."""
-    for case in mha_cases(ctx):
+
+    def prop(case: MhaCase) -> None:
         layer = build(ctx, case)
         x_q, memory = inputs(ctx, case)
         perm = permutation(ctx, case.nk)
@@ -254,10 +288,13 @@ def memory_permutation(ctx: CheckContext) -> None:
             out_p, _ = run(ctx, layer, case, x_q, memory[:, perm], None if kp is None else kp[:, perm])
             ctx.compare_direct(f"output with permuted memory [{case.describe()}]", out_p, out.double())
 
+    search_mha(ctx, prop)
+
 
 def padded_memory(ctx: CheckContext, value: float | None, sides: tuple[str, ...]) -> None:
     """Pad contents of x_kv set to ``value`` (None: random) change nothing (left/right padding)."""
-    for case in mha_cases(ctx):
+
+    def prop(case: MhaCase) -> None:
         layer = build(ctx, case)
         x_q, x_kv = inputs(ctx, case)
         for side in sides:
@@ -274,6 +311,8 @@ def padded_memory(ctx: CheckContext, value: float | None, sides: tuple[str, ...]
                 out2,
                 out.double(),
             )
+
+    search_mha(ctx, prop)
 
 
 @check(
@@ -312,7 +351,8 @@ def padding_nan_contents(ctx: CheckContext) -> None:
 )
 def causal(ctx: CheckContext) -> None:
     """Self-attention with an explicit causal attn_mask: output i ignores tokens after i."""
-    for case in mha_cases(ctx, square=True):
+
+    def prop(case: MhaCase) -> None:
         layer = build(ctx, case)
         x, _ = inputs(ctx, case)
         mask = causal_mask(case.nq, case.nk, device=ctx.device)
@@ -326,6 +366,8 @@ def causal(ctx: CheckContext) -> None:
                 out2[:, :cut],
                 out[:, :cut].double(),
             )
+
+    search_mha(ctx, prop, square=True)
 
 
 def _fully_masked_sample(ctx: CheckContext, case: MhaCase) -> tuple[Tensor, Tensor | None, Tensor, Tensor]:
@@ -349,7 +391,8 @@ def fully_masked_row(ctx: CheckContext) -> None:
     a scale or head-split bug does not change it); weights, if returned, are exactly 0.
     Not applicable to a target declaring another convention (``mha.fully-masked-row.declared``)."""
     require_zero_policy(ctx)
-    for case in mha_cases(ctx):
+
+    def prop(case: MhaCase) -> None:
         case = MhaCase(case.d_model, case.h, 2, case.nq, case.nk)
         out, weights, out64, same = _fully_masked_sample(ctx, case)
         ctx.compare(f"fully masked sample (policy 'zero') [{case.describe()}]", out[0], out64[0], same[0])
@@ -357,6 +400,8 @@ def fully_masked_row(ctx: CheckContext) -> None:
             ctx.fail(
                 FailureKind.PROPERTY, f"fully masked sample: weights not all exactly 0 [{case.describe()}]"
             )
+
+    search_mha(ctx, prop)
 
 
 @check(
@@ -376,7 +421,8 @@ def fully_masked_row_declared(ctx: CheckContext) -> None:
         raise NotApplicable("target declares the project policy 'zero' (see mha.fully-masked-row)")
     if not ctx.conventions.returns_weights:
         raise NotApplicable(f"target {ctx.adapter.name!r} declares returns_weights=False")
-    for case in mha_cases(ctx):
+
+    def prop(case: MhaCase) -> None:
         case = MhaCase(case.d_model, case.h, 2, case.nq, case.nk)
         out, weights, _, _ = _fully_masked_sample(ctx, case)
         if weights is None:
@@ -401,6 +447,8 @@ def fully_masked_row_declared(ctx: CheckContext) -> None:
             torch.ones_like(sums),
         )
 
+    search_mha(ctx, prop)
+
 
 @check(
     "mha.batch-independence",
@@ -411,7 +459,8 @@ def fully_masked_row_declared(ctx: CheckContext) -> None:
 )
 def batch_independence(ctx: CheckContext) -> None:
     """Sample 0's output is unchanged when the other samples change, and when it runs alone."""
-    for case in mha_cases(ctx):
+
+    def prop(case: MhaCase) -> None:
         case = MhaCase(case.d_model, case.h, 3, case.nq, case.nk)
         layer = build(ctx, case)
         x_q, x_kv = inputs(ctx, case)
@@ -427,15 +476,20 @@ def batch_independence(ctx: CheckContext) -> None:
         alone, _ = run(ctx, layer, single, x_q[:1], x_kv[:1], real[:1])
         ctx.compare_direct("sample 0 alone vs in a batch", alone[0], out[0].double())
 
+    search_mha(ctx, prop)
+
 
 @check("mha.determinism", claims=("determinism.eval",), needs=MHA, depends_on=(SHAPES,), kind="metamorphic")
 def determinism(ctx: CheckContext) -> None:
     """The same inputs give the same outputs on repeated calls (eval mode, no dropout); equal up to
     the direct tolerance, since a BLAS may block a reduction differently on a thread's first call."""
-    for case in mha_cases(ctx)[:3]:
+
+    def prop(case: MhaCase) -> None:
         layer = build(ctx, case)
         x_q, x_kv = inputs(ctx, case)
         first, _ = run(ctx, layer, case, x_q, x_kv)
         for again in (2, 3):
             later, _ = run(ctx, layer, case, x_q, x_kv)
             ctx.compare_direct(f"call {again} vs call 1 [{case.describe()}]", later, first.double())
+
+    search_mha(ctx, prop, fixed=FIXED[:3], examples=max(1, ctx.examples // 2))

@@ -12,16 +12,31 @@ counted from the first real token make a left-padded row's logits equal those of
 a black-box consequence of ``rotary.relative-dot-product`` that needs no weights.
 """
 
+from collections.abc import Callable
+
 import torch
+from hypothesis import strategies as st
 from torch import Tensor
 
 from transformer_conformance.adapter import Capability
 from transformer_conformance.checks.attention import SHAPES
-from transformer_conformance.checks.inputs import AttnCase, attention_cases, query_positions, random_keep
+from transformer_conformance.checks.inputs import (
+    FIXED_CASES,
+    AttnCase,
+    case_example,
+    case_of,
+    fixed_cases,
+    probe_rows,
+    query_positions,
+    random_keep,
+    search_cases,
+    search_examples,
+)
 from transformer_conformance.context import CheckContext, FailureKind, NotApplicable
 from transformer_conformance.reference.architecture import Architecture
 from transformer_conformance.reference.grouped import grouped_attention, repeat_kv, window_keep
 from transformer_conformance.registry import check
+from transformer_conformance.strategies import KERNEL_GQA_RATIOS, Example, attention_example
 
 ATTN = (Capability.ATTENTION,)
 LM = Capability.DECODER_LM
@@ -40,14 +55,20 @@ def _kv_heads(ctx: CheckContext) -> int:
     return arch.num_kv_heads
 
 
-def _grouped_cases(ctx: CheckContext) -> list[tuple[AttnCase, int]]:
-    """(case with h query heads, num_kv_heads) for h = kv * g, g in ``GROUPS``."""
+def _search_grouped(ctx: CheckContext, prop: Callable[[AttnCase, int], None]) -> None:
+    """``prop(case with h query heads, num_kv_heads)`` for h = kv * g: the fixed cases with g cycling
+    through ``GROUPS``, then cases drawn by hypothesis with g drawn from ``GROUPS`` (the ``kernel``
+    profile: ``KERNEL_GQA_RATIOS``), shrunk on failure (``conformance/search.py``)."""
     kv = _kv_heads(ctx)
-    out = []
-    for i, base in enumerate(attention_cases(ctx)):
-        g = GROUPS[i % len(GROUPS)]
-        out.append((AttnCase(base.b, kv * g, base.nq, base.nk, base.d, base.dv), kv))
-    return out
+    ratios = KERNEL_GQA_RATIOS if ctx.profile.kernel else GROUPS
+
+    def run(example: Example) -> None:
+        base = case_of(example)
+        prop(AttnCase(base.b, kv * example["groups"], base.nq, base.nk, base.d, base.dv), kv)
+
+    fixed = [{**case_example(c), "groups": GROUPS[i % len(GROUPS)]} for i, c in enumerate(FIXED_CASES)]
+    strategy = attention_example(kernel=ctx.profile.kernel, extras={"groups": st.sampled_from(ratios)})
+    search_examples(ctx, run, fixed, strategy)
 
 
 def _grouped_qkv(ctx: CheckContext, case: AttnCase, kv: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -95,7 +116,8 @@ def gqa_differential(ctx: CheckContext) -> None:
     """With the declared num_kv_heads KV heads and 1, 2 or 3 query heads per group, output (and weights)
     match the float64 grouped-query oracle under the declared kv_mapping, with and without a mask.
     Not applicable without a declared num_kv_heads."""
-    for case, kv in _grouped_cases(ctx):
+
+    def prop(case: AttnCase, kv: int) -> None:
         q, k, v = _grouped_qkv(ctx, case, kv)
         for keep in (None, random_keep(ctx, case, fully_masked_row=False)):
             out, weights = _call(ctx, case, q, k, v, keep, False)
@@ -103,6 +125,8 @@ def gqa_differential(ctx: CheckContext) -> None:
             ctx.compare(f"grouped output [{case.describe()} kv_heads={kv}]", out, out64, same)
             if weights is not None:
                 ctx.compare(f"grouped weights [{case.describe()} kv_heads={kv}]", weights, w64, wsame)
+
+    _search_grouped(ctx, prop)
 
 
 @check(
@@ -117,9 +141,10 @@ def gqa_repeat_equivalence(ctx: CheckContext) -> None:
     query group (declared kv_mapping), i.e. plain multi-head attention. Not applicable without a
     declared num_kv_heads."""
     mapping = ctx.architecture.kv_mapping
-    for case, kv in _grouped_cases(ctx):
+
+    def prop(case: AttnCase, kv: int) -> None:
         if case.h == kv:
-            continue
+            return
         q, k, v = _grouped_qkv(ctx, case, kv)
         keep = random_keep(ctx, case, fully_masked_row=False)
         grouped, _ = _call(ctx, case, q, k, v, keep, False)
@@ -129,6 +154,8 @@ def gqa_repeat_equivalence(ctx: CheckContext) -> None:
         ctx.compare_direct(
             f"grouped K/V vs K/V repeated {mapping} [{case.describe()} kv_heads={kv}]", grouped, full.double()
         )
+
+    _search_grouped(ctx, prop)
 
 
 @check(
@@ -150,7 +177,8 @@ def scoring_declared(ctx: CheckContext) -> None:
             f"target {ctx.adapter.name!r} declares a {arch.positions} position bias with its scale/soft-cap "
             "(judged together by the attention.alibi/relbias checks)"
         )
-    for case in attention_cases(ctx):
+
+    def prop(case: AttnCase) -> None:
         for factor in (1.0, 30.0):
             q = ctx.randn(case.b, case.h, case.nq, case.d, scale=factor)
             k, v = ctx.randn(case.b, case.h, case.nk, case.d), ctx.randn(case.b, case.h, case.nk, case.dv)
@@ -160,6 +188,8 @@ def scoring_declared(ctx: CheckContext) -> None:
             ctx.compare(f"output, declared scale/softcap [{case.describe()} x{factor:g}]", out, out64, same)
             if weights is not None:
                 ctx.compare(f"weights, declared scale/softcap [{case.describe()}]", weights, w64, wsame)
+
+    search_cases(ctx, prop)
 
 
 @check(
@@ -179,7 +209,8 @@ def window_differential(ctx: CheckContext) -> None:
     if w is None:
         raise NotApplicable(f"target {ctx.adapter.name!r} declares no sliding_window for its attention")
     alignment = ctx.conventions.causal_alignment
-    for case in [*attention_cases(ctx, square=True), AttnCase(1, 2, w + 3, w + 3, 4, 4)]:
+
+    def prop(case: AttnCase) -> None:
         q, k, v = (
             ctx.randn(case.b, case.h, n, d)
             for n, d in ((case.nq, case.d), (case.nk, case.d), (case.nk, case.dv))
@@ -189,7 +220,7 @@ def window_differential(ctx: CheckContext) -> None:
         out, _ = _call(ctx, case, q, k, v, None, True)
         out64, _, same, _ = _oracle(arch, q, k, v, keep)
         ctx.compare(f"windowed causal output (w={w}) [{case.describe()}]", out, out64, same)
-        for i in range(case.nq):
+        for i in probe_rows(case.nq):
             outside = ~keep[i]
             outside[int(qpos[i]) + 1 :] = False  # the future is the causal checks' business
             if not bool(outside.any()):
@@ -203,6 +234,9 @@ def window_differential(ctx: CheckContext) -> None:
                 out2[..., i, :],
                 out[..., i, :].double(),
             )
+
+    wide = AttnCase(1, 2, w + 3, w + 3, 4, 4)
+    search_cases(ctx, prop, square=True, fixed=[*fixed_cases(square=True), wide])
 
 
 @check(

@@ -82,7 +82,11 @@ class TorchGQAAdapter(Adapter):
     def attention(
         self, q: Tensor, k: Tensor, v: Tensor, *, mask: Tensor | None, is_causal: bool
     ) -> tuple[Tensor, Tensor | None]:
-        """SDPA (math backend) on grouped K/V with ``enable_gqa=True``; no weights."""
+        """SDPA (math backend) on grouped K/V with ``enable_gqa=True``; no weights. An explicit mask
+        together with ``is_causal`` is passed as their conjunction (torch refuses both at once)."""
+        if mask is not None and is_causal:
+            causal = torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool, device=q.device).tril()
+            mask, is_causal = mask & causal, False
         with sdpa_kernel([SDPBackend.MATH]):
             out = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=mask, is_causal=is_causal, enable_gqa=True

@@ -99,7 +99,13 @@ class TorchSDPAAdapter(Adapter):
     def attention(
         self, q: Tensor, k: Tensor, v: Tensor, *, mask: Tensor | None, is_causal: bool
     ) -> tuple[Tensor, Tensor | None]:
-        """SDPA with a boolean keep-mask (True = attend) or ``is_causal`` (top-left); no weights."""
+        """SDPA with a boolean keep-mask (True = attend) and/or ``is_causal`` (top-left); no weights.
+        Both at once are passed as their conjunction (torch refuses an explicit ``attn_mask`` together
+        with ``is_causal=True``, found by the drawn mask layouts of ``mask.causal.differential``)."""
+        if mask is not None and is_causal:
+            nq, nk = q.shape[-2], k.shape[-2]
+            causal = torch.ones(nq, nk, dtype=torch.bool, device=q.device).tril()
+            mask, is_causal = mask & causal, False
         return self._run(q, k, v, mask, is_causal), None
 
     def attention_additive(self, q: Tensor, k: Tensor, v: Tensor, *, bias: Tensor) -> tuple[Tensor, None]:

@@ -1,0 +1,138 @@
+"""The search driver (conformance/search.py): hypothesis draws the inputs, shrinks a failure to a
+minimal case, and the reported seed or example replays it exactly; the ci profile is derandomized and
+the kernel profile draws from its block-boundary size sets."""
+
+import json
+
+import pytest
+import torch
+from hypothesis import given, settings
+
+from tests.conformance import fakes
+from transformer_conformance.api import ReportPaths, run_audit
+from transformer_conformance.checks.inputs import AttnCase, search_cases
+from transformer_conformance.context import PROFILES, CheckContext, CheckFailure, FailureKind
+from transformer_conformance.search import search
+from transformer_conformance.strategies import (
+    KERNEL_LENGTHS,
+    KERNEL_PAIRS,
+    KERNEL_WIDTHS,
+    attention_example,
+    cache_schedule,
+    padding_lengths,
+)
+
+OFF_BY_ONE = "mutant.attention-causal-off-by-one"
+CAUSAL = "mask.causal.is-causal"
+
+
+def _result(**kwargs):
+    report = run_audit([OFF_BY_ONE], profile="ci", check=CAUSAL, **kwargs)
+    (result,) = report.results
+    assert result.status == "fail", result.message
+    return result
+
+
+def _stable(result) -> dict:
+    data = result.to_json()
+    for key in ("duration_s", "target_time_s", "harness_time_s"):
+        data.pop(key)
+    if (data.get("counterexample") or {}).get("shrink"):
+        data["counterexample"]["shrink"].pop("seconds")
+    return data
+
+
+def test_planted_off_by_one_causal_bug_shrinks_to_the_smallest_case(tmp_path):
+    # isolated (the default): the target runs in its worker, the driver where the check runs
+    paths = ReportPaths(json=tmp_path / "r.json", markdown=tmp_path / "r.md")
+    result = _result(report_paths=paths)
+    counter = result.counterexample
+    assert counter["sizes"] == {"b": 1, "h": 1, "nq": 2, "nk": 2, "d": 1, "dv": 1}
+    assert counter["source"] == "drawn" and counter["shrink"]["replays"] <= PROFILES["ci"].shrink_calls
+    # the offending query and key: query 0 moved when key 1 (its future) changed
+    leaks = counter["causality"]["leaks"]
+    assert [(leak["output"], leak["input"]) for leak in leaks] == [(0, 1)]
+    assert counter["offending"]["at"]["query"] == 0
+    assert {"target", "oracle", "difference"} <= set(counter["offending"])
+    assert "nq=2 nk=2" in result.message
+    # the reports show it (the JSON one validates against the schema: conftest)
+    data = json.loads(paths.json.read_text())
+    assert data["results"][0]["counterexample"]["sizes"]["nk"] == 2
+    markdown = paths.markdown.read_text()
+    assert "minimal counterexample" in markdown and "query 0 moved" in markdown
+    assert "--example" in result.repro
+
+
+def test_replay_from_the_seed_and_from_the_example_is_exact():
+    first = _result(in_process=True)
+    again = _result(in_process=True, seed=first.seed)
+    assert _stable(again) == _stable(first)
+    replayed = _result(in_process=True, example=first.counterexample["replay"])
+    assert replayed.message == first.message and replayed.measured == first.measured
+    assert replayed.counterexample["source"] == "replay"
+    assert replayed.counterexample["example"] == first.counterexample["example"]
+    assert replayed.inputs == first.inputs
+
+
+def test_ci_profile_is_derandomized():
+    checks = [CAUSAL, "mask.causal.differential", "attention.shapes"]
+    runs = [run_audit([OFF_BY_ONE], profile="ci", check=checks, in_process=True) for _ in range(2)]
+    assert [_stable(r) for r in runs[0].results] == [_stable(r) for r in runs[1].results]
+
+
+def test_no_shrink_reports_the_first_failing_example():
+    result = _result(in_process=True, shrink=False)
+    assert result.counterexample["source"] == "fixed" and "shrink" not in result.counterexample
+    assert "--no-shrink" in result.repro
+
+
+def _context(profile: str) -> CheckContext:
+    return CheckContext(
+        fakes.GoodAdapter(),
+        device=torch.device("cpu"),
+        dtype=torch.float32,
+        profile=PROFILES[profile],
+        seed=7,
+        check_id="x",
+    )
+
+
+def test_kernel_profile_draws_from_its_size_sets():
+    ctx = _context("kernel")
+    seen: list[AttnCase] = []
+    search_cases(ctx, seen.append, fixed=[], examples=30)
+    assert seen
+    pairs = set(KERNEL_PAIRS)
+    for case in seen:
+        assert (case.nq, case.nk) in pairs or {case.nq, case.nk} <= set(KERNEL_LENGTHS)
+        assert case.d in KERNEL_WIDTHS or case.b == case.h == 1  # narrowed only to fit the budget
+    assert any(case.nk >= 1023 or case.nq >= 1023 for case in seen)
+
+
+def test_shrinking_stays_within_the_budget_and_keeps_the_failure_kind():
+    ctx = _context("ci")
+    calls = []
+
+    def prop(example):
+        calls.append(example)
+        if example["nk"] >= 3:
+            raise CheckFailure(FailureKind.PROPERTY, f"nk={example['nk']}")
+
+    with pytest.raises(CheckFailure) as info:
+        search(ctx, prop, strategy=attention_example(), examples=50)
+    assert info.value.counterexample["sizes"]["nk"] == 3
+    assert len(calls) <= PROFILES["ci"].shrink_calls + 2
+
+
+def test_strategies_cover_padding_and_cache_schedules():
+    gen = torch.Generator().manual_seed(0)
+    lengths, sides = padding_lengths(gen, {"b": 4, "padding": "mixed"}, 5)
+    assert lengths[0] == 5 and sides == ["right", "left", "right", "left"]
+    lengths, _ = padding_lengths(gen, {"b": 2, "padding": "whole-sample"}, 5)
+    assert lengths == [5, 0]
+
+
+@settings(max_examples=20, database=None)
+@given(cache_schedule(6))
+def test_cache_schedules_cover_the_prompt(schedule):
+    assert sum(schedule) == 6 and all(n >= 1 for n in schedule)
