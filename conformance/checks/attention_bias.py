@@ -208,13 +208,21 @@ def alibi_differential(ctx: CheckContext) -> None:
 
 
 def measured_weights(ctx: CheckContext, case: AttnCase, kv: int, q: Tensor) -> Tensor:
-    """The target's weight rows ``[b, h, nq, nk]`` read black box: values are one-hot (v = I, dv = nk),
-    so output row i is weight row i (works whether or not the target returns weights)."""
+    """The target's weight rows ``[b, h, nq, nk]`` read black box: values are one-hot (v = I), so
+    output row i is weight row i (works whether or not the target returns weights). The values are
+    ``nk`` wide, or, with declared ``supported_d_heads``, ``case.dv`` wide, read in column blocks."""
     k = ctx.randn(case.b, kv, case.nk, case.d).to(q.dtype)
-    v = torch.eye(case.nk, dtype=q.dtype, device=ctx.device).expand(case.b, kv, case.nk, case.nk).contiguous()
-    wide = AttnCase(case.b, case.h, case.nq, case.nk, case.d, case.nk)
-    out, _ = run_attention(ctx, wide, q, k, v, None)
-    return torch.as_tensor(out).double()
+    width = case.dv if ctx.conventions.supported_d_heads else case.nk
+    eye = torch.eye(case.nk, dtype=q.dtype, device=ctx.device)
+    blocks = []
+    for start in range(0, case.nk, width):
+        cols = eye[:, start : start + width]
+        cols = torch.nn.functional.pad(cols, (0, width - cols.shape[1]))
+        v = cols.expand(case.b, kv, case.nk, width).contiguous()
+        wide = AttnCase(case.b, case.h, case.nq, case.nk, case.d, width)
+        out, _ = run_attention(ctx, wide, q, k, v, None)
+        blocks.append(torch.as_tensor(out).double()[..., : min(width, case.nk - start)])
+    return torch.cat(blocks, dim=-1)
 
 
 def require_positive(ctx: CheckContext, case: AttnCase, weights: Tensor, what: str) -> None:

@@ -231,3 +231,26 @@ def test_bias_checks_not_applicable_with_the_reason() -> None:
     for check_id in NOTES_FORMULA_CHECKS:
         status, message = alibi[check_id]
         assert status == "not-applicable", (check_id, alibi[check_id])
+
+
+class NarrowAlibi(DeclaredVariantAdapter):
+    """ALiBi at head width 2 only: the black-box weight readout takes several 2-wide blocks of V."""
+
+    name = "alibi-d-head-2"
+    conventions = replace(DeclaredVariantAdapter.conventions, supported_d_heads=(2,))
+    capability_architectures: ClassVar[Mapping[Capability, Architecture]] = {
+        Capability.ATTENTION: Architecture(positions="alibi", attn_softcap=5.0)
+    }
+
+    def attention(
+        self, q: Tensor, k: Tensor, v: Tensor, *, mask: Tensor | None, is_causal: bool
+    ) -> tuple[Tensor, Tensor | None]:
+        assert q.shape[-1] == 2 and v.shape[-1] == 2, (q.shape, v.shape)
+        return super().attention(q, k, v, mask=mask, is_causal=is_causal)
+
+
+@pytest.mark.claim("alibi.measured-slopes", "scoring.softcap-bounds-weights")
+def test_bias_checks_read_weights_at_a_declared_head_width() -> None:
+    got = statuses(NarrowAlibi(), BIAS_CHECKS)
+    for check_id in BIAS_CHECKS[:2] + BIAS_CHECKS[4:]:
+        assert got[check_id][0] == "pass", (check_id, got[check_id])
