@@ -254,3 +254,25 @@ def test_bias_checks_read_weights_at_a_declared_head_width() -> None:
     got = statuses(NarrowAlibi(), BIAS_CHECKS)
     for check_id in BIAS_CHECKS[:2] + BIAS_CHECKS[4:]:
         assert got[check_id][0] == "pass", (check_id, got[check_id])
+
+
+@pytest.mark.claim("relbias.buckets", "relbias.distance-only", "scoring.additive-bias")
+@pytest.mark.parametrize("name", ["hf-t5-relbias", "hf-t5-relbias-causal"])
+def test_transformers_t5_bias_passes(name: str) -> None:
+    pytest.importorskip("transformers")
+    got = statuses(name, BIAS_CHECKS)
+    for check_id in BIAS_CHECKS[2:4]:
+        assert got[check_id][0] == "pass", (check_id, got[check_id])
+
+
+@pytest.mark.claim("relbias.buckets")
+def test_transformers_t5_decoder_declared_bidirectional_fails() -> None:
+    pytest.importorskip("transformers")
+    from transformer_conformance.targets.hf_t5_relbias import make_causal
+
+    target = make_causal()
+    target.name = "hf-t5-relbias-causal-declared-bidirectional"
+    target.architecture = replace(target.architecture, relative_bidirectional=True)
+    got = statuses(target, BIAS_CHECKS[2:4])
+    assert got["attention.relbias.differential"][0] == "fail", got
+    assert got["attention.relbias.additive"][0] == "pass", got  # still a relative, additive bias
