@@ -367,9 +367,9 @@ def softcap_bounded(ctx: CheckContext) -> None:
     non-negative entries) still give every key a weight of at least exp(-c) times the row's largest
     (times exp of the declared bias difference): capped scores lie in [0, c], so no key is ignored
     however large the scores. Key 0 is zero (score 0) while the others saturate, so a cap larger than
-    the declared one breaks the bound too. Weights are read black box (one-hot values) and compared in log space
-    (direct rule); where exp(-c) underflows the working dtype the check runs in float64. Not
-    applicable without a declared attn_softcap."""
+    the declared one breaks the bound too. Weights are read black box (one-hot values) and compared
+    in log space (direct rule); where exp(-c) underflows the working dtype the check runs in float64.
+    Not applicable without a declared attn_softcap."""
     cap = ctx.architecture.attn_softcap
     if cap is None:
         raise NotApplicable(f"target {ctx.adapter.name!r} declares no attn_softcap for its attention")
