@@ -42,7 +42,9 @@ the check's ``dropout``, so ``lm.determinism`` tests that eval mode switches the
 import importlib.util
 import inspect
 import os
+import tomllib
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -97,14 +99,64 @@ FF_NAMES = (
 EXPERT_NAMES = ("num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts")
 EXPERTS_PER_TOKEN_NAMES = ("num_experts_per_tok", "moe_topk", "top_k", "num_selected_experts")
 POSITION_NAMES = ("max_position_embeddings", "n_positions", "max_seq_len", "n_ctx", "seq_length")
-#: Model types this adapter does not drive (its handle cannot call them correctly), with the reason.
-NOT_DRIVEN: dict[str, str] = {
-    "rwkv": "recurrent state travels as `state=` with its own length rules; the adapter speaks `cache=`",
-    "xlstm": "xLSTMCache rejects the adapter's cached steps (matC_old has wrong shape); driving not solved",
-    "cpmant": "cached steps raise a position-bias size mismatch (34 vs 33); driving not solved",
-    "dory": "looped decoder: cached steps raise a key-length mismatch (6 vs 5); its default "
-    "recurrent_kv_cache_mode='last_loop' is approximate by design",
-}
+#: Sub-configs that hold the language model of a composite config (shrunk like the top level).
+SUB_CONFIG_NAMES = (
+    "text_config",
+    "decoder",
+    "attn_config",
+    "ffn_config",
+    "text_decoder",
+    "vision_config",
+    "audio_config",
+)
+#: The per-model-type data (``hf_causal_lm_types.toml``, next to this module): overrides after the
+#: generic shrink, model types not built and not driven, each with its reason.
+TYPES_FILE = Path(__file__).with_name("hf_causal_lm_types.toml")
+
+
+@dataclass(frozen=True)
+class Override:
+    """Fields set after the generic shrink for one model type (a dict value for a sub-config is merged
+    into it), and why the generic size names miss them."""
+
+    values: dict[str, Any]
+    reason: str
+    #: It builds without the override, but too slowly for the sweep (otherwise the build fails).
+    for_time: bool = False
+
+
+def load_types(path: Path = TYPES_FILE) -> tuple[dict[str, Override], dict[str, str], dict[str, str]]:
+    """(overrides, not built, not driven) from the per-model-type TOML file; ValueError for an entry
+    without a reason, an override without fields, or a model type in more than one section.
+    Claims: sizes.base.
+    """
+    data = tomllib.loads(path.read_text(encoding="utf-8"))
+    unknown = set(data) - {"override", "not_built", "not_driven"}
+    if unknown:
+        raise ValueError(f"{path.name}: unknown sections {sorted(unknown)}")
+    for section, entries in data.items():
+        for model_type, entry in entries.items():
+            if not str(entry.get("reason", "")).strip():
+                raise ValueError(f"{path.name}: [{section}.{model_type}] has no reason")
+            if section == "override" and not entry.get("set"):
+                raise ValueError(f"{path.name}: [override.{model_type}] sets nothing")
+    seen: dict[str, str] = {}
+    for section, entries in data.items():
+        for model_type in entries:
+            if model_type in seen:
+                raise ValueError(f"{path.name}: {model_type!r} in both [{seen[model_type]}] and [{section}]")
+            seen[model_type] = section
+    overrides = {
+        t: Override(dict(e["set"]), str(e["reason"]), bool(e.get("for_time", False)))
+        for t, e in data.get("override", {}).items()
+    }
+    not_built = {t: str(e["reason"]) for t, e in data.get("not_built", {}).items()}
+    not_driven = {t: str(e["reason"]) for t, e in data.get("not_driven", {}).items()}
+    return overrides, not_built, not_driven
+
+
+#: Per model type: overrides, types not built tiny offline (with the reason), types not driven.
+TYPE_OVERRIDES, NOT_BUILT, NOT_DRIVEN = load_types()
 
 #: Model types whose ``attention_mask`` covers the new chunk only on a cached step (state-space models).
 CHUNK_MASK_TYPES = frozenset({"mamba", "mamba2", "falcon_mamba"})
@@ -139,6 +191,16 @@ def _derived(config: Any, name: str) -> bool:
     return isinstance(getattr(type(config), name, None), property)
 
 
+def _settable(config: Any, name: str) -> bool:
+    """An integer field of ``config`` that is stored, not computed (a property such as Falcon's
+    ``head_dim`` follows from the others)."""
+    return _has(config, name) and not _derived(config, name)
+
+
+def _is_config(value: Any) -> bool:
+    return hasattr(value, "to_dict") and hasattr(value, "model_type")
+
+
 def tiny_overrides(
     default: Any,
     vocab_size: int,
@@ -158,6 +220,9 @@ def tiny_overrides(
     """
     out: dict[str, Any] = {"vocab_size": vocab_size}
     n_layers, hidden, n_heads, ff = sizes
+    heterogeneous = vars(default).get("_heterogeneity_spec")
+    if heterogeneous is not None:  # per-layer sizes (Gemma 4): read the global ones, scale the others below
+        default.allow_global_per_layer_attribute_access = True
     heads = next((getattr(default, n) for n in HEAD_NAMES if _has(default, n)), n_heads)
     for names, value in (
         (LAYER_NAMES, n_layers),
@@ -168,14 +233,15 @@ def tiny_overrides(
         (EXPERTS_PER_TOKEN_NAMES, TINY_EXPERTS_PER_TOKEN),
         (POSITION_NAMES, TINY_MAX_POSITIONS),
     ):
-        out.update({n: value for n in names if _has(default, n)})
+        out.update({n: value for n in names if _settable(default, n)})
     for name in KV_HEAD_NAMES:
-        if _has(default, name):
+        if _settable(default, name):
             kv = getattr(default, name)
             out[name] = n_heads if kv >= heads else (1 if kv == 1 else n_heads // 2)
-    if _has(default, "head_dim"):
-        out["head_dim"] = hidden // n_heads
-    if _has(default, "sliding_window"):
+    unset_head_dim = hasattr(default, "head_dim") and default.head_dim is None
+    if _settable(default, "head_dim") or (unset_head_dim and not _derived(default, "head_dim")):
+        out["head_dim"] = hidden // n_heads  # also an unset one (Ministral, Hunyuan: None breaks RoPE)
+    if _settable(default, "sliding_window"):
         out["sliding_window"] = window
     for name in TOKEN_ID_NAMES:
         if hasattr(default, name):
@@ -188,12 +254,51 @@ def tiny_overrides(
         out["causal"] = True  # XLM: a language model only with causal=True (is_decoder is not read)
     for name in LAYER_TYPE_NAMES:
         types = getattr(default, name, None)
-        if isinstance(types, list) and types and not _derived(default, name):
+        if isinstance(types, list) and types and name in vars(default):  # stored, not computed
             # the shortest prefix that holds every kind of layer, and at least TINY_LAYERS layers
             needed = max(types.index(kind) for kind in set(types)) + 1
             layers = max(n_layers, needed)
             out[name] = types[:layers]
-            out.update({n: layers for n in LAYER_NAMES if _has(default, n)})
+            out.update({n: layers for n in LAYER_NAMES if _settable(default, n)})
+    if heterogeneous is not None:
+        out["per_layer_config"] = _tiny_per_layer(default, heterogeneous.per_layer_overrides, out, n_layers)
+    for name in SUB_CONFIG_NAMES:
+        # the language model of a composite config, shrunk the same way
+        sub = getattr(default, name, None)
+        if sub is not None and _is_config(sub):
+            shrunk = tiny_overrides(sub, vocab_size, dropout, pad_id, window, sizes)
+            if not hasattr(sub, "vocab_size"):
+                shrunk.pop("vocab_size")
+            out[name] = {**sub.to_dict(), **shrunk}
+    return out
+
+
+def _tiny_per_layer(
+    default: Any, per_layer: dict[int, dict[str, Any]], shrunk: dict[str, Any], n_layers: int
+) -> dict[int, dict[str, Any]]:
+    """The per-layer overrides of a heterogeneous config for the layers kept, each integer scaled as its
+    global value was (Gemma 4's full-attention head width 512 of 256 -> 16 of 8).
+    Claims: sizes.base.
+    """
+    layers = next((shrunk[n] for n in LAYER_NAMES if n in shrunk), n_layers)
+    out: dict[int, dict[str, Any]] = {}
+    for index, values in per_layer.items():
+        if int(index) >= layers:
+            continue
+        out[int(index)] = {}
+        for key, value in values.items():
+            base = getattr(default, key, None)
+            scalable = _has(default, key) and isinstance(value, int) and base and key in shrunk
+            out[int(index)][key] = max(1, round(shrunk[key] * value / base)) if scalable else value
+    return out
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """``base`` updated with ``extra``; a dict in both (a sub-config) is merged key by key."""
+    out = dict(base)
+    for key, value in extra.items():
+        both = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = _merge(out[key], value) if both else value
     return out
 
 
@@ -210,14 +315,17 @@ def tiny_config(
     per-layer ``layer_types`` follow) and ``extra``, decoder mode on.
     Claims: sizes.base.
     """
-    transformers = _transformers()
-    default = transformers.AutoConfig.for_model(model_type)
-    overrides = {**tiny_overrides(default, vocab_size, dropout, pad_id, window, sizes), **(extra or {})}
-    config = transformers.AutoConfig.for_model(model_type, **overrides, is_decoder=True)
+    # the config class the causal-LM class takes: the text config of a composite (Llama 4, Qwen 3.5)
+    config_class = model_class(model_type).config_class
+    default = config_class()
+    overrides = _merge(tiny_overrides(default, vocab_size, dropout, pad_id, window, sizes), extra or {})
+    if model_type in TYPE_OVERRIDES:
+        overrides = _merge(overrides, TYPE_OVERRIDES[model_type].values)
+    config = config_class(**overrides, is_decoder=True)
     layers = next((getattr(config, n) for n in LAYER_NAMES if _has(config, n)), TINY_LAYERS)
     for name in LAYER_TYPE_NAMES:
         value = getattr(config, name, None)
-        if isinstance(value, list) and len(value) > layers and not _derived(config, name):
+        if isinstance(value, list) and len(value) > layers and name in vars(config):
             setattr(config, name, value[:layers])
     return config
 
@@ -503,6 +611,8 @@ def make(model_type: str) -> HFCausalLMAdapter:
     if importlib.util.find_spec("transformers") is None:
         raise TargetError(f"target '{PREFIX}{model_type}' needs {REQUIREMENT!r}: pip install '{REQUIREMENT}'")
     model_class(model_type)
+    if model_type in NOT_BUILT:
+        raise TargetError(f"target '{PREFIX}{model_type}': not built at tiny size: {NOT_BUILT[model_type]}")
     if model_type in NOT_DRIVEN:
         raise TargetError(
             f"target '{PREFIX}{model_type}': not driven by this adapter: {NOT_DRIVEN[model_type]}"
