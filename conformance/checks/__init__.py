@@ -20,6 +20,7 @@ CHECK_MODULES: tuple[str, ...] = (
     "sampler",
     "loss",
     "variants",
+    "attention_bias",
 )
 
 for _name in CHECK_MODULES:

@@ -27,6 +27,7 @@ from transformer_conformance.checks.inputs import (
     require_isolated_nonfinite,
     require_zero_policy,
     search_examples,
+    supported_width,
 )
 from transformer_conformance.context import CheckContext, FailureKind, NotApplicable
 from transformer_conformance.reference.grouped_mha import mha_reference
@@ -76,12 +77,12 @@ def mha_cases(ctx: CheckContext, *, square: bool = False) -> list[MhaCase]:
 
 def declared_case(ctx: CheckContext, case: MhaCase) -> MhaCase:
     """``case`` fitted to the target's declaration: with ``num_kv_heads`` declared for its MHA, the
-    head count becomes a multiple of it (``h * kv`` unless ``h`` already is one), head width kept."""
+    head count becomes a multiple of it (``h * kv`` unless ``h`` already is one), head width kept, or
+    replaced by a declared one (``Conventions.supported_d_heads``)."""
     kv = ctx.architecture.num_kv_heads
-    if kv is None or case.h % kv == 0:
-        return case
-    h = case.h * kv
-    return MhaCase(case.d_model // case.h * h, h, case.b, case.nq, case.nk)
+    width = supported_width(ctx, case.d_model // case.h)
+    h = case.h if kv is None or case.h % kv == 0 else case.h * kv
+    return MhaCase(width * h, h, case.b, case.nq, case.nk)
 
 
 def search_mha(

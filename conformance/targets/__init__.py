@@ -31,6 +31,7 @@ BUILTIN_TARGETS: dict[str, str] = {
     "torch-sdpa-cudnn": "transformer_conformance.targets.torch_sdpa:make_cudnn",
     "torch-mha": "transformer_conformance.targets.torch_mha:make",
     "torch-gqa": "transformer_conformance.targets.torch_gqa:make",
+    "torch-sdpa-alibi": "transformer_conformance.targets.torch_sdpa_alibi:make",
     "torch-layernorm": "transformer_conformance.targets.torch_layernorm:make",
     "torch-encoder-layer": "transformer_conformance.targets.torch_layers:make_encoder_layer",
     "torch-encoder-layer-fastpath": (
@@ -44,6 +45,9 @@ BUILTIN_TARGETS: dict[str, str] = {
     "hf-bert": "transformer_conformance.targets.hf_encoders:make_bert",
     "hf-bart": "transformer_conformance.targets.hf_encoders:make_bart",
     "hf-t5": "transformer_conformance.targets.hf_encoders:make_t5",
+    "hf-t5-relbias": "transformer_conformance.targets.hf_t5_relbias:make",
+    "hf-t5-relbias-causal": "transformer_conformance.targets.hf_t5_relbias:make_causal",
+    "hf-gemma2-attention": "transformer_conformance.targets.hf_gemma2_attention:make",
 }
 
 
