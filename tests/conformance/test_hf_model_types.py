@@ -135,3 +135,22 @@ def test_the_readme_table_lists_every_causal_lm_model_type() -> None:
     table = text[text.index(hf_model_table.START) : text.index(hf_model_table.END)]
     listed = re.findall(r"^(?:\| |- )`([^`]+)`", table, flags=re.M)
     assert sorted(listed) == sorted(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)
+
+
+@pytest.mark.claim("sizes.base")
+def test_composites_shrink_the_config_class_of_their_causal_lm_class() -> None:
+    """Llama 4's causal-LM class takes its text config: that is what is built and shrunk."""
+    config = hf_causal_lm.tiny_config("llama4", vocab_size=23)
+    assert type(config).__name__ == "Llama4TextConfig" and config.hidden_size == 32
+
+
+@pytest.mark.claim("sizes.base")
+def test_per_layer_sizes_of_a_heterogeneous_config_scale_with_the_global_ones() -> None:
+    """Gemma 4: full-attention layers have twice the head width (512 of 256): 16 of 8 at tiny size."""
+    config = hf_causal_lm.tiny_config("gemma4_text", vocab_size=23)
+    layers = config.per_layer_config
+    assert len(layers) == config.num_hidden_layers
+    widths: dict[str, set[int]] = {}
+    for layer, kind in zip(layers, config.layer_types, strict=True):
+        widths.setdefault(kind, set()).add(layer.head_dim)
+    assert widths == {"sliding_attention": {8}, "full_attention": {16}}
