@@ -12,6 +12,7 @@ The sweep is a script, not a test: it takes minutes.
 
 import argparse
 import json
+import os
 import re
 import resource
 import signal
@@ -34,6 +35,7 @@ COLUMNS: dict[str, str] = {
     "lm.determinism": "determinism",
     "loss.value": "loss",
     "loss.ignores-padding": "loss pads",
+    "lm.reference": "reference",
 }
 SHOWN = {
     "pass": "pass",
@@ -42,7 +44,9 @@ SHOWN = {
     "not-applicable": "n-a",
     "blocked": "blocked",
 }
-TIMEOUT_S, MEMORY_BYTES, WORKERS = 120, 8 * 2**30, 2
+TIMEOUT_S, MEMORY_BYTES = 120, 8 * 2**30
+#: Worker processes side by side (``HF_TABLE_WORKERS``; default 2).
+WORKERS = int(os.environ.get("HF_TABLE_WORKERS", "2"))
 START, END = "<!-- hf-table:start -->", "<!-- hf-table:end -->"
 
 
@@ -61,6 +65,8 @@ def worker(model_type: str) -> dict[str, Any]:
 
     if model_type in hf_causal_lm.NOT_DRIVEN:
         return {"model_type": model_type, "skipped": "not driven: " + hf_causal_lm.NOT_DRIVEN[model_type]}
+    if model_type in hf_causal_lm.NOT_BUILT:
+        return {"model_type": model_type, "skipped": "not built: " + hf_causal_lm.NOT_BUILT[model_type]}
     try:
         model, _ = hf_causal_lm.build_causal_lm(
             model_type, TransformerConfig.tiny(), torch.device("cpu"), torch.float32
@@ -146,14 +152,14 @@ def model_types() -> list[str]:
     return sorted(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)
 
 
-def markdown(rows: list[dict[str, Any]], version: str) -> str:
-    """The results table, then the skipped model types with their reasons."""
+def markdown(rows: list[dict[str, Any]], version: str, run: str = "") -> str:
+    """The results table, then the skipped model types with their reasons; ``run`` says which run."""
     audited = [r for r in rows if "results" in r]
     skipped = [r for r in rows if "skipped" in r]
     head = "| model type | " + " | ".join(COLUMNS.values()) + " |"
     lines = [
         f"Audited {len(audited)} of {len(rows)} causal-LM model types of transformers {version} "
-        "(tiny default configs, random weights, float32, profile ci; `make hf-table`).",
+        f"(tiny default configs, random weights, float32, profile ci; one `make hf-table` run{run}).",
         "",
         head,
         "|" + "---|" * (len(COLUMNS) + 1),
@@ -161,7 +167,13 @@ def markdown(rows: list[dict[str, Any]], version: str) -> str:
     for r in audited:
         cells = [SHOWN.get(r["results"].get(c, "-"), r["results"].get(c, "-")) for c in COLUMNS]
         lines.append(f"| `{r['model_type']}` | " + " | ".join(cells) + " |")
-    lines += ["", f"Not audited ({len(skipped)}: cannot be built or run offline at tiny size):", ""]
+    lines += [
+        "",
+        f"Not audited ({len(skipped)}; `not built` / `not driven`: the reason recorded in "
+        "`conformance/targets/hf_causal_lm_types.toml`; otherwise the error the build or first forward "
+        "raised):",
+        "",
+    ]
     lines += [f"- `{r['model_type']}`: {r['skipped']}" for r in skipped]
     return "\n".join(lines) + "\n"
 
@@ -184,15 +196,23 @@ def main() -> None:
     if args.worker:
         worker_batch(args.worker.split(","))
         return
+    import datetime
+    import time
+
     import transformers
 
+    start = time.monotonic()
+    started = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     types = args.only.split(",") if args.only else model_types()
     batches = [types[i::WORKERS] for i in range(WORKERS)]
     with ThreadPoolExecutor(WORKERS) as pool:
         rows = sorted(
             (r for rows in pool.map(run_batch, batches) for r in rows), key=lambda r: r["model_type"]
         )
-    table = markdown(rows, transformers.__version__)
+    minutes = (time.monotonic() - start) / 60
+    table = markdown(
+        rows, transformers.__version__, f" started {started}, {minutes:.0f} min on {WORKERS} workers"
+    )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(rows, indent=1), encoding="utf-8")

@@ -539,14 +539,15 @@ def plan_audit(
             raise UsageError(f"--memory-limit: expected a positive number of MiB, got {memory_limit_mib}")
         if in_process:
             raise UsageError("--memory-limit needs isolated targets; it cannot be combined with --in-process")
+    entries = _split(targets) if isinstance(targets, str) else list(targets)
     if not in_process:
         from transformer_conformance.forkserver import prestart
 
-        prestart()  # torch imports in the fork server while the checks load here
+        # torch imports in the fork server while the checks load here
+        prestart(e for e in entries if isinstance(e, str))
 
     # Targets first: an unknown target is a usage error before anything runs.
     add_import_paths(import_paths)
-    entries = _split(targets) if isinstance(targets, str) else list(targets)
     if not entries:
         raise UsageError("--impl: expected at least one target")
     if registry is not None:

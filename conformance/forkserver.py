@@ -4,6 +4,12 @@
 imports torch and the suite (never a target), warms torch's kernels up single-threaded, and then
 forks one fresh worker per request and reaps it. ``prestart()`` lets the command line start it
 before its own imports, so the two processes import torch at the same time.
+
+A target's own dependencies are the target's business, with one exception for speed: when the audit
+names a built-in Hugging Face target (``hf-*``), the server also imports ``transformers`` (offline,
+``HF_HUB_OFFLINE=1``) before forking (``preload_for``), since each worker would otherwise pay about
+2 s for it. That imports the library only, never a target module; a library that fails to import is
+skipped, and the target then reports its own import error.
 """
 
 import atexit
@@ -12,6 +18,7 @@ import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Iterable
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -19,22 +26,52 @@ from typing import Any
 #: How long the fork server may take to import torch and the suite (a loaded machine is slow).
 SERVER_START_S = 180.0
 
+#: Libraries the server imports before forking when the audit names a target with this name prefix.
+LIBRARY_PRELOADS: dict[str, tuple[str, ...]] = {
+    "hf-": ("transformers", "transformers.modeling_utils", "transformers.generation"),
+}
+
+
+def preload_for(targets: Iterable[str]) -> tuple[str, ...]:
+    """The libraries to import in the fork server for an audit of these target names (in order)."""
+    wanted: dict[str, None] = {}
+    for name in targets:
+        for prefix, modules in LIBRARY_PRELOADS.items():
+            if name.strip().startswith(prefix):
+                wanted.update(dict.fromkeys(modules))
+    return tuple(wanted)
+
+
+def targets_in_argv(argv: list[str]) -> list[str]:
+    """The target names of ``run --impl A,B`` (or ``--impl=A,B``) in a command line, before parsing."""
+    names: list[str] = []
+    for i, arg in enumerate(argv):
+        value = argv[i + 1] if arg == "--impl" and i + 1 < len(argv) else None
+        if arg.startswith("--impl="):
+            value = arg.partition("=")[2]
+        if value is not None:
+            names.extend(part for part in value.split(",") if part.strip())
+    return names
+
 
 class ForkServer:
     """A process that has imported torch and the suite, and forks one fresh worker per request."""
 
-    def __init__(self) -> None:
+    def __init__(self, preload: tuple[str, ...] = ()) -> None:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         env = dict(os.environ)
         paths = [str(Path(p).resolve()) if p else os.getcwd() for p in sys.path]
         env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+        if preload:  # nothing may download at run time: the preloaded libraries start offline
+            env.setdefault("HF_HUB_OFFLINE", "1")
+            env.setdefault("TRANSFORMERS_OFFLINE", "1")
         try:
             out: Any = sys.__stderr__.fileno() if sys.__stderr__ is not None else subprocess.DEVNULL
         except (OSError, ValueError):
             out = subprocess.DEVNULL
         code = "from transformer_conformance.worker import main; main()"
         self.process = subprocess.Popen(
-            [sys.executable, "-c", code, str(child.fileno())],
+            [sys.executable, "-c", code, str(child.fileno()), *preload],
             pass_fds=(child.fileno(),),
             stdin=subprocess.DEVNULL,
             stdout=out,
@@ -104,18 +141,20 @@ _SERVER: ForkServer | None = None
 _SERVER_LOCK = threading.Lock()
 
 
-def fork_server() -> ForkServer:
-    """The process-wide fork server, started on first use (workers are always fresh forks of it)."""
+def fork_server(preload: tuple[str, ...] = ()) -> ForkServer:
+    """The process-wide fork server, started on first use (workers are always fresh forks of it);
+    ``preload`` (libraries to import before forking) applies only when this call starts it."""
     global _SERVER
     with _SERVER_LOCK:
         if _SERVER is None or not _SERVER.alive():
-            _SERVER = ForkServer()
+            _SERVER = ForkServer(preload)
         return _SERVER
 
 
-def prestart() -> None:
-    """Start the fork server now, so its imports overlap with the audit's own start-up."""
-    fork_server()
+def prestart(targets: Iterable[str] = ()) -> None:
+    """Start the fork server now, so its imports overlap with the audit's own start-up; the target
+    names choose the libraries it preloads (``preload_for``)."""
+    fork_server(preload_for(targets))
 
 
 @atexit.register

@@ -469,12 +469,16 @@ def warm_up() -> None:
 
 
 def main() -> None:
-    """Entry point of the fork server (argument: the control socket's file descriptor)."""
+    """Entry point of the fork server (arguments: the control socket's file descriptor, then the
+    libraries to preload for the audit's targets, see ``forkserver.preload_for``)."""
     import importlib
 
     control = socket.socket(fileno=int(sys.argv[1]))
     for name in PRELOAD:
         importlib.import_module(name)
+    for name in sys.argv[2:]:
+        with contextlib.suppress(Exception):  # a library that fails here fails in its target, visibly
+            importlib.import_module(name)
     with contextlib.suppress(Exception):  # a warm-up that fails only costs speed
         warm_up()
     control.sendall(b"ready\n")

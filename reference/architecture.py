@@ -11,7 +11,9 @@ norm placement (``post``/``pre``), ``eps``, embedding scaling and tying stay on 
 - ``positions``: ``absolute`` (the config's sinusoidal or learned table, added to the embedding),
   ``rotary`` (``rope_theta``, ``rope_fraction`` of the head width, ``rope_layout`` ``half`` or
   ``interleaved``), ``alibi``, ``relative`` (T5 buckets: ``relative_buckets``, ``relative_max_distance``,
-  causal in a decoder) or ``none``.
+  causal in a decoder) or ``none``. Declared for an attention function (``Capability.ATTENTION``),
+  ``alibi`` and ``relative`` add their bias inside it, ``relative_bidirectional`` choosing the buckets
+  (the reference models pick them per component: causal in a decoder, bidirectional in an encoder).
 - ``position_ids``: ``slots`` (the token in column ``j`` has position ``j``, padding or not) or
   ``from_first_token`` (positions count real tokens only, so a left-padded row starts at 0: Hugging
   Face ``generate``, OPT). Masks, windows and relative biases always use slots; for real tokens a slot
@@ -61,6 +63,7 @@ class Architecture:
     rope_layout: RopeLayout = "half"
     relative_buckets: int = 32
     relative_max_distance: int = 128
+    relative_bidirectional: bool = True
     position_ids: Literal["slots", "from_first_token"] = "slots"
     norm: Literal["layernorm", "rmsnorm"] = "layernorm"
     norm_offset: bool = False

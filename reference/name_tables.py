@@ -160,6 +160,19 @@ HF_LLAMA = NameTable(
     ignore=("rotary_emb.inv_freq",),
 )
 
+#: Qwen2: Llama's names and layout plus biases on the query, key and value projections (none on the output).
+HF_QWEN2 = NameTable(
+    name="Hugging Face Qwen2",
+    rules=(
+        *HF_LLAMA.rules,
+        *(
+            (f"model.layers.{{i}}.self_attn.{p}_proj.bias", (f"layers.{{i}}.attn.w_{p}.bias",), "copy")
+            for p in "qkv"
+        ),
+    ),
+    ignore=HF_LLAMA.ignore,
+)
+
 HF_GPT_NEOX = NameTable(
     name="Hugging Face GPT-NeoX",
     rules=(

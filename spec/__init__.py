@@ -48,6 +48,7 @@ COMPONENTS: tuple[str, ...] = (
     "variant_encdec",
     "name_tables",
     "presets",
+    "grouped_mha",
 )
 #: Areas of claims beyond the notes (architecture variants): every claim in them has origin "project",
 #: and SPEC.md renders them in their own part.

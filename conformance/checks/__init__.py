@@ -10,6 +10,7 @@ CHECK_MODULES: tuple[str, ...] = (
     "attention",
     "masks",
     "mha",
+    "mha_grouped",
     "layernorm",
     "ffn",
     "positional",
@@ -19,6 +20,7 @@ CHECK_MODULES: tuple[str, ...] = (
     "sampler",
     "loss",
     "variants",
+    "attention_bias",
 )
 
 for _name in CHECK_MODULES:

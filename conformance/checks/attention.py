@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from transformer_conformance.adapter import Capability
+from transformer_conformance.checks.declared import require_notes_scoring
 from transformer_conformance.checks.inputs import (
     FIXED_CASES,
     SCORE_SCALE,
@@ -388,7 +389,9 @@ def fully_masked_row_declared(ctx: CheckContext) -> None:
 def differential(ctx: CheckContext) -> None:
     """Output (and weights) match softmax(q k^T / sqrt(d_k)) v of the float64 oracle, with and without
     masks, for unit scores and scores scaled by 1e3 (differential tolerance rule with score
-    conditioning: the error the working dtype's rounding of large scores forces is allowed)."""
+    conditioning: the error the working dtype's rounding of large scores forces is allowed).
+    Not applicable to a declared position bias, scale or soft-cap (judged against their oracle)."""
+    require_notes_scoring(ctx)
     differential_at_scales(ctx, (1.0, SCORE_SCALE))
 
 
@@ -425,6 +428,7 @@ def half_precision(ctx: CheckContext) -> None:
     """In each declared float16/bfloat16: unit scores match the oracle (differential rule against the
     reference in that dtype); scores x1e3 give finite outputs inside the hull of the values. Depends on
     the formula check: against the oracle a formula bug would show here too."""
+    require_notes_scoring(ctx)
     dtypes = half_dtypes(ctx)
 
     def prop(case: AttnCase) -> None:

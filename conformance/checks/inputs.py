@@ -122,8 +122,41 @@ def search_examples(
     strategy: "st.SearchStrategy[Example]",
     examples: int | None = None,
 ) -> None:
-    """``search.search`` (the fixed examples, then drawn ones) for a property of a whole example."""
+    """``search.search`` (the fixed examples, then drawn ones) for a property of a whole example; an
+    attention example's head widths are fitted to the target's ``supported_d_heads``
+    (``fit_widths``)."""
+    if ctx.conventions.supported_d_heads:
+        fixed = [fit_widths(ctx, example) for example in fixed]
+        strategy = strategy.map(lambda example: fit_widths(ctx, example))
     search(ctx, prop, fixed=fixed, strategy=strategy, examples=examples)
+
+
+def supported_width(ctx: CheckContext, width: int) -> int:
+    """The declared head width (``Conventions.supported_d_heads``) standing for a drawn ``width``
+    (``width`` itself when none is declared): the declared widths taken in turn."""
+    widths = sorted(set(ctx.conventions.supported_d_heads))
+    return widths[width % len(widths)] if widths else width
+
+
+def fit_widths(ctx: CheckContext, example: Example) -> Example:
+    """``example`` with its attention head widths ``d``/``dv`` replaced by declared ones; a value width
+    that differs from the key width stays different, on the same side (NotApplicable when a single
+    width is declared); other examples unchanged."""
+    widths = sorted(set(ctx.conventions.supported_d_heads))
+    if "d" not in example or not widths:
+        return example
+    d, dv = int(example["d"]), int(example.get("dv", example["d"]))
+    if dv == d:
+        fitted = supported_width(ctx, d)
+        return {**example, "d": fitted, "dv": fitted}
+    pairs = [(a, b) for a in widths for b in widths if a != b and (a < b) == (d < dv)]
+    if not pairs:
+        raise NotApplicable(
+            f"target {ctx.adapter.name!r} declares supported_d_heads={ctx.conventions.supported_d_heads}: "
+            "a value width other than the key width cannot be drawn"
+        )
+    d, dv = pairs[(d + dv) % len(pairs)]
+    return {**example, "d": d, "dv": dv}
 
 
 def cut_points(n: int) -> list[int]:

@@ -22,6 +22,7 @@ from transformer_conformance.checks.attention import (
     run_attention,
     weights_evidence,
 )
+from transformer_conformance.checks.declared import require_notes_scoring
 from transformer_conformance.checks.inputs import (
     FIXED_CASES,
     SCORE_SCALE,
@@ -344,6 +345,7 @@ def causal_diagonal_visible(ctx: CheckContext) -> None:
 def causal_differential(ctx: CheckContext) -> None:
     """``is_causal`` equals the oracle with the declared alignment's causal mask; an explicit mask of
     either alignment equals the oracle with that mask (rows with a visible key)."""
+    require_notes_scoring(ctx)
     declared = ctx.conventions.causal_alignment
 
     def prop(example: Example) -> None:
@@ -387,6 +389,7 @@ def causal_additive(ctx: CheckContext) -> None:
     """The additive causal bias (0 where j <= i's position, -inf above, either alignment) passed to the
     target's additive-mask entry point (optional adapter method ``attention_additive``) gives the
     oracle's causal attention. Not applicable without that entry point."""
+    require_notes_scoring(ctx)
     additive = require_additive_entry_point(ctx)
 
     def prop(case: AttnCase) -> None:

@@ -4,7 +4,10 @@ The target builds its layer with ``build_mha(d_model, num_heads, state, device, 
 the canonical state dict of ``reference.multihead.MultiHeadAttention`` (``w_q``, ``w_k``, ``w_v``,
 ``w_o``) so the differential check compares like with like. The layer is called as
 ``(x_q, x_kv, key_padding, attn_mask)``: ``key_padding`` [b, num_k] and ``attn_mask`` [num_q, num_k]
-arrive in the target's declared polarity (canonically True = real token / may attend).
+arrive in the target's declared polarity (canonically True = real token / may attend). A target
+declaring ``num_kv_heads`` for its MHA (``Architecture``) gets the state of
+``reference.grouped_mha.GroupedMultiHeadAttention`` (``w_k``/``w_v`` of ``num_kv_heads * d_head`` rows)
+and head counts that are multiples of it; its grouped checks are in ``mha_grouped.py``.
 """
 
 import math
@@ -24,8 +27,10 @@ from transformer_conformance.checks.inputs import (
     require_isolated_nonfinite,
     require_zero_policy,
     search_examples,
+    supported_width,
 )
 from transformer_conformance.context import CheckContext, FailureKind, NotApplicable
+from transformer_conformance.reference.grouped_mha import mha_reference
 from transformer_conformance.reference.masks import causal_mask, combine_masks, key_padding_to_attention_mask
 from transformer_conformance.reference.multihead import MultiHeadAttention
 from transformer_conformance.registry import check
@@ -67,7 +72,17 @@ def mha_cases(ctx: CheckContext, *, square: bool = False) -> list[MhaCase]:
         cases.append(MhaCase(h * (d_head + 1), h, b, nq + 1, nk + 1))
     if square:
         cases = [MhaCase(c.d_model, c.h, c.b, c.nk, c.nk) for c in cases]
-    return cases
+    return [declared_case(ctx, c) for c in cases]
+
+
+def declared_case(ctx: CheckContext, case: MhaCase) -> MhaCase:
+    """``case`` fitted to the target's declaration: with ``num_kv_heads`` declared for its MHA, the
+    head count becomes a multiple of it (``h * kv`` unless ``h`` already is one), head width kept, or
+    replaced by a declared one (``Conventions.supported_d_heads``)."""
+    kv = ctx.architecture.num_kv_heads
+    width = supported_width(ctx, case.d_model // case.h)
+    h = case.h if kv is None or case.h % kv == 0 else case.h * kv
+    return MhaCase(width * h, h, case.b, case.nq, case.nk)
 
 
 def search_mha(
@@ -80,11 +95,13 @@ def search_mha(
 ) -> None:
     """Run ``prop`` on the fixed cases, then on MHA sizes drawn by hypothesis (``ctx.examples``
     unless ``examples``); a failure is shrunk to the smallest sizes that show it
-    (``conformance/search.py``)."""
+    (``conformance/search.py``). Drawn head counts are fitted to a declared ``num_kv_heads``
+    (``declared_case``), as the fixed cases are."""
 
     def of(example: Example) -> MhaCase:
         nq = example["nk"] if square else example["nq"]
-        return MhaCase(example["d_model"], example["h"], example["b"], nq, example["nk"])
+        case = MhaCase(example["d_model"], example["h"], example["b"], nq, example["nk"])
+        return declared_case(ctx, case)
 
     cases = [{"d_model": c.d_model, "h": c.h, "b": c.b, "nq": c.nq, "nk": c.nk} for c in fixed]
     search_examples(ctx, lambda ex: prop(of(ex)), cases, mha_example(), examples)
@@ -100,15 +117,17 @@ class Layer:
 
 
 def build(ctx: CheckContext, case: MhaCase) -> Layer:
-    """Draw canonical weights, build the reference (float64 and ctx.dtype) and the target layer."""
+    """Draw canonical weights, build the reference (float64 and ctx.dtype) and the target layer (the
+    grouped reference when the target declares ``num_kv_heads`` for its MHA)."""
+    arch = ctx.architecture
     with torch.random.fork_rng(devices=[]):
-        ref64 = MultiHeadAttention(case.d_model, case.h)
+        ref64 = mha_reference(case.d_model, case.h, arch.num_kv_heads, arch.kv_mapping)
     bound = 1.0 / math.sqrt(case.d_model)
     for param in ref64.parameters():
         param.data = ctx.randn(*param.shape, dtype=torch.float64, scale=bound)
     ref64 = ref64.to(ctx.device).eval()
     with torch.random.fork_rng(devices=[]):
-        ref = MultiHeadAttention(case.d_model, case.h)
+        ref = mha_reference(case.d_model, case.h, arch.num_kv_heads, arch.kv_mapping)
     ref.load_state_dict({k: v.to(ctx.dtype) for k, v in ref64.state_dict().items()})
     ref = ref.to(device=ctx.device, dtype=ctx.dtype).eval()
     state = {k: v.detach().clone() for k, v in ref.state_dict().items()}

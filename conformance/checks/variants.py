@@ -172,6 +172,11 @@ def scoring_declared(ctx: CheckContext) -> None:
     arch = ctx.architecture
     if arch.attn_scale is None and arch.attn_softcap is None:
         raise NotApplicable(f"target {ctx.adapter.name!r} declares neither attn_scale nor attn_softcap")
+    if arch.positions in ("alibi", "relative"):
+        raise NotApplicable(
+            f"target {ctx.adapter.name!r} declares a {arch.positions} position bias with its scale/soft-cap "
+            "(judged together by the attention.alibi/relbias checks)"
+        )
 
     def prop(case: AttnCase) -> None:
         for factor in (1.0, 30.0):

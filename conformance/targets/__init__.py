@@ -30,6 +30,8 @@ BUILTIN_TARGETS: dict[str, str] = {
     "torch-sdpa-efficient": "transformer_conformance.targets.torch_sdpa:make_efficient",
     "torch-sdpa-cudnn": "transformer_conformance.targets.torch_sdpa:make_cudnn",
     "torch-mha": "transformer_conformance.targets.torch_mha:make",
+    "torch-gqa": "transformer_conformance.targets.torch_gqa:make",
+    "torch-sdpa-alibi": "transformer_conformance.targets.torch_sdpa_alibi:make",
     "torch-layernorm": "transformer_conformance.targets.torch_layernorm:make",
     "torch-encoder-layer": "transformer_conformance.targets.torch_layers:make_encoder_layer",
     "torch-encoder-layer-fastpath": (

@@ -6,11 +6,17 @@ built offline from its default config shrunk to tiny sizes, audited with the met
 shrinks it with ``tiny_config`` (2 layers, hidden 32, 4 heads, ...; ratios such as grouped-query heads
 and MoE routing kept valid), and instantiates the class ``MODEL_FOR_CAUSAL_LM_MAPPING_NAMES`` names for
 it with seeded random weights. ``HF_HUB_OFFLINE=1`` and ``TRANSFORMERS_OFFLINE=1`` are set before
-``transformers`` is imported. The canonical weights cannot be mapped without a name table of the
-architecture, so the adapter declares ``loads_weights=False`` and the differential ``lm.reference`` is
-not-applicable; the metamorphic checks (causality, padding on both sides, batch independence, cache ==
-recompute, chunked prefill, padded cached prompts, determinism in eval, teacher forcing) need no
-architecture and run on every model type. The loss is the model's own ``loss_function``.
+``transformers`` is imported. The metamorphic checks (causality, padding on both sides, batch
+independence, cache == recompute, chunked prefill, padded cached prompts, determinism in eval, teacher
+forcing) need no architecture and run on every model type. The loss is the model's own ``loss_function``.
+
+Differential where a name table exists: a model type in ``LAYOUTS`` (llama, mistral, qwen2, gpt_neox)
+declares the reference ``Architecture`` read from its tiny config (``declared_architecture``: RoPE theta
+and fraction, key/value heads, sliding window, activation, and the layout's norm, gating, biases and
+block), its eps and tying, and ``loads_weights=True`` at head width 8; ``build_lm`` then builds the model
+at the check's sizes and maps the canonical ``VariantLM`` state in through the layout's name table
+(``reference.name_tables``), so ``lm.reference`` runs. Every other model type declares
+``loads_weights=False`` and ``lm.reference`` is not-applicable.
 
 How the handle drives the model, as ``generate()`` does:
 
@@ -36,13 +42,23 @@ the check's ``dropout``, so ``lm.determinism`` tests that eval mode switches the
 import importlib.util
 import inspect
 import os
-from dataclasses import dataclass, field
-from typing import Any
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
 from transformer_conformance.adapter import Adapter, Capability, Conventions
+from transformer_conformance.reference.architecture import Architecture
+from transformer_conformance.reference.name_tables import (
+    HF_GPT_NEOX,
+    HF_LLAMA,
+    HF_QWEN2,
+    NameTable,
+    from_reference,
+)
 from transformer_conformance.targets import TargetError
 
 #: The prefix of the target names this adapter serves: ``hf-causal-lm:<model_type>``.
@@ -50,7 +66,7 @@ PREFIX = "hf-causal-lm:"
 REQUIREMENT = "transformers>=5.0"
 BUILD_SEED = 0
 #: How positions are counted under left padding (the reference ``Architecture.position_ids`` names).
-POSITION_IDS = "from_first_token"
+POSITION_IDS: Literal["from_first_token"] = "from_first_token"
 
 #: Tiny sizes. Hidden 32 with 4 heads gives a head width of 8 (rotary codes need an even one).
 TINY_LAYERS, TINY_HIDDEN, TINY_HEADS, TINY_FF = 2, 32, 4, 64
@@ -83,14 +99,64 @@ FF_NAMES = (
 EXPERT_NAMES = ("num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts")
 EXPERTS_PER_TOKEN_NAMES = ("num_experts_per_tok", "moe_topk", "top_k", "num_selected_experts")
 POSITION_NAMES = ("max_position_embeddings", "n_positions", "max_seq_len", "n_ctx", "seq_length")
-#: Model types this adapter does not drive (its handle cannot call them correctly), with the reason.
-NOT_DRIVEN: dict[str, str] = {
-    "rwkv": "recurrent state travels as `state=` with its own length rules; the adapter speaks `cache=`",
-    "xlstm": "xLSTMCache rejects the adapter's cached steps (matC_old has wrong shape); driving not solved",
-    "cpmant": "cached steps raise a position-bias size mismatch (34 vs 33); driving not solved",
-    "dory": "looped decoder: cached steps raise a key-length mismatch (6 vs 5); its default "
-    "recurrent_kv_cache_mode='last_loop' is approximate by design",
-}
+#: Sub-configs that hold the language model of a composite config (shrunk like the top level).
+SUB_CONFIG_NAMES = (
+    "text_config",
+    "decoder",
+    "attn_config",
+    "ffn_config",
+    "text_decoder",
+    "vision_config",
+    "audio_config",
+)
+#: The per-model-type data (``hf_causal_lm_types.toml``, next to this module): overrides after the
+#: generic shrink, model types not built and not driven, each with its reason.
+TYPES_FILE = Path(__file__).with_name("hf_causal_lm_types.toml")
+
+
+@dataclass(frozen=True)
+class Override:
+    """Fields set after the generic shrink for one model type (a dict value for a sub-config is merged
+    into it), and why the generic size names miss them."""
+
+    values: dict[str, Any]
+    reason: str
+    #: It builds without the override, but too slowly for the sweep (otherwise the build fails).
+    for_time: bool = False
+
+
+def load_types(path: Path = TYPES_FILE) -> tuple[dict[str, Override], dict[str, str], dict[str, str]]:
+    """(overrides, not built, not driven) from the per-model-type TOML file; ValueError for an entry
+    without a reason, an override without fields, or a model type in more than one section.
+    Claims: sizes.base.
+    """
+    data = tomllib.loads(path.read_text(encoding="utf-8"))
+    unknown = set(data) - {"override", "not_built", "not_driven"}
+    if unknown:
+        raise ValueError(f"{path.name}: unknown sections {sorted(unknown)}")
+    for section, entries in data.items():
+        for model_type, entry in entries.items():
+            if not str(entry.get("reason", "")).strip():
+                raise ValueError(f"{path.name}: [{section}.{model_type}] has no reason")
+            if section == "override" and not entry.get("set"):
+                raise ValueError(f"{path.name}: [override.{model_type}] sets nothing")
+    seen: dict[str, str] = {}
+    for section, entries in data.items():
+        for model_type in entries:
+            if model_type in seen:
+                raise ValueError(f"{path.name}: {model_type!r} in both [{seen[model_type]}] and [{section}]")
+            seen[model_type] = section
+    overrides = {
+        t: Override(dict(e["set"]), str(e["reason"]), bool(e.get("for_time", False)))
+        for t, e in data.get("override", {}).items()
+    }
+    not_built = {t: str(e["reason"]) for t, e in data.get("not_built", {}).items()}
+    not_driven = {t: str(e["reason"]) for t, e in data.get("not_driven", {}).items()}
+    return overrides, not_built, not_driven
+
+
+#: Per model type: overrides, types not built tiny offline (with the reason), types not driven.
+TYPE_OVERRIDES, NOT_BUILT, NOT_DRIVEN = load_types()
 
 #: Model types whose ``attention_mask`` covers the new chunk only on a cached step (state-space models).
 CHUNK_MASK_TYPES = frozenset({"mamba", "mamba2", "falcon_mamba"})
@@ -125,36 +191,57 @@ def _derived(config: Any, name: str) -> bool:
     return isinstance(getattr(type(config), name, None), property)
 
 
+def _settable(config: Any, name: str) -> bool:
+    """An integer field of ``config`` that is stored, not computed (a property such as Falcon's
+    ``head_dim`` follows from the others)."""
+    return _has(config, name) and not _derived(config, name)
+
+
+def _is_config(value: Any) -> bool:
+    return hasattr(value, "to_dict") and hasattr(value, "model_type")
+
+
 def tiny_overrides(
-    default: Any, vocab_size: int, dropout: float, pad_id: int, window: int = TINY_WINDOW
+    default: Any,
+    vocab_size: int,
+    dropout: float,
+    pad_id: int,
+    window: int = TINY_WINDOW,
+    sizes: tuple[int, int, int, int] = (TINY_LAYERS, TINY_HIDDEN, TINY_HEADS, TINY_FF),
 ) -> dict[str, Any]:
     """The keyword overrides that shrink ``default`` (a config of transformers' defaults) to tiny sizes.
 
     Layers 2, hidden 32, heads 4 (head_dim 8), key/value heads 2 where the default groups queries (1 when
     it is multi-query), FFN width 64, 4 experts with 2 per token, sliding windows of 4 (so windows act at
     the checks' lengths), 128 positions, the check's vocabulary; token ids inside the vocabulary; every
-    dropout-like float set to ``dropout``. Only attributes the config has are overridden.
+    dropout-like float set to ``dropout``. Only attributes the config has are overridden. ``sizes``
+    (layers, hidden, heads, FFN width) replaces the tiny ones (a differential build takes the check's).
     Claims: sizes.base (the same architecture at small sizes).
     """
     out: dict[str, Any] = {"vocab_size": vocab_size}
-    heads = next((getattr(default, n) for n in HEAD_NAMES if _has(default, n)), TINY_HEADS)
+    n_layers, hidden, n_heads, ff = sizes
+    heterogeneous = vars(default).get("_heterogeneity_spec")
+    if heterogeneous is not None:  # per-layer sizes (Gemma 4): read the global ones, scale the others below
+        default.allow_global_per_layer_attribute_access = True
+    heads = next((getattr(default, n) for n in HEAD_NAMES if _has(default, n)), n_heads)
     for names, value in (
-        (LAYER_NAMES, TINY_LAYERS),
-        (HIDDEN_NAMES, TINY_HIDDEN),
-        (HEAD_NAMES, TINY_HEADS),
-        (FF_NAMES, TINY_FF),
+        (LAYER_NAMES, n_layers),
+        (HIDDEN_NAMES, hidden),
+        (HEAD_NAMES, n_heads),
+        (FF_NAMES, ff),
         (EXPERT_NAMES, TINY_EXPERTS),
         (EXPERTS_PER_TOKEN_NAMES, TINY_EXPERTS_PER_TOKEN),
         (POSITION_NAMES, TINY_MAX_POSITIONS),
     ):
-        out.update({n: value for n in names if _has(default, n)})
+        out.update({n: value for n in names if _settable(default, n)})
     for name in KV_HEAD_NAMES:
-        if _has(default, name):
+        if _settable(default, name):
             kv = getattr(default, name)
-            out[name] = TINY_HEADS if kv >= heads else (1 if kv == 1 else TINY_HEADS // 2)
-    if _has(default, "head_dim"):
-        out["head_dim"] = TINY_HIDDEN // TINY_HEADS
-    if _has(default, "sliding_window"):
+            out[name] = n_heads if kv >= heads else (1 if kv == 1 else n_heads // 2)
+    unset_head_dim = hasattr(default, "head_dim") and default.head_dim is None
+    if _settable(default, "head_dim") or (unset_head_dim and not _derived(default, "head_dim")):
+        out["head_dim"] = hidden // n_heads  # also an unset one (Ministral, Hunyuan: None breaks RoPE)
+    if _settable(default, "sliding_window"):
         out["sliding_window"] = window
     for name in TOKEN_ID_NAMES:
         if hasattr(default, name):
@@ -167,30 +254,77 @@ def tiny_overrides(
         out["causal"] = True  # XLM: a language model only with causal=True (is_decoder is not read)
     for name in LAYER_TYPE_NAMES:
         types = getattr(default, name, None)
-        if isinstance(types, list) and types and not _derived(default, name):
+        if isinstance(types, list) and types and name in vars(default):  # stored, not computed
             # the shortest prefix that holds every kind of layer, and at least TINY_LAYERS layers
             needed = max(types.index(kind) for kind in set(types)) + 1
-            layers = max(TINY_LAYERS, needed)
+            layers = max(n_layers, needed)
             out[name] = types[:layers]
-            out.update({n: layers for n in LAYER_NAMES if _has(default, n)})
+            out.update({n: layers for n in LAYER_NAMES if _settable(default, n)})
+    if heterogeneous is not None:
+        out["per_layer_config"] = _tiny_per_layer(default, heterogeneous.per_layer_overrides, out, n_layers)
+    for name in SUB_CONFIG_NAMES:
+        sub = getattr(default, name, None)
+        if _is_config(sub):  # the language model of a composite config, shrunk the same way
+            shrunk = tiny_overrides(sub, vocab_size, dropout, pad_id, window, sizes)
+            if not hasattr(sub, "vocab_size"):
+                shrunk.pop("vocab_size")
+            out[name] = {**sub.to_dict(), **shrunk}
+    return out
+
+
+def _tiny_per_layer(
+    default: Any, per_layer: dict[int, dict[str, Any]], shrunk: dict[str, Any], n_layers: int
+) -> dict[int, dict[str, Any]]:
+    """The per-layer overrides of a heterogeneous config for the layers kept, each integer scaled as its
+    global value was (Gemma 4's full-attention head width 512 of 256 -> 16 of 8).
+    Claims: sizes.base.
+    """
+    layers = next((shrunk[n] for n in LAYER_NAMES if n in shrunk), n_layers)
+    out: dict[int, dict[str, Any]] = {}
+    for index, values in per_layer.items():
+        if int(index) >= layers:
+            continue
+        out[int(index)] = {}
+        for key, value in values.items():
+            base = getattr(default, key, None)
+            scalable = _has(default, key) and isinstance(value, int) and base and key in shrunk
+            out[int(index)][key] = max(1, round(shrunk[key] * value / base)) if scalable else value
+    return out
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """``base`` updated with ``extra``; a dict in both (a sub-config) is merged key by key."""
+    out = dict(base)
+    for key, value in extra.items():
+        both = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = _merge(out[key], value) if both else value
     return out
 
 
 def tiny_config(
-    model_type: str, vocab_size: int, dropout: float = 0.0, pad_id: int = 0, window: int = TINY_WINDOW
+    model_type: str,
+    vocab_size: int,
+    dropout: float = 0.0,
+    pad_id: int = 0,
+    window: int = TINY_WINDOW,
+    sizes: tuple[int, int, int, int] = (TINY_LAYERS, TINY_HIDDEN, TINY_HEADS, TINY_FF),
+    extra: dict[str, Any] | None = None,
 ) -> Any:
     """``AutoConfig.for_model(model_type)`` rebuilt with ``tiny_overrides`` (so derived fields such as
-    per-layer ``layer_types`` follow), decoder mode on, eager-free ``sdpa`` attention.
+    per-layer ``layer_types`` follow) and ``extra``, decoder mode on.
     Claims: sizes.base.
     """
-    transformers = _transformers()
-    default = transformers.AutoConfig.for_model(model_type)
-    overrides = tiny_overrides(default, vocab_size, dropout, pad_id, window)
-    config = transformers.AutoConfig.for_model(model_type, **overrides, is_decoder=True)
+    # the config class the causal-LM class takes: the text config of a composite (Llama 4, Qwen 3.5)
+    config_class = model_class(model_type).config_class
+    default = config_class()
+    overrides = _merge(tiny_overrides(default, vocab_size, dropout, pad_id, window, sizes), extra or {})
+    if model_type in TYPE_OVERRIDES:
+        overrides = _merge(overrides, TYPE_OVERRIDES[model_type].values)
+    config = config_class(**overrides, is_decoder=True)
     layers = next((getattr(config, n) for n in LAYER_NAMES if _has(config, n)), TINY_LAYERS)
     for name in LAYER_TYPE_NAMES:
         value = getattr(config, name, None)
-        if isinstance(value, list) and len(value) > layers and not _derived(config, name):
+        if isinstance(value, list) and len(value) > layers and name in vars(config):
             setattr(config, name, value[:layers])
     return config
 
@@ -208,15 +342,111 @@ def model_class(model_type: str) -> Any:
 
 
 def build_causal_lm(
-    model_type: str, config: Any, device: torch.device, dtype: torch.dtype, window: int = TINY_WINDOW
+    model_type: str,
+    config: Any,
+    device: torch.device,
+    dtype: torch.dtype,
+    window: int = TINY_WINDOW,
+    sizes: tuple[int, int, int, int] = (TINY_LAYERS, TINY_HIDDEN, TINY_HEADS, TINY_FF),
+    extra: dict[str, Any] | None = None,
 ) -> tuple[nn.Module, Any]:
     """(model in eval mode on device/dtype, its tiny config): seeded random init of the tiny config."""
-    hf_config = tiny_config(model_type, config.vocab_size, config.dropout, config.pad_id, window)
+    hf_config = tiny_config(
+        model_type, config.vocab_size, config.dropout, config.pad_id, window, sizes, extra
+    )
     cls = model_class(model_type)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(BUILD_SEED)
         model: nn.Module = cls(hf_config)
     return model.to(device=device, dtype=dtype).eval(), hf_config
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How one model type maps onto the reference: the name table of its weights and, for each choice
+    the reference ``Architecture`` makes, the value or the name of the HF config attribute that holds it
+    (a ``str``: read from the config; a ``bool``: fixed by the model type). Rotary parameters (theta,
+    partial fraction), key/value heads, the sliding window, the activation and tied embeddings are read
+    from every config the same way (``declared_architecture``).
+
+    Claims: lm.llama-equals-hf, lm.neox-equals-hf.
+    """
+
+    table: NameTable
+    norm: Literal["layernorm", "rmsnorm"]
+    gated: bool
+    eps: str
+    qkv_bias: bool | str = False
+    out_bias: bool | str = False
+    ffn_bias: bool | str = False
+    parallel: bool | str = False
+
+
+#: Model types the generic adapter loads the reference's weights into (differential ``lm.reference``).
+_LLAMA_BIASES = {"qkv_bias": "attention_bias", "out_bias": "attention_bias", "ffn_bias": "mlp_bias"}
+LAYOUTS: dict[str, Layout] = {
+    "llama": Layout(HF_LLAMA, "rmsnorm", gated=True, eps="rms_norm_eps", **_LLAMA_BIASES),
+    "mistral": Layout(HF_LLAMA, "rmsnorm", gated=True, eps="rms_norm_eps"),
+    "qwen2": Layout(HF_QWEN2, "rmsnorm", gated=True, eps="rms_norm_eps", qkv_bias=True),
+    "gpt_neox": Layout(
+        HF_GPT_NEOX,
+        "layernorm",
+        gated=False,
+        eps="layer_norm_eps",
+        qkv_bias="attention_bias",
+        out_bias="attention_bias",
+        ffn_bias=True,
+        parallel="use_parallel_residual",
+    ),
+}
+#: transformers' ``hidden_act`` names -> the reference's activation names.
+ACTIVATIONS = {"silu": "silu", "gelu": "gelu", "gelu_pytorch_tanh": "gelu_tanh", "gelu_new": "gelu_tanh"}
+
+
+def _flag(hf_config: Any, value: bool | str) -> bool:
+    return bool(getattr(hf_config, value)) if isinstance(value, str) else value
+
+
+def declared_architecture(hf_config: Any, layout: Layout) -> Architecture:
+    """The reference ``Architecture`` of a (tiny) HF config of a model type with a ``Layout``: rotary
+    positions counted from the first real token (the handle's ``position_ids``), the layout's norm, gating
+    and biases, the config's rotary theta and fraction, key/value heads, window and activation.
+    NotImplementedError for what the reference cannot express (scaled rotary, mixed layer types).
+
+    Claims: lm.llama-equals-hf, lm.neox-equals-hf, gqa.repeat-equivalence, window.blind-outside.
+    """
+    rope = dict(getattr(hf_config, "rope_parameters", None) or {})
+    if rope.get("rope_type", "default") != "default" or "rope_theta" not in rope:
+        raise NotImplementedError(f"rotary parameters {rope} are not the reference's plain RoPE")
+    act = ACTIVATIONS.get(str(getattr(hf_config, "hidden_act", "")))
+    if act is None:
+        raise NotImplementedError(f"activation {getattr(hf_config, 'hidden_act', None)!r}: no reference name")
+    window = getattr(hf_config, "sliding_window", None)
+    if getattr(hf_config, "use_sliding_window", True) is False:
+        window = None
+    kinds = set(getattr(hf_config, "layer_types", None) or ())
+    if kinds - {"full_attention", "sliding_attention"} or len(kinds) > 1:
+        raise NotImplementedError(f"per-layer attention types {sorted(kinds)} differ; the reference has one")
+    if kinds == {"full_attention"}:
+        window = None
+    heads = hf_config.num_attention_heads
+    kv = getattr(hf_config, "num_key_value_heads", None) or heads
+    return Architecture(
+        positions="rotary",
+        rope_theta=float(rope["rope_theta"]),
+        rope_fraction=float(rope.get("partial_rotary_factor", 1.0)),
+        rope_layout="half",
+        position_ids=POSITION_IDS,
+        norm=layout.norm,
+        activation=act,  # type: ignore[arg-type]
+        gated=layout.gated,
+        ffn_bias=_flag(hf_config, layout.ffn_bias),
+        num_kv_heads=None if kv == heads else kv,
+        sliding_window=window,
+        qkv_bias=_flag(hf_config, layout.qkv_bias),
+        out_bias=_flag(hf_config, layout.out_bias),
+        block="parallel" if _flag(hf_config, layout.parallel) else "sequential",
+    )
 
 
 @dataclass
@@ -308,18 +538,54 @@ class HFCausalLMAdapter(Adapter):
     conventions = Conventions(norm_placement="pre", loads_weights=False, dtypes=(torch.float32,))
     handle_class: type[CausalLMHandle] = CausalLMHandle
 
-    def __init__(self, model_type: str, sliding_window: int = TINY_WINDOW) -> None:
+    def __init__(
+        self,
+        model_type: str,
+        sliding_window: int = TINY_WINDOW,
+        layout: Layout | None = None,
+        architecture: Architecture | None = None,
+    ) -> None:
+        """``layout`` (default: ``LAYOUTS[model_type]``, if any) makes the adapter load the reference's
+        weights and declare the architecture read from the tiny config (``architecture`` overrides it)."""
         self.model_type = model_type
         self.sliding_window = sliding_window
         self.name = PREFIX + model_type
         self._loss_model: nn.Module | None = None
+        self.layout = layout if layout is not None else LAYOUTS.get(model_type)
+        if self.layout is not None:
+            hf_config = tiny_config(model_type, vocab_size=TINY_HIDDEN, window=sliding_window)
+            self.architecture = architecture or declared_architecture(hf_config, self.layout)
+            self.conventions = replace(
+                self.conventions,
+                loads_weights=True,
+                layer_norm_eps=float(getattr(hf_config, self.layout.eps)),
+                supported_d_heads=(TINY_HIDDEN // TINY_HEADS,),
+            )
+            # per model type, so per instance (a class-level declaration elsewhere)
+            self.config_fields = {"tie_embeddings": bool(hf_config.tie_word_embeddings)}  # type: ignore[misc]
 
     def build_lm(
         self, config: Any, state: dict[str, Tensor] | None, device: torch.device, dtype: torch.dtype
     ) -> CausalLMHandle:
-        """The model type at tiny sizes (random weights; ``state`` is ignored: ``loads_weights=False``)."""
-        model, _ = build_causal_lm(self.model_type, config, device, dtype, self.sliding_window)
-        return self.handle_class(model, self.model_type in CHUNK_MASK_TYPES)
+        """The model type at tiny sizes: random weights, or for a model type with a ``Layout`` the
+        config's sizes, eps and tying with the canonical ``state`` mapped in by the layout's name table."""
+        if self.layout is None:
+            model, _ = build_causal_lm(self.model_type, config, device, dtype, self.sliding_window)
+            return self.handle_class(model, self.model_type in CHUNK_MASK_TYPES)
+        sizes = (config.num_layers, config.d_model, config.num_heads, config.d_ff)
+        extra = {self.layout.eps: config.eps, "tie_word_embeddings": config.tie_embeddings}
+        model, _ = build_causal_lm(self.model_type, config, device, dtype, self.sliding_window, sizes, extra)
+        if state is not None:
+            mapped = from_reference(
+                state, self.layout.table, num_layers=config.num_layers, num_heads=config.num_heads
+            )
+            missing, unexpected = model.load_state_dict(mapped, strict=False)
+            tied = {"lm_head.weight"} if config.tie_embeddings else set()
+            if set(missing) - tied or unexpected:
+                raise RuntimeError(
+                    f"{self.layout.table.name} weight mapping: missing {missing}, unexpected {unexpected}"
+                )
+        return self.handle_class(model.eval(), self.model_type in CHUNK_MASK_TYPES)
 
     def next_token_loss(self, logits: Tensor, ids: Tensor, pad_id: int | None) -> Tensor:
         """The model class's own ``loss_function`` (what ``labels=`` runs) on ``labels = ids``, pads -> -100.
@@ -344,6 +610,8 @@ def make(model_type: str) -> HFCausalLMAdapter:
     if importlib.util.find_spec("transformers") is None:
         raise TargetError(f"target '{PREFIX}{model_type}' needs {REQUIREMENT!r}: pip install '{REQUIREMENT}'")
     model_class(model_type)
+    if model_type in NOT_BUILT:
+        raise TargetError(f"target '{PREFIX}{model_type}': not built at tiny size: {NOT_BUILT[model_type]}")
     if model_type in NOT_DRIVEN:
         raise TargetError(
             f"target '{PREFIX}{model_type}': not driven by this adapter: {NOT_DRIVEN[model_type]}"

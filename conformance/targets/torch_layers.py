@@ -96,9 +96,11 @@ def _causal_hide(t: int, device: torch.device) -> Tensor:
 
 @dataclass
 class RecomputeCache:
-    """The "cache" of the recompute-the-prefix strategy: the target tokens seen so far."""
+    """The "cache" of the recompute-the-prefix strategy: the target tokens seen so far and their padding
+    (torch's polarity, True = pad; all False for a chunk given without one)."""
 
     chunks: list[Tensor] = field(default_factory=list)
+    pads: list[Tensor] = field(default_factory=list)
 
 
 class TorchTransformerHandle:
@@ -133,11 +135,25 @@ class TorchTransformerHandle:
         return RecomputeCache()
 
     def step(
-        self, tgt_chunk: Tensor, memory: Tensor, cache: RecomputeCache, src_pad: Tensor | None = None
+        self,
+        tgt_chunk: Tensor,
+        memory: Tensor,
+        cache: RecomputeCache,
+        src_pad: Tensor | None = None,
+        tgt_pad_chunk: Tensor | None = None,
     ) -> Tensor:
-        """Logits of the new tokens, by rerunning the decoder on the whole history (declared strategy)."""
+        """Logits of the new tokens, by rerunning the decoder on the whole history (declared strategy);
+        ``tgt_pad_chunk`` (torch's polarity, True = pad) marks padding among the new tokens, kept with the
+        history so later steps hide those slots too.
+
+        Claims: encdec.cache-padded-prompts, kvcache.equals-recompute.
+        """
         cache.chunks.append(tgt_chunk)
-        logits = self.decode(torch.cat(cache.chunks, dim=1), memory, src_pad, None)
+        pad = torch.zeros_like(tgt_chunk, dtype=torch.bool) if tgt_pad_chunk is None else tgt_pad_chunk
+        cache.pads.append(pad.to(torch.bool))
+        history_pad = torch.cat(cache.pads, dim=1)
+        tgt_pad = history_pad if bool(history_pad.any()) else None
+        logits = self.decode(torch.cat(cache.chunks, dim=1), memory, src_pad, tgt_pad)
         return logits[:, -tgt_chunk.shape[1] :]
 
 

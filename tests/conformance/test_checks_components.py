@@ -151,6 +151,7 @@ TORCH_TARGETS = {
     "torch-sdpa-math": {"mask.padding.nan-contents"},
     "torch-sdpa-flash": {"mask.padding.nan-contents", "attention.shapes.value-width"},
     "torch-mha": {"mha.padding.nan-contents"},
+    "torch-gqa": {"mask.padding.nan-contents", "mha.padding.nan-contents"},
     "torch-layernorm": set(),
 }
 

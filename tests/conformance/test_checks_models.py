@@ -76,6 +76,10 @@ def test_torch_modules_pass_up_to_recorded_deviations() -> None:
         assert status[(target, "encoder_layer.reference")] == "pass"
         assert status[(target, "encoder_layer.padding-invariance")] == "pass"
     assert status[("torch-transformer", "encdec.chunked-prefill")] == "pass"
+    # padded decoder prompts on the recompute-the-prefix cache (tgt_pad_chunk); the fast path's
+    # left-padding NaN (above) reaches them too
+    assert status[("torch-transformer", "encdec.cache-with-padding")] == "pass"
+    assert status[("torch-transformer-fastpath", "encdec.cache-with-padding")] == "known-deviation"
     assert status[("torch-transformer", "encdec.reference")] == "pass"
     # its recompute-the-prefix steps rerun the decoder only, never the encoder
     for target in ("torch-transformer", "torch-transformer-fastpath"):
@@ -165,3 +169,23 @@ def test_frequency_check_has_power_against_a_wrong_temperature(device: torch.dev
         in_process=True,  # a local class: it cannot be pickled to a worker process
     )
     assert {r.check: r.status for r in report.results}["sampler.frequencies"] == "fail"
+
+
+@pytest.mark.claim("encdec.cache-padded-prompts")
+def test_torch_transformer_step_that_drops_tgt_pad_chunk_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The torch-transformer handle keeps each chunk's padding with its history: a step that accepts
+    ``tgt_pad_chunk`` but drops it fails encdec.cache-with-padding."""
+    step = torch_layers.TorchTransformerHandle.step
+
+    def pad_blind(self, tgt_chunk, memory, cache, src_pad=None, tgt_pad_chunk=None):  # type: ignore[no-untyped-def]
+        return step(self, tgt_chunk, memory, cache, src_pad, None)
+
+    monkeypatch.setattr(torch_layers.TorchTransformerHandle, "step", pad_blind)
+    report = run_audit(
+        ["torch-transformer"],
+        profile="ci",
+        progress=False,
+        check=["encdec.cache-with-padding"],
+        in_process=True,
+    )
+    assert {r.check: r.status for r in report.results}["encdec.cache-with-padding"] == "fail"
