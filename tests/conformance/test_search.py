@@ -136,3 +136,23 @@ def test_strategies_cover_padding_and_cache_schedules():
 @given(cache_schedule(6))
 def test_cache_schedules_cover_the_prompt(schedule):
     assert sum(schedule) == 6 and all(n >= 1 for n in schedule)
+
+
+def test_a_check_that_does_not_search_still_reports_token_ids_and_causality(tmp_path):
+    # lm.causality runs fixed sizes (no drawn example): its counterexample comes from the failure and
+    # the recorded inputs: their shapes, the token ids and which logits moved for which changed token
+    paths = ReportPaths(markdown=tmp_path / "r.md")
+    report = run_audit(
+        ["mutant.lm-causal-peeks-ahead"], profile="ci", check="lm.causality", report_paths=paths
+    )
+    (result,) = report.results
+    assert result.status == "fail", result.message
+    counter = result.counterexample
+    assert counter["shapes"]["ids"][-1] == 6
+    assert all(isinstance(i, int) for i in counter["token_ids"]["ids"])
+    leaks = counter["causality"]["leaks"]
+    assert leaks and all(leak["input"] > leak["output"] for leak in leaks)
+    assert {"output", "input", "change"} <= set(leaks[0])
+    assert counter["offending"]["target"] is not None and counter["offending"]["difference"] is not None
+    markdown = paths.markdown.read_text()
+    assert "token ids ids:" in markdown and "changed token" in markdown and "input shapes:" in markdown
