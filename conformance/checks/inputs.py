@@ -145,7 +145,8 @@ def fit_widths(ctx: CheckContext, example: Example) -> Example:
     widths = sorted(set(ctx.conventions.supported_d_heads))
     if "d" not in example or not widths:
         return example
-    d, dv = int(example["d"]), int(example.get("dv", example["d"]))
+    d = int(example["d"])
+    dv = int(example["dv"]) if "dv" in example else d
     if dv == d:
         fitted = supported_width(ctx, d)
         return {**example, "d": fitted, "dv": fitted}

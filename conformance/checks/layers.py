@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from typing import Any, Literal
 
 import torch
+from hypothesis import strategies as st
 from torch import Tensor, nn
 
 from transformer_conformance.adapter import Capability
@@ -264,8 +265,9 @@ def _pad_invariance(ctx: CheckContext, fills: Callable[[Tensor], list[float]], e
         layer, _ = build_encoder(ctx, cfg)
     else:
         layer, _ = build_decoder(ctx, cfg)
-    for side in SIDES:
-        b, n, s = 4, 6, 5
+
+    def prop(example: Example) -> None:
+        side, b, n, s = example["side"], example["b"], example["n"], example["s"]
         keep = keep_from_lengths(ctx, mixed_lengths(ctx, b, n), n, side)
         mem_keep = keep_from_lengths(ctx, mixed_lengths(ctx, b, s), s, side)
         x = ctx.randn(b, n, cfg.d_model)
@@ -278,6 +280,12 @@ def _pad_invariance(ctx: CheckContext, fills: Callable[[Tensor], list[float]], e
             else:
                 y = dec_call(ctx, layer, x2, fill_rows(memory, ~mem_keep, value), keep, mem_keep)
             same_rows(ctx, f"{side}-padded batch, pad rows set to {value:g}: real positions", y, base, keep)
+
+    # each side at 4 x 6 (memory 5), then sides and sizes drawn by hypothesis (shrunk on failure)
+    fixed = [{"side": side, "b": 4, "n": 6, "s": 5} for side in SIDES]
+    sizes = sizes_example(b=(2, 4), n=(2, 7), s=(2, 6))
+    drawn = st.tuples(sizes, st.sampled_from(SIDES)).map(lambda pair: {**pair[0], "side": pair[1]})
+    search(ctx, prop, fixed=fixed, strategy=drawn, examples=max(1, ctx.examples // 2))
 
 
 @check(
