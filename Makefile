@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 SDPA_TARGETS  := torch-sdpa-math,torch-sdpa-flash,torch-sdpa-efficient,torch-sdpa-cudnn
 LAYER_TARGETS := torch-encoder-layer,torch-encoder-layer-fastpath,torch-decoder-layer
 MODEL_TARGETS := torch-transformer,torch-transformer-fastpath,hf-gpt2,hf-llama,hf-causal-lm:llama,hf-bert,hf-bart,hf-t5
-TARGETS ?= reference,$(SDPA_TARGETS),torch-mha,torch-gqa,torch-sdpa-alibi,torch-layernorm,$(LAYER_TARGETS),$(MODEL_TARGETS)
+TARGETS ?= reference,$(SDPA_TARGETS),torch-mha,torch-gqa,torch-sdpa-alibi,hf-t5-relbias,hf-t5-relbias-causal,hf-gemma2-attention,torch-layernorm,$(LAYER_TARGETS),$(MODEL_TARGETS)
 PROFILE ?= ci
 DEVICE  ?= cpu
 

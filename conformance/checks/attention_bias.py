@@ -207,11 +207,14 @@ def alibi_differential(ctx: CheckContext) -> None:
     bias_differential(ctx, "ALiBi bias")
 
 
-def measured_weights(ctx: CheckContext, case: AttnCase, kv: int, q: Tensor) -> Tensor:
-    """The target's weight rows ``[b, h, nq, nk]`` read black box: values are one-hot (v = I), so
-    output row i is weight row i (works whether or not the target returns weights). The values are
-    ``nk`` wide, or, with declared ``supported_d_heads``, ``case.dv`` wide, read in column blocks."""
-    k = ctx.randn(case.b, kv, case.nk, case.d).to(q.dtype)
+def measured_weights(
+    ctx: CheckContext, case: AttnCase, kv: int, q: Tensor, k: Tensor | None = None
+) -> Tensor:
+    """The target's weight rows ``[b, h, nq, nk]`` (for ``q`` and ``k``, random unless given) read black
+    box: values are one-hot (v = I), so output row i is weight row i (works whether or not the target
+    returns weights). The values are ``nk`` wide, or, with declared ``supported_d_heads``, ``case.dv``
+    wide, read in column blocks."""
+    k = ctx.randn(case.b, kv, case.nk, case.d).to(q.dtype) if k is None else k
     width = case.dv if ctx.conventions.supported_d_heads else case.nk
     eye = torch.eye(case.nk, dtype=q.dtype, device=ctx.device)
     blocks = []
@@ -334,16 +337,20 @@ def relbias_additive(ctx: CheckContext) -> None:
     search_bias_cases(ctx, prop, fixed=fixed, min_len=2)
 
 
+#: Headroom (in log units) kept between a checked weight ratio and the dtype's smallest normal number.
+LOG_HEADROOM = 8.0
+
+
 def softcap_dtype(ctx: CheckContext, cap: float) -> torch.dtype:
-    """The dtype the soft-cap bound can be read in: the working one where exp(-2c) is a normal number
-    of it, else float64 when the target declares it; NotApplicable otherwise."""
+    """The dtype the soft-cap bound can be read in: the working one where exp(-c) is a normal number
+    of it (with ``LOG_HEADROOM``), else float64 when the target declares it; NotApplicable otherwise."""
     for dtype in (ctx.dtype, torch.float64):
-        if -2 * cap > math.log(torch.finfo(dtype).tiny) / 2 and (
+        if -cap > math.log(torch.finfo(dtype).tiny) + LOG_HEADROOM and (
             dtype == ctx.dtype or dtype in ctx.conventions.dtypes
         ):
             return dtype
     raise NotApplicable(
-        f"target {ctx.adapter.name!r} declares attn_softcap={cap:g}: a weight ratio of exp(-2c) is not "
+        f"target {ctx.adapter.name!r} declares attn_softcap={cap:g}: a weight ratio of exp(-c) is not "
         f"representable in {ctx.dtype} and float64 is not among its dtypes"
     )
 
@@ -356,33 +363,37 @@ def softcap_dtype(ctx: CheckContext, cap: float) -> torch.dtype:
     kind="metamorphic",
 )
 def softcap_bounded(ctx: CheckContext) -> None:
-    """With a declared soft-cap c, scores scaled by 1e3 (far past the cap) still give every key a weight
-    of at least exp(-2c) times the row's largest (times exp of the declared bias difference): capped
-    scores lie in [-c, c], so no key is ignored however large the scores. Weights are read black box
-    (one-hot values) and compared in log space (direct rule); where exp(-2c) underflows the working
-    dtype the check runs in float64. Not applicable without a declared attn_softcap."""
+    """With a declared soft-cap c, non-negative scores scaled by 1e3 (far past the cap: q and k with
+    non-negative entries) still give every key a weight of at least exp(-c) times the row's largest
+    (times exp of the declared bias difference): capped scores lie in [0, c], so no key is ignored
+    however large the scores. Key 0 is zero (score 0) while the others saturate, so a cap larger than
+    the declared one breaks the bound too. Weights are read black box (one-hot values) and compared
+    in log space (direct rule); where exp(-c) underflows the working dtype the check runs in float64.
+    Not applicable without a declared attn_softcap."""
     cap = ctx.architecture.attn_softcap
     if cap is None:
         raise NotApplicable(f"target {ctx.adapter.name!r} declares no attn_softcap for its attention")
     dtype = softcap_dtype(ctx, cap)
-    log_tiny = math.log(torch.finfo(dtype).tiny) / 2
+    log_floor = math.log(torch.finfo(dtype).tiny) + LOG_HEADROOM
 
     def prop(case: AttnCase, kv: int) -> None:
-        q = ctx.randn(case.b, case.h, case.nq, case.d, scale=SCORE_SCALE, dtype=dtype)
-        weights = measured_weights(ctx, case, kv, q)
+        q = ctx.randn(case.b, case.h, case.nq, case.d, scale=SCORE_SCALE, dtype=dtype).abs()
+        k = ctx.randn(case.b, kv, case.nk, case.d, dtype=dtype).abs()
+        k[..., 0, :] = 0  # key 0 scores 0 and the others far past the cap: the bound is met tightly
+        weights = measured_weights(ctx, case, kv, q, k)
         ctx.expect_finite(f"weight rows with scores x{SCORE_SCALE:g} [{case.describe()}]", weights)
         bias = declared_bias(ctx, case, dtype)
         spread = torch.zeros(case.h, case.nq, case.nk, dtype=torch.float64, device=ctx.device)
         if bias is not None:
             spread = bias - bias.amax(dim=-1, keepdim=True)  # B_j - max B <= 0
-        bound = (-2 * cap + spread).expand_as(weights)
-        checked = bound > log_tiny  # the bound is a normal number of the dtype there
+        bound = (-cap + spread).expand_as(weights)
+        checked = bound > log_floor  # the bound is a normal number of the dtype there
         log_ratio = (weights / weights.amax(dim=-1, keepdim=True)).log()
         got = torch.where(checked, torch.minimum(log_ratio, bound), torch.zeros_like(bound))
         ctx.compare_direct(
-            f"soft-cap {cap:g}: log(weight / its row's largest), floored at the bound -2c + bias "
-            f"difference, vs that bound, with scores x{SCORE_SCALE:g} (below the bound: the cap does not "
-            f"bound the scores) [{case.describe()} kv_heads={kv}]",
+            f"soft-cap {cap:g}: log(weight / its row's largest), floored at the bound -c + bias "
+            f"difference, vs that bound, with non-negative scores x{SCORE_SCALE:g} (below the bound: the "
+            f"cap does not bound the scores) [{case.describe()} kv_heads={kv}]",
             got.to(dtype),
             torch.where(checked, bound, torch.zeros_like(bound)),
         )

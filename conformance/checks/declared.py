@@ -20,10 +20,8 @@ def require_notes_scoring(ctx: CheckContext) -> None:
         judge = "alibi" if arch.positions == "alibi" else "relbias"
         declared.append(f"positions={arch.positions!r} (judged by attention.{judge}.differential)")
     if arch.attn_scale is not None or arch.attn_softcap is not None:
-        declared.append(
-            f"attn_scale={arch.attn_scale}, attn_softcap={arch.attn_softcap} "
-            "(judged by attention.scoring.declared)"
-        )
+        judge = "with the bias" if declared else "by attention.scoring.declared"
+        declared.append(f"attn_scale={arch.attn_scale}, attn_softcap={arch.attn_softcap} (judged {judge})")
     if declared:
         raise NotApplicable(
             f"target {ctx.adapter.name!r} declares another attention scoring than the notes' formula: "

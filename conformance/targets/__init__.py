@@ -45,6 +45,9 @@ BUILTIN_TARGETS: dict[str, str] = {
     "hf-bert": "transformer_conformance.targets.hf_encoders:make_bert",
     "hf-bart": "transformer_conformance.targets.hf_encoders:make_bart",
     "hf-t5": "transformer_conformance.targets.hf_encoders:make_t5",
+    "hf-t5-relbias": "transformer_conformance.targets.hf_t5_relbias:make",
+    "hf-t5-relbias-causal": "transformer_conformance.targets.hf_t5_relbias:make_causal",
+    "hf-gemma2-attention": "transformer_conformance.targets.hf_gemma2_attention:make",
 }
 
 

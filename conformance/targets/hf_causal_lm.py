@@ -263,8 +263,9 @@ def tiny_overrides(
     if heterogeneous is not None:
         out["per_layer_config"] = _tiny_per_layer(default, heterogeneous.per_layer_overrides, out, n_layers)
     for name in SUB_CONFIG_NAMES:
+        # the language model of a composite config, shrunk the same way
         sub = getattr(default, name, None)
-        if _is_config(sub):  # the language model of a composite config, shrunk the same way
+        if sub is not None and _is_config(sub):
             shrunk = tiny_overrides(sub, vocab_size, dropout, pad_id, window, sizes)
             if not hasattr(sub, "vocab_size"):
                 shrunk.pop("vocab_size")

@@ -254,3 +254,54 @@ def test_bias_checks_read_weights_at_a_declared_head_width() -> None:
     got = statuses(NarrowAlibi(), BIAS_CHECKS)
     for check_id in BIAS_CHECKS[:2] + BIAS_CHECKS[4:]:
         assert got[check_id][0] == "pass", (check_id, got[check_id])
+
+
+@pytest.mark.claim("relbias.buckets", "relbias.distance-only", "scoring.additive-bias")
+@pytest.mark.parametrize("name", ["hf-t5-relbias", "hf-t5-relbias-causal"])
+def test_transformers_t5_bias_passes(name: str) -> None:
+    pytest.importorskip("transformers")
+    got = statuses(name, BIAS_CHECKS)
+    for check_id in BIAS_CHECKS[2:4]:
+        assert got[check_id][0] == "pass", (check_id, got[check_id])
+
+
+@pytest.mark.claim("relbias.buckets")
+def test_transformers_t5_decoder_declared_bidirectional_fails() -> None:
+    pytest.importorskip("transformers")
+    from transformer_conformance.targets.hf_t5_relbias import make_causal
+
+    target = make_causal()
+    target.name = "hf-t5-relbias-causal-declared-bidirectional"
+    target.architecture = replace(target.architecture, relative_bidirectional=True)
+    got = statuses(target, BIAS_CHECKS[2:4])
+    assert got["attention.relbias.differential"][0] == "fail", got
+    assert got["attention.relbias.additive"][0] == "pass", got  # still a relative, additive bias
+
+
+@pytest.mark.claim("scoring.softcap", "scoring.softcap-bounds-weights", "scoring.scale-override")
+def test_transformers_gemma2_softcap_attention_passes_every_check_it_admits() -> None:
+    pytest.importorskip("transformers")
+    report = run_audit(["hf-gemma2-attention"], profile="quick", in_process=True)
+    got = {r.check: (r.status, r.message) for r in report.results}
+    for check_id in ("attention.softcap.bounded", "attention.scoring.declared", "attention.gqa.differential"):
+        assert got[check_id][0] == "pass", (check_id, got[check_id])
+    failed = {c: s for c, s in got.items() if s[0] not in ("pass", "not-applicable")}
+    assert not failed, failed
+
+
+class Gemma2CapDeclared30(DeclaredVariantAdapter):
+    """A correct soft-capped attention (cap 50), declaring a cap of 30 (as Gemma 2's final-logit cap)."""
+
+    name = "softcap-50-declared-30"
+    capability_architectures: ClassVar[Mapping[Capability, Architecture]] = {
+        Capability.ATTENTION: Architecture(attn_softcap=30.0)
+    }
+
+    def attention_arch(self) -> Architecture:
+        return replace(self.architecture_for(Capability.ATTENTION), attn_softcap=50.0)
+
+
+@pytest.mark.claim("scoring.softcap-bounds-weights")
+def test_a_cap_larger_than_declared_fails_the_bound() -> None:
+    got = statuses(Gemma2CapDeclared30(), ["attention.softcap.bounded", "attention.scoring.declared"])
+    assert {s for s, _ in got.values()} == {"fail"}, got
