@@ -100,6 +100,7 @@ def judge_once(entry: Correct, profile: str, seed: int, device: torch.device) ->
             profile=CHECK_PROFILES[profile],
             seed=seed,
             check_id=check_id,
+            shrink=False,  # only whether it fails counts here, not the minimal case
         )
         try:
             with torch.no_grad():

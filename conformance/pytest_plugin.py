@@ -75,7 +75,7 @@ def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginMa
         help="audit these targets (built-in names or package.module:factory, imported with the "
         f"current directory on sys.path; default: ${IMPL_ENV})",
     )
-    group.addoption("--conformance-profile", default="ci", choices=["quick", "ci", "thorough"])
+    group.addoption("--conformance-profile", default="ci", choices=["quick", "ci", "thorough", "kernel"])
     group.addoption("--conformance-device", default="cpu", help="cpu | cuda | auto")
     group.addoption("--conformance-dtype", default="float32")
     group.addoption("--conformance-seed", type=int, default=None)

@@ -54,7 +54,8 @@ def aggregate(statuses: set[str] | list[str]) -> str:
 
 def counterexample_lines(counter: dict[str, Any] | None) -> list[str]:
     """The minimal counterexample of a failure (``conformance/search.py``), a few lines of text:
-    sizes and where it came from, the offending entry, token ids, causality leaks."""
+    sizes and where it came from, the recorded inputs' shapes, the offending entry, token ids, causality
+    leaks."""
     if not counter:
         return []
     lines = []
@@ -68,6 +69,9 @@ def counterexample_lines(counter: dict[str, Any] | None) -> list[str]:
             f"minimal counterexample ({counter.get('source', '?')}{shrunk}): {sizes} "
             + json.dumps(extra, sort_keys=True)
         )
+    shapes = counter.get("shapes")
+    if shapes:
+        lines.append("input shapes: " + ", ".join(f"{k} {v}" for k, v in shapes.items()))
     off = counter.get("offending")
     if off:
         where = off.get("at") or {"index": off.get("index")}

@@ -26,6 +26,7 @@ from transformer_conformance.adapter import Adapter
 from transformer_conformance.context import CheckContext, CheckFailure, FailureKind, NotApplicable, Profile
 from transformer_conformance.deviations import Deviation
 from transformer_conformance.registry import CheckSpec
+from transformer_conformance.search import failure_detail
 
 PASS = "pass"
 FAIL = "fail"
@@ -238,14 +239,18 @@ def _run_isolated(spec: CheckSpec, ctx: CheckContext, session: Any, limit_s: flo
         session.end_check()
 
 
-def counterexample_of(failure: CheckFailure) -> dict[str, Any] | None:
+def counterexample_of(failure: CheckFailure, ctx: CheckContext | None = None) -> dict[str, Any] | None:
     """The failure's counterexample (``conformance/search.py``); for a check that does not search,
-    only the offending entry of a failed comparison, when there is one."""
+    what the failure and the recorded inputs of ``ctx`` show (``search.failure_detail``: shapes, the
+    offending entry, token ids, causality leaks), None when they show nothing."""
     counter = getattr(failure, "counterexample", None)
     if counter is not None:
         return dict(counter)
-    offending = getattr(failure, "offending", None)
-    return {"offending": offending} if offending else None
+    if ctx is None:
+        offending = getattr(failure, "offending", None)
+        return {"offending": offending} if offending else None
+    detail = failure_detail(ctx, failure)
+    return detail if set(detail) - {"shapes"} else None
 
 
 def build_failure_results(
@@ -392,7 +397,8 @@ def run_target(
                 check_id=spec.id,
                 session=session,
                 needs=spec.needs,
-                shrink=settings.shrink,
+                # a known deviation is reported as found: shrinking it would only cost time on every run
+                shrink=settings.shrink and not any(d.matches(spec.id, spec.claims) for d in active),
                 replay=settings.replay,
             )
             start = time.perf_counter()
@@ -411,7 +417,7 @@ def run_target(
                 result.message = failure.message
                 result.measured, result.allowed = failure.measured, failure.allowed
                 result.evidence = failure.evidence or None
-                result.counterexample = counterexample_of(failure)
+                result.counterexample = counterexample_of(failure, ctx)
             else:
                 result.message = outcome.reason
             result.traceback = outcome.trace

@@ -194,16 +194,31 @@ def _attach(
     }
     if shrink is not None:
         counter["shrink"] = shrink
+    counter.update(failure_detail(ctx, failure, example))
+    failure.counterexample = counter
+
+
+def failure_detail(
+    ctx: CheckContext, failure: CheckFailure, example: Example | None = None
+) -> dict[str, Any]:
+    """The parts of a counterexample that come from the failure and the recorded inputs (also for a
+    check that does not search, ``runner.counterexample_of``): the shapes of the recorded tensors, the
+    offending entry (index named by dimension, target, oracle, difference), the token ids and the
+    causality leaks."""
+    detail: dict[str, Any] = {}
+    shapes = {k: list(v.shape) for k, v in ctx.tensors.items() if isinstance(v, Tensor)}
+    if shapes:
+        detail["shapes"] = shapes
     offending = getattr(failure, "offending", None)
     if offending:
-        counter["offending"] = name_dims(offending, example)
+        detail["offending"] = name_dims(offending, example or {})
     ids = token_ids(ctx)
     if ids:
-        counter["token_ids"] = ids
+        detail["token_ids"] = ids
     leaks = causality_leaks(failure.evidence)
     if leaks is not None:
-        counter["causality"] = leaks
-    failure.counterexample = counter
+        detail["causality"] = leaks
+    return detail
 
 
 def name_dims(offending: dict[str, Any], example: Example) -> dict[str, Any]:

@@ -9,6 +9,7 @@ and config fields, with the same canonical weights. Only real positions carry a 
 from typing import Any
 
 import torch
+from hypothesis import strategies as st
 from torch import Tensor
 
 from transformer_conformance.adapter import Capability
@@ -30,6 +31,8 @@ from transformer_conformance.reference.config import TransformerConfig
 from transformer_conformance.reference.tolerance import direct
 from transformer_conformance.reference.variant_encdec import VariantEncoder
 from transformer_conformance.registry import check
+from transformer_conformance.search import search
+from transformer_conformance.strategies import Example, data_seeds
 
 ENC = Capability.ENCODER
 
@@ -102,14 +105,15 @@ def encoder_padding_invariance(ctx: CheckContext) -> None:
     state at a real position, and each right-padded row's real positions equal that row run alone
     without its pads."""
     e, b, n = _Encoder(ctx), 3, 6
-    for side in SIDES:
+
+    def prop(example: Example) -> None:
+        side = example["side"]
         lengths = mixed_lengths(ctx, b, n)
         keep = keep_from_lengths(ctx, lengths, n, side)
         ids = e.ids(b, n)
         base = e.hidden(e.with_pads(ids, keep, False), keep)
-        for _ in range(max(1, ctx.examples // 2)):
-            y = e.hidden(e.with_pads(ids, keep, True), keep)
-            same_rows(ctx, f"{side}-padded batch with random pad ids: real positions", y, base, keep)
+        y = e.hidden(e.with_pads(ids, keep, True), keep)
+        same_rows(ctx, f"{side}-padded batch with random pad ids: real positions", y, base, keep)
         if side == "right":
             for i, length in enumerate(lengths):
                 alone = e.hidden(ids[i : i + 1, :length])
@@ -120,6 +124,16 @@ def encoder_padding_invariance(ctx: CheckContext) -> None:
                     base[i, :length],
                     None,
                 )
+
+    # each side, then sides, lengths and (pad) ids drawn by hypothesis
+    drawn = st.fixed_dictionaries({"side": st.sampled_from(SIDES), "data": data_seeds()})
+    search(
+        ctx,
+        prop,
+        fixed=[{"side": side} for side in SIDES],
+        strategy=drawn,
+        examples=max(1, ctx.examples // 2),
+    )
 
 
 @check(

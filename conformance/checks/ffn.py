@@ -12,14 +12,22 @@ import torch
 from torch import Tensor
 
 from transformer_conformance.adapter import Capability
-from transformer_conformance.checks.inputs import permutation
+from transformer_conformance.checks.inputs import permutation, search_examples
 from transformer_conformance.context import CheckContext, NotApplicable
 from transformer_conformance.reference.ffn import PositionWiseFFN
 from transformer_conformance.registry import check
+from transformer_conformance.strategies import Example, sizes_example
 
 FFN = (Capability.FFN,)
 SHAPES = "ffn.shapes"
 SIZES = ((4, 16), (5, 7), (1, 3), (6, 24))
+
+
+def search_sizes(ctx: CheckContext, prop: Callable[[Example], None]) -> None:
+    """``prop({"d_model", "d_ff"})`` on ``SIZES``, then on sizes drawn by hypothesis (d_model 1..9,
+    d_ff 1..24), a failure shrunk to the smallest widths that show it (``conformance/search.py``)."""
+    fixed = [{"d_model": d_model, "d_ff": d_ff} for d_model, d_ff in SIZES]
+    search_examples(ctx, prop, fixed, sizes_example(d_model=(1, 9), d_ff=(1, 24)))
 
 
 def build(
@@ -55,10 +63,14 @@ def run(ctx: CheckContext, fn: Callable[[Tensor], Any], x: Tensor) -> Tensor:
 @check(SHAPES, claims=("ffn.widen-then-project",), needs=FFN)
 def shapes(ctx: CheckContext) -> None:
     """[b, l, d_model] -> [b, l, d_model] (length 1 included)."""
-    for d_model, d_ff in SIZES:
+
+    def prop(example: Example) -> None:
+        d_model, d_ff = example["d_model"], example["d_ff"]
         fn, _, _ = build(ctx, d_model, d_ff)
         for length in (1, 5):
             run(ctx, fn, ctx.randn(2, length, d_model))
+
+    search_sizes(ctx, prop)
 
 
 @check(
@@ -72,12 +84,16 @@ def differential(ctx: CheckContext) -> None:
     """Matches W_2 relu(W_1 x + b_1) + b_2 of the float64 reference with the same canonical weights."""
     if not ctx.conventions.loads_weights:
         raise NotApplicable(f"target {ctx.adapter.name!r} declares loads_weights=False")
-    for d_model, d_ff in SIZES:
+
+    def prop(example: Example) -> None:
+        d_model, d_ff = example["d_model"], example["d_ff"]
         fn, ref64, ref = build(ctx, d_model, d_ff)
         x = ctx.randn(3, 4, d_model)
         ctx.compare(
             f"ffn output (d_model={d_model}, d_ff={d_ff})", run(ctx, fn, x), ref64(x.double()), ref(x)
         )
+
+    search_sizes(ctx, prop)
 
 
 @check(
@@ -86,7 +102,9 @@ def differential(ctx: CheckContext) -> None:
 def position_wise(ctx: CheckContext) -> None:
     """Position i's output depends only on position i (changing others changes nothing) and the same
     weights serve every position (permuting positions permutes the outputs)."""
-    for d_model, d_ff in SIZES:
+
+    def prop(example: Example) -> None:
+        d_model, d_ff = example["d_model"], example["d_ff"]
         fn, _, _ = build(ctx, d_model, d_ff)
         x = ctx.randn(2, 6, d_model)
         y = run(ctx, fn, x)
@@ -101,3 +119,5 @@ def position_wise(ctx: CheckContext) -> None:
         ctx.compare_direct(
             f"permuted positions (d_model={d_model})", run(ctx, fn, x[:, perm]), y[:, perm].double()
         )
+
+    search_sizes(ctx, prop)

@@ -14,9 +14,11 @@ import torch
 from torch import Tensor
 
 from transformer_conformance.adapter import Capability
+from transformer_conformance.checks.inputs import search_examples
 from transformer_conformance.context import CheckContext, NotApplicable
 from transformer_conformance.reference.layernorm import layer_norm
 from transformer_conformance.registry import check
+from transformer_conformance.strategies import Example, sizes_example
 
 LN = (Capability.LAYER_NORM,)
 SHAPES = "layernorm.shapes"
@@ -32,6 +34,13 @@ def ln_inputs(ctx: CheckContext, d: int) -> Tensor:
     x[2] = ctx.randn(8, 1).expand(8, d)
     x[3] = x[3] + 10.0
     return x
+
+
+def search_widths(ctx: CheckContext, prop: Callable[[Example], None], *, low: int = 1) -> None:
+    """``prop({"d"})`` on ``WIDTHS`` (from ``low``), then on widths drawn by hypothesis (``low``..17),
+    a failure shrunk to the smallest width that shows it (``conformance/search.py``)."""
+    fixed = [{"d": d} for d in WIDTHS if d >= low]
+    search_examples(ctx, prop, fixed, sizes_example(d=(low, 17)))
 
 
 def build(
@@ -64,10 +73,14 @@ def run(ctx: CheckContext, fn: Callable[[Tensor], Any], x: Tensor) -> Tensor:
 @check(SHAPES, claims=("layernorm.formula",), needs=LN)
 def shapes(ctx: CheckContext) -> None:
     """Output has the input's shape and dtype, for 1-d to 3-d inputs."""
-    for d in WIDTHS:
+
+    def prop(example: Example) -> None:
+        d = example["d"]
         fn, _, _ = build(ctx, d)
         for shape in ((d,), (3, d), (2, 3, d)):
             run(ctx, fn, ctx.randn(*shape))
+
+    search_widths(ctx, prop)
 
 
 @check(
@@ -83,13 +96,17 @@ def differential(ctx: CheckContext) -> None:
     if not ctx.conventions.loads_weights:
         raise NotApplicable(f"target {ctx.adapter.name!r} declares loads_weights=False")
     eps = ctx.conventions.layer_norm_eps
-    for d in WIDTHS:
+
+    def prop(example: Example) -> None:
+        d = example["d"]
         fn, weight, bias = build(ctx, d)
         x = ln_inputs(ctx, d)
         y = run(ctx, fn, x)
         oracle64 = layer_norm(x.double(), weight, bias, eps)
         same = layer_norm(x, weight.to(ctx.dtype), bias.to(ctx.dtype), eps)
         ctx.compare(f"layer norm output (d={d}, eps={eps:g})", y, oracle64, same)
+
+    search_widths(ctx, prop)
 
 
 @check(
@@ -100,7 +117,9 @@ def zero_mean_unit_var(ctx: CheckContext) -> None:
     small-variance rows; constant and offset rows amplify rounding by 1/sqrt(eps) and are judged by the
     differential check instead)."""
     eps = ctx.conventions.layer_norm_eps
-    for d in WIDTHS[1:]:
+
+    def prop(example: Example) -> None:
+        d = example["d"]
         fn, _, _ = build(ctx, d, identity=True)
         x = ln_inputs(ctx, d)[:2]
         y = run(ctx, fn, x)
@@ -112,6 +131,8 @@ def zero_mean_unit_var(ctx: CheckContext) -> None:
         ctx.compare_direct(f"row means (d={d})", mean_y, torch.zeros_like(var_x))
         ctx.compare_direct(f"row variances vs var/(var+eps) (d={d})", var_y, var_x / (var_x + eps))
 
+    search_widths(ctx, prop, low=2)
+
 
 @check(
     "layernorm.per-sample",
@@ -122,7 +143,9 @@ def zero_mean_unit_var(ctx: CheckContext) -> None:
 )
 def per_sample(ctx: CheckContext) -> None:
     """Sample 0 / position 0 do not change when other samples or other positions change."""
-    for d in WIDTHS:
+
+    def prop(example: Example) -> None:
+        d = example["d"]
         fn, _, _ = build(ctx, d)
         x = ln_inputs(ctx, d)
         y = run(ctx, fn, x)
@@ -132,3 +155,5 @@ def per_sample(ctx: CheckContext) -> None:
         ctx.compare_direct(f"sample 0 position 0 after changing the rest (d={d})", y2[0, 0], y[0, 0].double())
         alone = run(ctx, fn, x[:1, :1])
         ctx.compare_direct(f"sample 0 position 0 alone (d={d})", alone[0, 0], y[0, 0].double())
+
+    search_widths(ctx, prop)

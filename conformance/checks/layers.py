@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from typing import Any, Literal
 
 import torch
+from hypothesis import strategies as st
 from torch import Tensor, nn
 
 from transformer_conformance.adapter import Capability
@@ -29,6 +30,8 @@ from transformer_conformance.reference.encoder import EncoderLayer
 from transformer_conformance.reference.layernorm import layer_norm
 from transformer_conformance.reference.masks import padding_mask_from_lengths
 from transformer_conformance.registry import check
+from transformer_conformance.search import search
+from transformer_conformance.strategies import Example, sizes_example
 
 ENC = Capability.ENCODER_LAYER
 DEC = Capability.DECODER_LAYER
@@ -243,12 +246,17 @@ def encoder_layer_shape(ctx: CheckContext) -> None:
     for length 1 and for a padded batch."""
     cfg = layer_config(ctx)
     layer, _ = build_encoder(ctx, cfg)
-    for b, n in ((1, 1), (3, 5)):
+
+    def prop(example: Example) -> None:
+        b, n = example["b"], example["n"]
         x = ctx.randn(b, n, cfg.d_model)
         ctx.expect_finite("encoder layer output (no mask)", enc_call(ctx, layer, x, None))
         keep = keep_from_lengths(ctx, mixed_lengths(ctx, b, n), n, "right")
         y = enc_call(ctx, layer, x, keep)
         ctx.expect_finite("encoder layer output at real positions", y[keep])
+
+    fixed = [{"b": 1, "n": 1}, {"b": 3, "n": 5}]
+    search(ctx, prop, fixed=fixed, strategy=sizes_example(b=(1, 4), n=(1, 7)))
 
 
 def _pad_invariance(ctx: CheckContext, fills: Callable[[Tensor], list[float]], enc: bool) -> None:
@@ -257,8 +265,9 @@ def _pad_invariance(ctx: CheckContext, fills: Callable[[Tensor], list[float]], e
         layer, _ = build_encoder(ctx, cfg)
     else:
         layer, _ = build_decoder(ctx, cfg)
-    for side in SIDES:
-        b, n, s = 4, 6, 5
+
+    def prop(example: Example) -> None:
+        side, b, n, s = example["side"], example["b"], example["n"], example["s"]
         keep = keep_from_lengths(ctx, mixed_lengths(ctx, b, n), n, side)
         mem_keep = keep_from_lengths(ctx, mixed_lengths(ctx, b, s), s, side)
         x = ctx.randn(b, n, cfg.d_model)
@@ -271,6 +280,12 @@ def _pad_invariance(ctx: CheckContext, fills: Callable[[Tensor], list[float]], e
             else:
                 y = dec_call(ctx, layer, x2, fill_rows(memory, ~mem_keep, value), keep, mem_keep)
             same_rows(ctx, f"{side}-padded batch, pad rows set to {value:g}: real positions", y, base, keep)
+
+    # each side at 4 x 6 (memory 5), then sides and sizes drawn by hypothesis (shrunk on failure)
+    fixed = [{"side": side, "b": 4, "n": 6, "s": 5} for side in SIDES]
+    sizes = sizes_example(b=(2, 4), n=(2, 7), s=(2, 6))
+    drawn = st.tuples(sizes, st.sampled_from(SIDES)).map(lambda pair: {**pair[0], "side": pair[1]})
+    search(ctx, prop, fixed=fixed, strategy=drawn, examples=max(1, ctx.examples // 2))
 
 
 @check(
@@ -461,13 +476,18 @@ def decoder_layer_shape(ctx: CheckContext) -> None:
     with and without padding masks."""
     cfg = layer_config(ctx)
     layer, _ = build_decoder(ctx, cfg)
-    for b, t, s in ((1, 1, 1), (3, 5, 2), (2, 2, 6)):
+
+    def prop(example: Example) -> None:
+        b, t, s = example["b"], example["t"], example["s"]
         x, memory = ctx.randn(b, t, cfg.d_model), ctx.randn(b, s, cfg.d_model)
         ctx.expect_finite("decoder layer output (no masks)", dec_call(ctx, layer, x, memory, None, None))
         keep = keep_from_lengths(ctx, mixed_lengths(ctx, b, t), t, "right")
         mem_keep = keep_from_lengths(ctx, mixed_lengths(ctx, b, s), s, "right")
         y = dec_call(ctx, layer, x, memory, keep, mem_keep)
         ctx.expect_finite("decoder layer output at real positions", y[keep])
+
+    fixed = [{"b": 1, "t": 1, "s": 1}, {"b": 3, "t": 5, "s": 2}, {"b": 2, "t": 2, "s": 6}]
+    search(ctx, prop, fixed=fixed, strategy=sizes_example(b=(1, 4), t=(1, 7), s=(1, 7)))
 
 
 @check(
@@ -556,12 +576,15 @@ def decoder_layer_memory_permutation(ctx: CheckContext) -> None:
     x, memory = ctx.randn(b, t, cfg.d_model), ctx.randn(b, s, cfg.d_model)
     mem_keep = keep_from_lengths(ctx, [s, 1, 4], s, "right")
     base = dec_call(ctx, layer, x, memory, None, mem_keep)
-    for _ in range(max(1, ctx.examples // 2)):
+
+    def trial(example: Example) -> None:
         perm = torch.randperm(s, generator=ctx.generator).to(ctx.device)
         if bool((perm == torch.arange(s, device=ctx.device)).all()):
             perm = perm.roll(1)
         y = dec_call(ctx, layer, x, memory[:, perm], None, mem_keep[:, perm])
         same_rows(ctx, f"outputs with memory permuted by {perm.tolist()}", y, base, None)
+
+    search(ctx, trial, strategy=sizes_example(), examples=max(1, ctx.examples // 2))
 
 
 @check(

@@ -10,6 +10,8 @@ from transformer_conformance.checks.layers import SIDES, keep_from_lengths
 from transformer_conformance.context import CheckContext
 from transformer_conformance.reference.loss import next_token_loss
 from transformer_conformance.registry import check
+from transformer_conformance.search import search
+from transformer_conformance.strategies import Example, sizes_example
 
 LOSS = Capability.LOSS
 VOCAB, PAD = 11, 0
@@ -48,7 +50,9 @@ def _real_ids(ctx: CheckContext, b: int, n: int) -> Tensor:
 def loss_value(ctx: CheckContext) -> None:
     """Without padding the loss is mean over t of -log softmax(logits[:, t])[ids[:, t + 1]] (float64
     reference), for length 2 and longer; the last position's logits and the first token are never used."""
-    for b, n in ((1, 2), (3, 6)):
+
+    def prop(example: Example) -> None:
+        b, n = example["b"], example["n"]
         logits = ctx.randn(b, n, VOCAB, scale=2.0)
         ids = _real_ids(ctx, b, n)
         got = compare_with_reference(
@@ -68,6 +72,9 @@ def loss_value(ctx: CheckContext) -> None:
                 target_loss(ctx, lg, ii, PAD),
                 got.to(torch.float64),
             )
+
+    fixed = [{"b": 1, "n": 2}, {"b": 3, "n": 6}]
+    search(ctx, prop, fixed=fixed, strategy=sizes_example(b=(1, 4), n=(2, 8)))
 
 
 @check(

@@ -8,15 +8,29 @@ reference layer in float64, loaded with the same weights. Both checks are not-ap
 reason, without a declared ``num_kv_heads``.
 """
 
+from collections.abc import Callable
+
 import torch
+from hypothesis import strategies as st
 
 from transformer_conformance.adapter import Capability
-from transformer_conformance.checks.inputs import padding_keep, permutation
-from transformer_conformance.checks.mha import SHAPES, Layer, MhaCase, build, inputs, mha_cases, oracle, run
+from transformer_conformance.checks.inputs import padding_keep, permutation, search_examples
+from transformer_conformance.checks.mha import (
+    FIXED,
+    SHAPES,
+    Layer,
+    MhaCase,
+    build,
+    declared_case,
+    inputs,
+    oracle,
+    run,
+)
 from transformer_conformance.context import CheckContext, NotApplicable
 from transformer_conformance.reference.grouped_mha import relabel_order, relabel_state
 from transformer_conformance.reference.masks import causal_mask
 from transformer_conformance.registry import check
+from transformer_conformance.strategies import Example, mha_example
 
 MHA = (Capability.MHA,)
 #: Query heads per KV head in the grouped cases (1: plain MHA; with one KV head: MQA).
@@ -33,15 +47,28 @@ def declared_kv_heads(ctx: CheckContext) -> int:
     return kv
 
 
-def grouped_cases(ctx: CheckContext) -> list[tuple[MhaCase, int]]:
-    """(case, kv) with ``h = kv * g`` query heads, ``g`` cycling through ``GROUPS``, at the head width
-    of each ``mha_cases`` case."""
+def grouped_case(ctx: CheckContext, example: Example) -> tuple[MhaCase, int]:
+    """(case, kv) of an MHA example with ``h = kv * g`` query heads (``example["g"]`` query heads per
+    KV head), at the example's head width fitted to the declaration (``mha.declared_case``)."""
     kv = declared_kv_heads(ctx)
-    out = []
-    for i, base in enumerate(mha_cases(ctx)):
-        h = kv * GROUPS[i % len(GROUPS)]
-        out.append((MhaCase(base.d_model // base.h * h, h, base.b, base.nq, base.nk), kv))
-    return out
+    base = declared_case(
+        ctx, MhaCase(example["d_model"], example["h"], example["b"], example["nq"], example["nk"])
+    )
+    h = kv * int(example["g"])
+    return MhaCase(base.d_model // base.h * h, h, base.b, base.nq, base.nk), kv
+
+
+def search_grouped(ctx: CheckContext, prop: Callable[[MhaCase, int], None]) -> None:
+    """Run ``prop(case, kv)`` on the fixed MHA cases (``g`` cycling through ``GROUPS``), then on MHA
+    sizes and group sizes drawn by hypothesis (``ctx.examples``), shrunk on failure
+    (``conformance/search.py``)."""
+    declared_kv_heads(ctx)
+    fixed = [
+        {"d_model": c.d_model, "h": c.h, "b": c.b, "nq": c.nq, "nk": c.nk, "g": GROUPS[i % len(GROUPS)]}
+        for i, c in enumerate(FIXED)
+    ]
+    strategy = st.tuples(mha_example(), st.sampled_from(GROUPS)).map(lambda pair: {**pair[0], "g": pair[1]})
+    search_examples(ctx, lambda example: prop(*grouped_case(ctx, example)), fixed, strategy)
 
 
 def _loads_weights(ctx: CheckContext) -> None:
@@ -61,7 +88,8 @@ def gqa_differential(ctx: CheckContext) -> None:
     per KV head, the target matches the float64 grouped reference layer under the declared kv_mapping:
     no mask, left/right key padding, causal. Not applicable without a declared num_kv_heads."""
     _loads_weights(ctx)
-    for case, kv in grouped_cases(ctx):
+
+    def prop(case: MhaCase, kv: int) -> None:
         layer = build(ctx, case)
         x_q, x_kv = inputs(ctx, case)
         right = padding_keep(ctx, case.b, case.nk, side="right")
@@ -80,6 +108,8 @@ def gqa_differential(ctx: CheckContext) -> None:
             ctx.compare(f"grouped output, {label} [{where}]", out, out64, same)
             if weights is not None:
                 ctx.compare(f"grouped weights, {label} [{where}]", weights, w64, wsame)
+
+    search_grouped(ctx, prop)
 
 
 def _relabelled(
@@ -106,10 +136,11 @@ def gqa_group_relabel(ctx: CheckContext) -> None:
     Not applicable without a declared num_kv_heads."""
     _loads_weights(ctx)
     mapping = ctx.architecture.kv_mapping
-    for case, kv in grouped_cases(ctx):
+
+    def prop(case: MhaCase, kv: int) -> None:
         group = case.h // kv
         if group == 1 and kv == 1:
-            continue
+            return
         layer = build(ctx, case)
         x_q, x_kv = inputs(ctx, case)
         within = [[int(i) for i in permutation(ctx, group).cpu()] for _ in range(kv)]
@@ -128,3 +159,5 @@ def gqa_group_relabel(ctx: CheckContext) -> None:
                 weights2,
                 weights.index_select(1, index).double(),
             )
+
+    search_grouped(ctx, prop)

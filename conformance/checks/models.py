@@ -20,6 +20,7 @@ from types import TracebackType
 from typing import Any
 
 import torch
+from hypothesis import strategies as st
 from torch import Tensor, nn
 
 from transformer_conformance.adapter import Capability
@@ -44,6 +45,8 @@ from transformer_conformance.reference.model import DecoderOnlyLM, EncoderDecode
 from transformer_conformance.reference.variant_encdec import VariantEncoderDecoder
 from transformer_conformance.reference.variant_lm import VariantLM
 from transformer_conformance.registry import check
+from transformer_conformance.search import search
+from transformer_conformance.strategies import Example, cache_schedule, data_seeds, sizes_example
 
 LM = Capability.DECODER_LM
 ED = Capability.ENCODER_DECODER
@@ -198,18 +201,29 @@ def _shape(ctx: CheckContext, kind: Capability) -> None:
 def _padding(ctx: CheckContext, kind: Capability) -> None:
     p = _Pipeline(ctx, kind)
     n = 6
-    for side in SIDES:
+
+    def prop(example: Example) -> None:
+        side = example["side"]
         keep = keep_from_lengths(ctx, mixed_lengths(ctx, 3, n), n, side)
         ids = _ids(ctx, p.cfg, 3, n)
         if kind == ED:
             p.src = _ids(ctx, p.cfg, 3, p.s)
             p.src_keep = keep_from_lengths(ctx, mixed_lengths(ctx, 3, p.s), p.s, side)
         base = p.full(_with_pads(ctx, p.cfg, ids, keep, random=False), keep)
-        for _ in range(max(1, ctx.examples // 2)):
-            if kind == ED:
-                p.src = _with_pads(ctx, p.cfg, p.src, p.src_keep, random=True)
-            y = p.full(_with_pads(ctx, p.cfg, ids, keep, random=True), keep)
-            same_rows(ctx, f"{side}-padded batch with random pad ids: real positions", y, base, keep)
+        if kind == ED:
+            p.src = _with_pads(ctx, p.cfg, p.src, p.src_keep, random=True)
+        y = p.full(_with_pads(ctx, p.cfg, ids, keep, random=True), keep)
+        same_rows(ctx, f"{side}-padded batch with random pad ids: real positions", y, base, keep)
+
+    # each side, then sides, lengths and (pad) ids drawn by hypothesis
+    drawn = st.fixed_dictionaries({"side": st.sampled_from(SIDES), "data": data_seeds()})
+    search(
+        ctx,
+        prop,
+        fixed=[{"side": side} for side in SIDES],
+        strategy=drawn,
+        examples=max(1, ctx.examples // 2),
+    )
 
 
 def _batch(ctx: CheckContext, kind: Capability) -> None:
@@ -237,21 +251,27 @@ def _batch(ctx: CheckContext, kind: Capability) -> None:
 
 def _causality(ctx: CheckContext, kind: Capability) -> None:
     p = _Pipeline(ctx, kind)
-    n = 6
-    ids = _ids(ctx, p.cfg, p.b, n)
-    base = p.full(ids)
-    for cut in range(1, n):
-        ids2 = ids.clone()
-        ids2[:, cut:] = _ids(ctx, p.cfg, p.b, n - cut)
-        y = p.full(ids2)
-        with attached(partial(_token_influence, p, ids, base)):
-            same_rows(
-                ctx,
-                f"logits before position {cut} after changing tokens >= {cut}",
-                y[:, :cut],
-                base[:, :cut],
-                None,
-            )
+
+    def prop(example: Example) -> None:
+        n = int(example["n"])
+        ids = _ids(ctx, p.cfg, p.b, n)
+        base = p.full(ids)
+        for cut in range(1, n):
+            ids2 = ids.clone()
+            ids2[:, cut:] = _ids(ctx, p.cfg, p.b, n - cut)
+            y = p.full(ids2)
+            with attached(partial(_token_influence, p, ids, base)):
+                same_rows(
+                    ctx,
+                    f"logits before position {cut} after changing tokens >= {cut} (n={n})",
+                    y[:, :cut],
+                    base[:, :cut],
+                    None,
+                )
+
+    # every cut of a 6-token sequence, then lengths drawn by hypothesis (a failure shrinks to the
+    # shortest sequence that shows it)
+    search(ctx, prop, fixed=[{"n": 6}], strategy=sizes_example(n=(2, 7)), examples=max(1, ctx.examples // 2))
 
 
 def _token_influence(p: _Pipeline, ids: Tensor, base: Tensor) -> dict[str, Any]:
@@ -384,22 +404,30 @@ def _cache_with_padding(ctx: CheckContext, kind: Capability) -> None:
 
 def _chunked(ctx: CheckContext, kind: Capability) -> None:
     p = _Pipeline(ctx, kind)
-    ids = _ids(ctx, p.cfg, p.b, SEQ)
-    full = p.full(ids)
-    cache = p.new_cache()
 
-    def steps() -> Iterator[Step]:
-        start = 0
-        for c in CHUNKS:
-            got = p.step(ids[:, start : start + c], cache)
-            what = (
-                f"chunk of {c} at positions {start}..{start + c - 1} (warm cache of {start}) vs whole "
-                "sequence"
-            )
-            yield f"{start}..{start + c - 1}", what, got, full[:, start : start + c], None
-            start += c
+    def prop(example: Example) -> None:
+        chunks = [int(c) for c in example["chunks"]]
+        ids = _ids(ctx, p.cfg, p.b, sum(chunks))
+        full = p.full(ids)
+        cache = p.new_cache()
 
-    run_steps(StepErrors("cached chunks vs the whole sequence"), steps(), partial(same_rows, ctx))
+        def steps() -> Iterator[Step]:
+            start = 0
+            for c in chunks:
+                got = p.step(ids[:, start : start + c], cache)
+                what = (
+                    f"chunk of {c} at positions {start}..{start + c - 1} (warm cache of {start}) vs whole "
+                    f"sequence (schedule {chunks})"
+                )
+                yield f"{start}..{start + c - 1}", what, got, full[:, start : start + c], None
+                start += c
+
+        run_steps(StepErrors("cached chunks vs the whole sequence"), steps(), partial(same_rows, ctx))
+
+    # the fixed schedule, then cache schedules drawn by hypothesis (prefill chunks, single steps, chunks
+    # on a warm cache; a failure shrinks to the simplest schedule that shows it)
+    drawn = st.fixed_dictionaries({"chunks": cache_schedule(SEQ), "data": data_seeds()})
+    search(ctx, prop, fixed=[{"chunks": list(CHUNKS)}], strategy=drawn, examples=max(1, ctx.examples // 2))
 
 
 def _reference(ctx: CheckContext, kind: Capability) -> None:

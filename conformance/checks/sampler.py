@@ -16,6 +16,8 @@ from transformer_conformance.adapter import Capability
 from transformer_conformance.context import CheckContext, FailureKind
 from transformer_conformance.reference.sampling import sampling_distribution
 from transformer_conformance.registry import check
+from transformer_conformance.search import search
+from transformer_conformance.strategies import Example, sizes_example
 
 SAMPLER = Capability.SAMPLER
 #: False-alarm rate of one statistical check (for a correct sampler).
@@ -93,8 +95,12 @@ def expect_distribution(ctx: CheckContext, what: str, ids: Tensor, probs: Tensor
 @check("sampler.shape", claims=("sampling.temperature-limits",), needs=(SAMPLER,), kind="structural")
 def sampler_shape(ctx: CheckContext) -> None:
     """One id per row, integer, inside the vocabulary, at T = 1 for a batch of 1 and of 5 rows."""
-    for b in (1, 5):
+
+    def prop(example: Example) -> None:
+        b = example["b"]
         sample(ctx, ctx.randn(b, VOCAB), 1.0)
+
+    search(ctx, prop, fixed=[{"b": 1}, {"b": 5}], strategy=sizes_example(b=(1, 8)))
 
 
 @check(

@@ -24,6 +24,7 @@ from transformer_conformance.strategies import (
 
 OFF_BY_ONE = "mutant.attention-causal-off-by-one"
 CAUSAL = "mask.causal.is-causal"
+PEEK = "mutant.lm-causal-peeks-ahead"
 
 
 def _result(**kwargs):
@@ -136,3 +137,30 @@ def test_strategies_cover_padding_and_cache_schedules():
 @given(cache_schedule(6))
 def test_cache_schedules_cover_the_prompt(schedule):
     assert sum(schedule) == 6 and all(n >= 1 for n in schedule)
+
+
+def test_lm_causality_failure_shows_the_shortest_sequence_token_ids_and_the_moved_positions(tmp_path):
+    # lm.causality searches sequence lengths: the peek-ahead bug shrinks to the shortest sequence; the
+    # counterexample names the token ids and which logits moved for which changed token
+    paths = ReportPaths(markdown=tmp_path / "r.md")
+    report = run_audit([PEEK], profile="ci", check="lm.causality", report_paths=paths)
+    (result,) = report.results
+    assert result.status == "fail", result.message
+    counter = result.counterexample
+    assert counter["sizes"] == {"n": 2}
+    assert counter["shapes"]["ids"][-1] == 2
+    assert all(isinstance(i, int) for i in counter["token_ids"]["ids"])
+    leaks = counter["causality"]["leaks"]
+    assert [(leak["output"], leak["input"]) for leak in leaks] == [(0, 1)]
+    assert counter["offending"]["target"] is not None and counter["offending"]["difference"] is not None
+    markdown = paths.markdown.read_text()
+    assert "token ids ids:" in markdown and "changed token 1" in markdown and "input shapes:" in markdown
+
+
+def test_a_check_that_does_not_search_still_reports_shapes_token_ids_and_the_offending_entry():
+    (result,) = run_audit([PEEK], profile="ci", check="lm.teacher-forcing", in_process=True).results
+    assert result.status == "fail", result.message
+    counter = result.counterexample
+    assert "example" not in counter
+    assert counter["shapes"] and counter["token_ids"]
+    assert {"index", "target", "oracle", "difference"} <= set(counter["offending"])
