@@ -145,19 +145,24 @@ def gqa_group_relabel(ctx: CheckContext) -> None:
         x_q, x_kv = inputs(ctx, case)
         within = [[int(i) for i in permutation(ctx, group).cpu()] for _ in range(kv)]
         kv_order = [int(i) for i in permutation(ctx, kv).cpu()]
-        order = relabel_order(case.h, kv, within, kv_order, mapping)
-        moved = _relabelled(ctx, layer, case, order, kv_order)
         real = padding_keep(ctx, case.b, case.nk, side="right")
-        where = f"{case.describe()} kv_heads={kv} mapping={mapping} head order={order}"
         out, weights = run(ctx, layer, case, x_q, x_kv, real)
-        out2, weights2 = run(ctx, moved, case, x_q, x_kv, real)
-        ctx.compare_direct(f"output with heads relabelled within their groups [{where}]", out2, out.double())
-        if weights is not None and weights2 is not None:
-            index = torch.tensor(order, device=weights.device)
-            ctx.compare_direct(
-                f"weights with heads relabelled vs weights permuted [{where}]",
-                weights2,
-                weights.index_select(1, index).double(),
-            )
+        # Within the groups alone first: a combined relabel can also be valid under the other
+        # mapping (with h=4, kv=2 both swaps at once move whole contiguous blocks), a within-group
+        # one never is, so a wrong kv_mapping fails on every case with group > 1.
+        relabels = [(within, list(range(kv)))] if group > 1 else []
+        for within_order, kv_moves in [*relabels, (within, kv_order)]:
+            order = relabel_order(case.h, kv, within_order, kv_moves, mapping)
+            moved = _relabelled(ctx, layer, case, order, kv_moves)
+            where = f"{case.describe()} kv_heads={kv} mapping={mapping} head order={order}"
+            out2, weights2 = run(ctx, moved, case, x_q, x_kv, real)
+            ctx.compare_direct(f"output with heads relabelled by the grouping [{where}]", out2, out.double())
+            if weights is not None and weights2 is not None:
+                index = torch.tensor(order, device=weights.device)
+                ctx.compare_direct(
+                    f"weights with heads relabelled vs weights permuted [{where}]",
+                    weights2,
+                    weights.index_select(1, index).double(),
+                )
 
     search_grouped(ctx, prop)

@@ -93,3 +93,18 @@ def test_grouped_mha_checks_not_applicable_with_the_reason() -> None:
             assert status == "not-applicable" and "num_kv_heads for its MHA" in message, (check_id, got)
     got = statuses(GroupedNoWeights(), GQA_CHECKS)
     assert all(s == "not-applicable" and "loads_weights=False" in m for s, m in got.values()), got
+
+
+@pytest.mark.claim("mha.gqa-group-relabel")
+@pytest.mark.parametrize("seed", [0, 4, 7])
+def test_wrong_kv_mapping_fails_the_relabel_check_on_every_seed(seed: int) -> None:
+    # Seed 4 drew, before the within-group-only relabel, a combined relabel that is also valid
+    # under the contiguous grouping, so the wrong declaration survived it.
+    report = run_audit(
+        [DeclaresTiled()],  # type: ignore[list-item]
+        profile="quick",
+        check=["mha.gqa.group-relabel"],
+        in_process=True,
+        seed=seed,
+    )
+    assert [r.status for r in report.results] == ["fail"], report.results
