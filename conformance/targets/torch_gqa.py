@@ -21,6 +21,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from transformer_conformance.adapter import Adapter, Capability, Conventions
 from transformer_conformance.reference.architecture import Architecture
+from transformer_conformance.targets.torch_sdpa import sdpa_mask_and_causal
 
 #: Seed for layers built without a ``state``.
 BUILD_SEED = 0
@@ -84,9 +85,7 @@ class TorchGQAAdapter(Adapter):
     ) -> tuple[Tensor, Tensor | None]:
         """SDPA (math backend) on grouped K/V with ``enable_gqa=True``; no weights. An explicit mask
         together with ``is_causal`` is passed as their conjunction (torch refuses both at once)."""
-        if mask is not None and is_causal:
-            causal = torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool, device=q.device).tril()
-            mask, is_causal = mask & causal, False
+        mask, is_causal = sdpa_mask_and_causal(q, k, mask, is_causal)
         with sdpa_kernel([SDPBackend.MATH]):
             out = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=mask, is_causal=is_causal, enable_gqa=True

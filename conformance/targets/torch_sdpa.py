@@ -57,6 +57,17 @@ def backend_dtypes(backend: SDPBackend) -> tuple[torch.dtype, ...]:
     return HALF_DTYPES
 
 
+def sdpa_mask_and_causal(
+    q: Tensor, k: Tensor, mask: Tensor | None, is_causal: bool
+) -> tuple[Tensor | None, bool]:
+    """The ``(attn_mask, is_causal)`` pair SDPA accepts: an explicit keep-mask together with
+    ``is_causal=True`` becomes their conjunction (top-left causal), since torch refuses both at once."""
+    if mask is None or not is_causal:
+        return mask, is_causal
+    causal = torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool, device=q.device).tril()
+    return mask & causal, False
+
+
 class TorchSDPAAdapter(Adapter):
     """``F.scaled_dot_product_attention`` pinned to one backend.
 
@@ -102,10 +113,7 @@ class TorchSDPAAdapter(Adapter):
         """SDPA with a boolean keep-mask (True = attend) and/or ``is_causal`` (top-left); no weights.
         Both at once are passed as their conjunction (torch refuses an explicit ``attn_mask`` together
         with ``is_causal=True``, found by the drawn mask layouts of ``mask.causal.differential``)."""
-        if mask is not None and is_causal:
-            nq, nk = q.shape[-2], k.shape[-2]
-            causal = torch.ones(nq, nk, dtype=torch.bool, device=q.device).tril()
-            mask, is_causal = mask & causal, False
+        mask, is_causal = sdpa_mask_and_causal(q, k, mask, is_causal)
         return self._run(q, k, v, mask, is_causal), None
 
     def attention_additive(self, q: Tensor, k: Tensor, v: Tensor, *, bias: Tensor) -> tuple[Tensor, None]:
