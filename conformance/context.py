@@ -90,7 +90,9 @@ class NotApplicable(Exception):
 class Profile:
     """How hard to look: examples per property check (drawn by hypothesis, ``conformance/search.py``),
     the default per-check time limit, and the bounded shrink budget of a failure (at most
-    ``shrink_calls`` replays of the property and ``shrink_s`` seconds). ``kernel``: sizes are drawn
+    ``shrink_calls`` replays of the property and ``shrink_s`` seconds). ``model_examples``: drawn
+    examples of a whole-layer or whole-model check (after its fixed cases), whose every example builds
+    and runs a model, so the default audit stays within its time budget. ``kernel``: sizes are drawn
     from the block-boundary sets of ``conformance/strategies.py`` (attention kernels)."""
 
     name: str
@@ -100,12 +102,13 @@ class Profile:
     shrink_calls: int = 100
     shrink_s: float = 10.0
     kernel: bool = False
+    model_examples: int = 1
 
 
 PROFILES: dict[str, Profile] = {
     "quick": Profile("quick", examples=2, time_limit_s=30.0, shrink_calls=50, shrink_s=5.0),
     "ci": Profile("ci", examples=4, time_limit_s=60.0, derandomized=True, shrink_calls=100, shrink_s=10.0),
-    "thorough": Profile("thorough", examples=25, time_limit_s=600.0, shrink_calls=500, shrink_s=60.0),
+    "thorough": Profile("thorough", examples=25, time_limit_s=600.0, shrink_calls=500, shrink_s=60.0, model_examples=8),
     "kernel": Profile("kernel", examples=3, time_limit_s=600.0, shrink_calls=60, shrink_s=60.0, kernel=True),
 }
 
@@ -180,6 +183,11 @@ class CheckContext:
     def examples(self) -> int:
         """Number of examples a property check should draw under the current profile."""
         return self.profile.examples
+
+    @property
+    def model_examples(self) -> int:
+        """Examples a whole-layer or whole-model check draws after its fixed cases (``Profile``)."""
+        return self.profile.model_examples
 
     # -- inputs -----------------------------------------------------------------------------
     def randn(self, *shape: int, dtype: torch.dtype | None = None, scale: float = 1.0) -> Tensor:

@@ -72,6 +72,7 @@ class CheckResult:
     # the minimal failing example (conformance/search.py): sizes, example, offending entry, token ids
     counterexample: dict[str, Any] | None = None
     warnings: list[str] = field(default_factory=list)  # what the target warned during the check
+    searches: int = 0  # how many searches of the driver (conformance/search.py) the check ran
 
     @property
     def harness_time_s(self) -> float:
@@ -410,6 +411,7 @@ def run_target(
             result.target_time_s = min(ctx.target_time_s, result.duration_s)
             result.inputs = dict(ctx.inputs)
             result.warnings = list(ctx.warnings)
+            result.searches = ctx.searches
             result.status = outcome.status
             if outcome.failure is not None:
                 failure = outcome.failure
