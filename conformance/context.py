@@ -108,7 +108,9 @@ class Profile:
 PROFILES: dict[str, Profile] = {
     "quick": Profile("quick", examples=2, time_limit_s=30.0, shrink_calls=50, shrink_s=5.0),
     "ci": Profile("ci", examples=4, time_limit_s=60.0, derandomized=True, shrink_calls=100, shrink_s=10.0),
-    "thorough": Profile("thorough", examples=25, time_limit_s=600.0, shrink_calls=500, shrink_s=60.0, model_examples=8),
+    "thorough": Profile(
+        "thorough", examples=25, time_limit_s=600.0, shrink_calls=500, shrink_s=60.0, model_examples=8
+    ),
     "kernel": Profile("kernel", examples=3, time_limit_s=600.0, shrink_calls=60, shrink_s=60.0, kernel=True),
 }
 
