@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.conformance import fakes
 from transformer_conformance.api import ReportPaths, run_audit
@@ -14,11 +15,13 @@ from transformer_conformance.checks.inputs import AttnCase, search_cases
 from transformer_conformance.context import PROFILES, CheckContext, CheckFailure, FailureKind
 from transformer_conformance.search import search
 from transformer_conformance.strategies import (
+    BATCH_SIDES,
     KERNEL_LENGTHS,
     KERNEL_PAIRS,
     KERNEL_WIDTHS,
     attention_example,
     cache_schedule,
+    padded_batch_example,
     padding_lengths,
 )
 
@@ -137,6 +140,26 @@ def test_strategies_cover_padding_and_cache_schedules():
 @given(cache_schedule(6))
 def test_cache_schedules_cover_the_prompt(schedule):
     assert sum(schedule) == 6 and all(n >= 1 for n in schedule)
+
+
+@settings(max_examples=40, database=None)
+@given(
+    padded_batch_example(
+        batch=(2, 4),
+        dims={"t": (2, 7), "s": (1, 5)},
+        empty=True,
+        others=True,
+        extras={"cut": lambda e: st.integers(1, e["t"] - 1)},
+    )
+)
+def test_padded_batches_fit_their_sizes(example):
+    b = example["b"]
+    assert 2 <= b <= 4 and example["side"] in BATCH_SIDES and 1 <= example["cut"] < example["t"]
+    for dim in ("t", "s"):
+        assert len(example[f"{dim}_lens"]) == b and len(example[f"{dim}_others"]) == b - 1
+        assert all(0 <= n <= example[dim] for n in example[f"{dim}_lens"] + example[f"{dim}_others"])
+    assert example["t_lens"].count(0) == 1 and 0 not in example["s_lens"]  # one empty sample, first dim
+    assert json.loads(json.dumps(example)) == example  # replayable from its JSON
 
 
 def test_lm_causality_failure_shows_the_shortest_sequence_token_ids_and_the_moved_positions(tmp_path):
