@@ -9,9 +9,9 @@ import torch
 from hypothesis import given, settings
 
 from tests.conformance import fakes
-from transformer_conformance.api import ReportPaths, run_audit
+from transformer_conformance.api import SEED_ENV, ReportPaths, UsageError, default_seed, run_audit
 from transformer_conformance.checks.inputs import AttnCase, search_cases
-from transformer_conformance.context import PROFILES, CheckContext, CheckFailure, FailureKind
+from transformer_conformance.context import CI_SEED, PROFILES, CheckContext, CheckFailure, FailureKind
 from transformer_conformance.search import search
 from transformer_conformance.strategies import (
     KERNEL_LENGTHS,
@@ -79,6 +79,21 @@ def test_ci_profile_is_derandomized():
     checks = [CAUSAL, "mask.causal.differential", "attention.shapes"]
     runs = [run_audit([OFF_BY_ONE], profile="ci", check=checks, in_process=True) for _ in range(2)]
     assert [_stable(r) for r in runs[0].results] == [_stable(r) for r in runs[1].results]
+
+
+def test_the_seed_variable_pins_every_profile_and_a_bad_value_is_refused(monkeypatch):
+    monkeypatch.setenv(SEED_ENV, "12345")
+    runs = [run_audit([OFF_BY_ONE], profile="quick", check=[CAUSAL], in_process=True) for _ in range(2)]
+    assert [r.results[0].seed for r in runs] == [12345, 12345]
+    assert _stable(runs[0].results[0]) == _stable(runs[1].results[0])
+    explicit = run_audit([OFF_BY_ONE], profile="quick", check=[CAUSAL], in_process=True, seed=3)
+    assert explicit.results[0].seed == 3  # --seed wins over the variable
+    monkeypatch.setenv(SEED_ENV, "soon")
+    with pytest.raises(UsageError, match=r"TRANSFORMER_CONFORMANCE_SEED.*'soon'"):
+        run_audit([OFF_BY_ONE], profile="quick", check=[CAUSAL], in_process=True)
+    monkeypatch.delenv(SEED_ENV)
+    seeds = {default_seed(derandomized=False) for _ in range(4)}
+    assert len(seeds) > 1 and default_seed(derandomized=True) == CI_SEED
 
 
 def test_no_shrink_reports_the_first_failing_example():
