@@ -12,10 +12,13 @@ an example is replayed exactly from its JSON and hypothesis shrinks sizes and co
 - padding (``PADDING_SIDES``): left, right, mixed (each sample its own side), whole-sample;
 - cache schedules (``cache_schedule``): a prompt of n positions split into prefill chunks, single
   steps, chunks on a warm cache;
-- dtypes (``dtypes``): among the target's declared ones.
+- dtypes (``dtypes``): among the target's declared ones;
+- padded batches of the layer and model checks (``padded_batch_example``): batch, lengths, each
+  sample's real length, the padding side (``BATCH_SIDES``), an empty sample, the other samples'
+  lengths, dependent extras (a cut position, a permutation).
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -206,3 +209,57 @@ def cache_schedule(length: int) -> st.SearchStrategy[list[int]]:
 def dtypes(declared: Sequence[torch.dtype]) -> st.SearchStrategy[torch.dtype]:
     """One of the target's declared dtypes."""
     return st.sampled_from(list(declared))
+
+
+#: Padding sides of a padded batch: every sample right- or left-padded, or "mixed" (even samples
+#: right-, odd samples left-padded, in one batch).
+BATCH_SIDES = ("right", "left", "mixed")
+
+#: An extra field of a drawn example: a strategy, or a function of the sizes drawn so far giving one
+#: (a cut position within a drawn length, a permutation of a drawn length).
+Extra = st.SearchStrategy[Any] | Callable[[Example], st.SearchStrategy[Any]]
+
+
+def padded_batch_example(
+    *,
+    dims: dict[str, tuple[int, int]],
+    batch: tuple[int, int] = (1, 4),
+    padded: Sequence[str] | None = None,
+    sides: Sequence[str] = BATCH_SIDES,
+    empty: bool = False,
+    others: bool = False,
+    extras: dict[str, Extra] | None = None,
+) -> st.SearchStrategy[Example]:
+    """A padded batch of a layer or model check: ``b`` in ``batch``, each length of ``dims`` (name ->
+    inclusive range), and for each ``padded`` dim (default: all) the real length of every sample
+    (``"<dim>_lens"``, 1 .. the dim's length) and the padding ``side`` (one of ``sides``, the first
+    shrinks first; no ``side`` when nothing is padded). ``empty``: one sample has no real token in
+    the first padded dim (length 0; b >= 2 then). ``others``: new lengths for samples 1.. of each
+    padded dim (``"<dim>_others"``: the other samples' lengths, changed around sample 0 by a
+    batch-independence check). Then the ``extras`` (a function of the example so far gives a dependent
+    strategy: a cut position, a permutation) and a ``data`` seed. Everything shrinks towards small
+    batches, short lengths and the first side."""
+    padded = list(dims) if padded is None else list(padded)
+
+    @st.composite
+    def draw(d: st.DrawFn) -> Example:
+        b = d(st.integers(*batch))
+        example: Example = {"b": b}
+        for name, (low, high) in dims.items():
+            example[name] = d(st.integers(low, high))
+        if padded:
+            example["side"] = d(st.sampled_from(list(sides)))
+        for position, name in enumerate(padded):
+            real = st.integers(1, example[name])
+            lens = d(st.lists(real, min_size=b, max_size=b))
+            if empty and position == 0:
+                lens[d(st.integers(0, b - 1))] = 0
+            example[f"{name}_lens"] = lens
+            if others:
+                example[f"{name}_others"] = d(st.lists(real, min_size=b - 1, max_size=b - 1))
+        for key, extra in (extras or {}).items():
+            example[key] = d(extra if isinstance(extra, st.SearchStrategy) else extra(example))
+        example["data"] = d(data_seeds())
+        return example
+
+    return draw()

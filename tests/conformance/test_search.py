@@ -179,3 +179,35 @@ def test_a_check_that_does_not_search_still_reports_shapes_token_ids_and_the_off
     assert "example" not in counter
     assert counter["shapes"] and counter["token_ids"]
     assert {"index", "target", "oracle", "difference"} <= set(counter["offending"])
+
+
+def test_decoder_layer_causality_failure_shrinks_to_the_smallest_layer_case():
+    # decoder_layer.causality draws batch, lengths, the cut and the padding: the planted bug (no causal
+    # mask without a target padding mask) fails the fixed 2 x 6 cuts and every drawn unpadded case;
+    # hypothesis shrinks it to one sample of two positions over a memory of one, cut at 1, unpadded
+    report = run_audit(
+        ["mutant.decoder-layer-causal-only-with-padding"],
+        profile="ci",
+        seed=11,
+        check="decoder_layer.causality",
+        in_process=True,
+    )
+    (result,) = report.results
+    assert result.status == "fail", result.message
+    counter = result.counterexample
+    assert counter["source"] == "drawn" and counter["shrink"]["replays"] <= PROFILES["ci"].shrink_calls
+    assert counter["sizes"] == {"b": 1, "t": 2, "s": 1, "cut": 1}
+    assert counter["example"]["side"] == "none"
+    assert counter["shapes"]["x"] == [1, 2, counter["shapes"]["x"][2]] and counter["shapes"]["memory"][1] == 1
+    assert "before position 1" in result.message
+    # the reported example replays exactly
+    again = run_audit(
+        ["mutant.decoder-layer-causal-only-with-padding"],
+        profile="ci",
+        seed=11,
+        check="decoder_layer.causality",
+        in_process=True,
+        example=counter["replay"],
+    )
+    (replayed,) = again.results
+    assert replayed.status == "fail" and replayed.message == result.message
