@@ -12,10 +12,13 @@ an example is replayed exactly from its JSON and hypothesis shrinks sizes and co
 - padding (``PADDING_SIDES``): left, right, mixed (each sample its own side), whole-sample;
 - cache schedules (``cache_schedule``): a prompt of n positions split into prefill chunks, single
   steps, chunks on a warm cache;
-- dtypes (``dtypes``): among the target's declared ones;
+- decoder-only LM batches (``lm_batch_example``, ``schedule_example``, ``padded_cache_example``,
+  ``shift_example``): batch, length, padding side and per-sample real lengths, a cache schedule, a
+  padded prompt decoded on the cache in a drawn schedule, per-sample left shifts;
 - padded batches of the layer and model checks (``padded_batch_example``): batch, lengths, each
   sample's real length, the padding side (``BATCH_SIDES``), an empty sample, the other samples'
-  lengths, dependent extras (a cut position, a permutation).
+  lengths, dependent extras (a cut position, a permutation);
+- dtypes (``dtypes``): among the target's declared ones.
 """
 
 from collections.abc import Callable, Sequence
@@ -204,6 +207,105 @@ def cache_schedule(length: int) -> st.SearchStrategy[list[int]]:
         return st.just([length])
     cuts = st.sets(st.integers(1, length - 1), max_size=length - 1)
     return cuts.map(lambda c: [b - a for a, b in zip([0, *sorted(c)], [*sorted(c), length])])
+
+
+def _lengths(d: st.DrawFn, b: int, n: int, first_at_least: int = 1) -> list[int]:
+    """Per-sample real lengths in 1..n (sample 0 at least ``first_at_least``); shrink towards 1."""
+    first = d(st.integers(min(first_at_least, n), n))
+    return [first, *(d(st.integers(1, n)) for _ in range(b - 1))]
+
+
+def lm_batch_example(
+    *,
+    batch: tuple[int, int] = (1, 3),
+    length: tuple[int, int] = (1, 6),
+    others: bool = False,
+    first_at_least: int = 1,
+    extras: dict[str, st.SearchStrategy[Any]] | None = None,
+) -> st.SearchStrategy[Example]:
+    """A padded LM batch: ``b``, ``n``, ``side`` (right, left), ``lengths`` (per sample, 1..n; sample 0
+    at least ``first_at_least``), with ``others`` a second set of lengths ``others_lengths`` (the
+    batch-independence check's changed batch), the ``extras`` and a ``data`` seed. Shrinks to one short
+    sample."""
+
+    @st.composite
+    def draw(d: st.DrawFn) -> Example:
+        b = d(st.integers(*batch))
+        n = d(st.integers(*length))
+        example: Example = {"b": b, "n": n, "side": d(st.sampled_from(("right", "left")))}
+        example["lengths"] = _lengths(d, b, n, first_at_least)
+        if others:
+            example["others_lengths"] = _lengths(d, b, n)
+        example.update({name: d(strategy) for name, strategy in (extras or {}).items()})
+        example["data"] = d(data_seeds())
+        return example
+
+    return draw()
+
+
+def schedule_example(
+    *, batch: tuple[int, int] = (1, 3), length: tuple[int, int] = (1, 8)
+) -> st.SearchStrategy[Example]:
+    """``b``, a sequence length ``n`` and a cache schedule ``chunks`` of it (``cache_schedule``), and a
+    ``data`` seed. Shrinks to one sample, one token, one prefill."""
+
+    @st.composite
+    def draw(d: st.DrawFn) -> Example:
+        b = d(st.integers(*batch))
+        n = d(st.integers(*length))
+        return {"b": b, "n": n, "chunks": d(cache_schedule(n)), "data": d(data_seeds())}
+
+    return draw()
+
+
+def padded_cache_example(
+    *,
+    batch: tuple[int, int] = (1, 3),
+    prompt: tuple[int, int] = (1, 5),
+    generated: tuple[int, int] = (0, 3),
+) -> st.SearchStrategy[Example]:
+    """A padded prompt decoded on the cache: ``b``, ``prompt`` length, ``side`` (right, left), per-sample
+    real ``lengths`` of the prompt (1..prompt), ``generated`` real tokens after it, and the cache
+    schedule ``chunks`` of all ``prompt + generated`` positions (prefill chunks, single steps, chunks on
+    a warm cache that hold padding or straddle the prompt's end), and a ``data`` seed. Shrinks to one
+    sample, a one-token prompt, one prefill."""
+
+    @st.composite
+    def draw(d: st.DrawFn) -> Example:
+        b = d(st.integers(*batch))
+        p = d(st.integers(*prompt))
+        g = d(st.integers(*generated))
+        side = d(st.sampled_from(("right", "left")))
+        lengths = _lengths(d, b, p)
+        chunks = d(cache_schedule(p + g))
+        return {
+            "b": b,
+            "prompt": p,
+            "generated": g,
+            "side": side,
+            "lengths": lengths,
+            "chunks": chunks,
+            "data": d(data_seeds()),
+        }
+
+    return draw()
+
+
+def shift_example(
+    *, batch: tuple[int, int] = (1, 3), length: tuple[int, int] = (1, 6), max_shift: int = 4
+) -> st.SearchStrategy[Example]:
+    """``b``, a length ``n`` of real tokens, per-sample left shifts ``pads`` (1..max_shift pads before
+    the real tokens; a row shifted less than the most is filled up with right padding), and a ``data``
+    seed. Shrinks to one sample of one token shifted by one pad."""
+
+    @st.composite
+    def draw(d: st.DrawFn) -> Example:
+        b = d(st.integers(*batch))
+        n = d(st.integers(*length))
+        pads = [d(st.integers(1, max_shift)) for _ in range(b)]
+        return {"b": b, "n": n, "pads": pads, "data": d(data_seeds())}
+
+    return draw()
 
 
 def dtypes(declared: Sequence[torch.dtype]) -> st.SearchStrategy[torch.dtype]:

@@ -46,7 +46,15 @@ from transformer_conformance.reference.variant_encdec import VariantEncoderDecod
 from transformer_conformance.reference.variant_lm import VariantLM
 from transformer_conformance.registry import check
 from transformer_conformance.search import search
-from transformer_conformance.strategies import Example, cache_schedule, data_seeds, sizes_example
+from transformer_conformance.strategies import (
+    Example,
+    cache_schedule,
+    data_seeds,
+    lm_batch_example,
+    padded_cache_example,
+    schedule_example,
+    sizes_example,
+)
 
 LM = Capability.DECODER_LM
 ED = Capability.ENCODER_DECODER
@@ -462,9 +470,9 @@ def _reference(ctx: CheckContext, kind: Capability) -> None:
 )
 def lm_shape(ctx: CheckContext) -> None:
     """decoder-only LM: logits [b, t, vocab] in the working dtype, finite at real positions, for length 1,
-    a padded batch and steps of 2 and 1 tokens.
+    a padded batch and steps of 2 and 1 tokens, then drawn batches, lengths, padding and steps.
     """
-    _shape(ctx, LM)
+    _lm_shape(ctx)
 
 
 @check(
@@ -490,9 +498,9 @@ def lm_padding_invariance(ctx: CheckContext) -> None:
 )
 def lm_batch_independence(ctx: CheckContext) -> None:
     """decoder-only LM: each sample's logits equal its logits alone and ignore the other samples' tokens
-    and lengths.
+    and lengths (batch, lengths and padding side drawn).
     """
-    _batch(ctx, LM)
+    _lm_batch(ctx)
 
 
 @check(
@@ -516,9 +524,9 @@ def lm_causality(ctx: CheckContext) -> None:
 )
 def lm_determinism(ctx: CheckContext) -> None:
     """decoder-only LM: built with dropout 0.1 and used for inference, repeated calls give the same logits
-    (dropout off).
+    (dropout off), on drawn padded batches.
     """
-    _determinism(ctx, LM)
+    _lm_determinism(ctx)
 
 
 @check(
@@ -529,8 +537,9 @@ def lm_determinism(ctx: CheckContext) -> None:
     kind="metamorphic",
 )
 def lm_cache_equals_recompute(ctx: CheckContext) -> None:
-    """decoder-only LM: each token-by-token cached step gives the logits of recomputing the whole prefix."""
-    _cache_vs_recompute(ctx, LM)
+    """decoder-only LM: each cached step (token by token, then drawn cache schedules: prefill chunks,
+    single steps, chunks on a warm cache) gives the logits of recomputing the whole prefix."""
+    _lm_cache_vs_recompute(ctx)
 
 
 @check(
@@ -541,12 +550,13 @@ def lm_cache_equals_recompute(ctx: CheckContext) -> None:
     kind="metamorphic",
 )
 def lm_cache_with_padding(ctx: CheckContext) -> None:
-    """decoder-only LM: left- and right-padded prompts (lengths 1..n, random pad ids) prefilled with
-    step(ids_chunk, cache, pad_mask_chunk), then decoded token by token: the logits at real positions
-    equal the full forward on the same padded ids. Not applicable when the handle's step() takes no
-    pad_mask_chunk or raises NotImplementedError for one.
+    """decoder-only LM: left- and right-padded prompts (lengths 1..n, random pad ids) decoded on the cache
+    with step(ids_chunk, cache, pad_mask_chunk) in a schedule of chunks (one prefill then single tokens;
+    drawn: prefill chunks, padded chunks on a warm cache, chunks across the prompt's end): the logits at
+    real positions equal the full forward on the same padded ids. Not applicable when the handle's
+    step() takes no pad_mask_chunk or raises NotImplementedError for one.
     """
-    _cache_with_padding(ctx, LM)
+    _lm_cache_with_padding(ctx)
 
 
 @check(
@@ -558,8 +568,8 @@ def lm_cache_with_padding(ctx: CheckContext) -> None:
 )
 def lm_teacher_forcing(ctx: CheckContext) -> None:
     """decoder-only LM: one teacher-forced pass equals, at every position t, the last logits of the model
-    run alone on the prefix ids[:, :t+1] (no cache)."""
-    _teacher_forcing(ctx, LM)
+    run alone on the prefix ids[:, :t+1] (no cache; batch and length drawn)."""
+    _lm_teacher_forcing(ctx)
 
 
 @check(
@@ -584,10 +594,219 @@ def lm_chunked_prefill(ctx: CheckContext) -> None:
     kind="differential",
 )
 def lm_reference(ctx: CheckContext) -> None:
-    """decoder-only LM: same canonical weights, padded batches: logits at real positions match the float64
-    reference.
+    """decoder-only LM: same canonical weights, padded batches (batch, lengths, side drawn): logits at real
+    positions match the float64 reference.
     """
-    _reference(ctx, LM)
+    _lm_reference(ctx)
+
+
+# --------------------------------------------------------------------------------------------
+# decoder-only LM properties, drawn by the search driver (conformance/search.py): each check's former
+# fixed inputs are its ``fixed`` examples, then ``ctx.model_examples`` drawn ones (batch, lengths,
+# padding side, cache schedules); the model is built once, outside the property
+# --------------------------------------------------------------------------------------------
+
+
+def _lm_padded(ctx: CheckContext, p: _Pipeline, example: Example) -> tuple[Tensor, Tensor]:
+    """(ids with pad_id at the pads, keep) of an ``lm_batch_example``."""
+    b, n = int(example["b"]), int(example["n"])
+    keep = keep_from_lengths(ctx, [int(v) for v in example["lengths"]], n, example["side"])
+    return _with_pads(ctx, p.cfg, _ids(ctx, p.cfg, b, n), keep, random=False), keep
+
+
+def _lm_shape(ctx: CheckContext) -> None:
+    p = _Pipeline(ctx, LM)
+
+    def prop(example: Example) -> None:
+        b, n, side, lengths = int(example["b"]), int(example["n"]), example["side"], example["lengths"]
+        ids = _ids(ctx, p.cfg, b, n)
+        ctx.expect_finite(f"logits (no padding, {b}x{n})", p.full(ids))
+        keep = keep_from_lengths(ctx, [int(v) for v in lengths], n, side)
+        y = p.full(_with_pads(ctx, p.cfg, ids, keep, random=False), keep)
+        ctx.expect_finite(f"logits at real positions ({side}-padded, lengths {lengths})", y[keep])
+        cache = ctx.call(p.handle.new_cache, b)
+        for c in example["steps"]:
+            chunk = _ids(ctx, p.cfg, b, int(c))
+            ctx.expect_finite(f"step logits (chunk of {c})", lm_step(ctx, p.handle, p.cfg, chunk, cache))
+
+    # length 1 and a padded batch, steps of 2 and 1 tokens; then batch, lengths, padding and steps drawn
+    fixed = [{"b": 2, "n": n, "side": "right", "lengths": [n, 1], "steps": [2, 1]} for n in (1, 4)]
+    steps = st.integers(1, 4).flatmap(cache_schedule)
+    drawn = lm_batch_example(extras={"steps": steps})
+    search(ctx, prop, fixed=fixed, strategy=drawn, examples=ctx.model_examples)
+
+
+def _lm_batch(ctx: CheckContext) -> None:
+    p = _Pipeline(ctx, LM)
+
+    def prop(example: Example) -> None:
+        b, n, side = int(example["b"]), int(example["n"]), example["side"]
+        ids, keep = _lm_padded(ctx, p, example)
+        together = p.full(ids, keep)
+        for i in range(b):
+            alone = p.full(ids[i : i + 1], keep[i : i + 1])
+            same_rows(ctx, f"sample {i} alone vs in the batch", alone[0], together[i], keep[i])
+        if b == 1:
+            return
+        # sample 0 as it was, the other samples' tokens and lengths changed
+        others = keep_from_lengths(ctx, [int(example["lengths"][0]), *example["others_lengths"][1:]], n, side)
+        ids2 = _with_pads(ctx, p.cfg, _ids(ctx, p.cfg, b, n), others, random=False)
+        ids2[0] = ids[0]
+        changed = p.full(ids2, others)
+        same_rows(ctx, "sample 0 after changing the other samples", changed[0], together[0], keep[0])
+
+    fixed = [{"b": 3, "n": 5, "side": "right", "lengths": [3, 5, 1], "others_lengths": [3, 1, 5]}]
+    drawn = lm_batch_example(batch=(2, 3), others=True)
+    search(ctx, prop, fixed=fixed, strategy=drawn, examples=ctx.model_examples)
+
+
+def _lm_determinism(ctx: CheckContext) -> None:
+    p = _Pipeline(ctx, LM, dropout=0.1)
+
+    def prop(example: Example) -> None:
+        ids, keep = _lm_padded(ctx, p, example)
+        first = p.full(ids, keep)
+        for _ in range(2):
+            same_rows(
+                ctx,
+                "a second call on the same input (config dropout 0.1, eval)",
+                p.full(ids, keep),
+                first,
+                keep,
+            )
+
+    fixed = [{"b": 2, "n": 5, "side": "right", "lengths": [5, 2]}]
+    search(ctx, prop, fixed=fixed, strategy=lm_batch_example(), examples=ctx.model_examples)
+
+
+def _lm_cache_vs_recompute(ctx: CheckContext) -> None:
+    p = _Pipeline(ctx, LM)
+
+    def prop(example: Example) -> None:
+        b, chunks = int(example["b"]), [int(c) for c in example["chunks"]]
+        ids = _ids(ctx, p.cfg, b, sum(chunks))
+        cache = ctx.call(p.handle.new_cache, b)
+
+        def steps() -> Iterator[Step]:
+            start = 0
+            for c in chunks:
+                stop = start + c
+                stepped = lm_step(ctx, p.handle, p.cfg, ids[:, start:stop], cache)
+                recomputed = p.full(ids[:, :stop])[:, start:stop]
+                ctx.record(ids=ids, chunk=[start, stop])
+                where = f"position {start}" if c == 1 else f"positions {start}..{stop - 1}"
+                label = str(start) if c == 1 else f"{start}..{stop - 1}"
+                what = f"cached step at {where} vs recomputing the prefix (schedule {chunks})"
+                yield label, what, stepped, recomputed, None
+                start = stop
+
+        run_steps(StepErrors("cached step vs recomputing the prefix"), steps(), partial(same_rows, ctx))
+
+    # token by token, then batch, length and cache schedule drawn (a failure shrinks to the simplest
+    # schedule that shows it)
+    fixed = [{"b": 2, "n": SEQ, "chunks": [1] * SEQ}]
+    search(ctx, prop, fixed=fixed, strategy=schedule_example(), examples=ctx.model_examples)
+
+
+def _lm_teacher_forcing(ctx: CheckContext) -> None:
+    """One parallel pass vs the last position of a fresh, uncached pass on every prefix: no cache is
+    involved, so a KV-cache bug cannot fail this check (the ``lm.cache-*`` checks catch those)."""
+    p = _Pipeline(ctx, LM)
+
+    def prop(example: Example) -> None:
+        b, n = int(example["b"]), int(example["n"])
+        ids = _ids(ctx, p.cfg, b, n)
+        full = p.full(ids)
+        for t in range(n):
+            prefix = p.full(ids[:, : t + 1])[:, t : t + 1]
+            ctx.record(ids=ids, prefix_length=t + 1)
+            same_rows(
+                ctx,
+                f"teacher-forced logits at position {t} vs the prefix ids[:, :{t + 1}] alone",
+                full[:, t : t + 1],
+                prefix,
+                None,
+            )
+
+    fixed = [{"b": 2, "n": SEQ}]
+    search(ctx, prop, fixed=fixed, strategy=sizes_example(b=(1, 3), n=(1, SEQ)), examples=ctx.model_examples)
+
+
+#: The fixed cases of lm.cache-with-padding: each side's padded prompt (lengths 1, 5 and 3) prefilled
+#: in one chunk then decoded token by token; then the same prompts prefilled in chunks on a warm cache
+#: (left: a first chunk of pads only for the short samples; right: a chunk that holds the prompt's
+#: last pads and the first generated tokens).
+CACHE_WITH_PADDING: tuple[Example, ...] = (
+    *({"side": side, "chunks": [5, 1, 1, 1]} for side in SIDES),
+    {"side": "left", "chunks": [2, 3, 1, 2]},
+    {"side": "right", "chunks": [3, 3, 2]},
+)
+
+
+def _lm_cache_with_padding(ctx: CheckContext) -> None:
+    """Padded prompts decoded on the cache in a schedule of chunks, each with its pad mask
+    (``step(ids_chunk, cache, pad_mask_chunk)``); real positions must equal the full forward on the same
+    padded ids."""
+    p = _Pipeline(ctx, LM)
+    if "pad_mask_chunk" not in inspect.signature(p.handle.step).parameters:
+        raise NotApplicable(
+            f"target {ctx.adapter.name!r}: its LM handle's step() takes no pad_mask_chunk, so padded "
+            "prompts cannot be decoded on its cache"
+        )
+
+    def prop(example: Example) -> None:
+        b, prompt, generated = int(example["b"]), int(example["prompt"]), int(example["generated"])
+        side, lengths = example["side"], [int(v) for v in example["lengths"]]
+        chunks = [int(c) for c in example["chunks"]]
+        n = prompt + generated
+        prompt_keep = keep_from_lengths(ctx, lengths, prompt, side)
+        keep = torch.cat([prompt_keep, torch.ones(b, generated, dtype=torch.bool, device=ctx.device)], 1)
+        ids = _with_pads(ctx, p.cfg, _ids(ctx, p.cfg, b, n), keep, random=True)
+        full = p.full(ids, keep)
+        cache = ctx.call(p.handle.new_cache, b)
+        setting = f"{side}-padded prompt of {prompt} (lengths {lengths}) + {generated} tokens"
+        setting += f", schedule {chunks}"
+
+        def steps() -> Iterator[Step]:
+            start = 0
+            for c in chunks:
+                stop = start + c
+                chunk_keep = keep[:, start:stop]
+                ctx.record(ids=ids, pad_mask=keep, chunk=[start, stop])
+                y = _padded_step(ctx, p, ids[:, start:stop], cache, ctx.to_target_mask(chunk_keep))
+                y = expect_tensor(ctx, f"step logits (chunk of {c})", y, (b, c, p.cfg.vocab_size))
+                what = (
+                    f"{setting}: cached step at positions {start}..{stop - 1} (warm cache of {start}) vs "
+                    "the full forward (real positions)"
+                )
+                yield f"{start}..{stop - 1}", what, y, full[:, start:stop], chunk_keep
+                start = stop
+
+        trace = StepErrors(f"{setting}: cached steps vs the full forward (real positions)")
+        run_steps(trace, steps(), partial(same_rows, ctx))
+
+    # the fixed prompts, then batch, prompt, padding, lengths and schedule drawn together (a failure
+    # shrinks to the smallest batch, prompt and schedule that show it)
+    sizes = {"b": 3, "prompt": 5, "generated": 3, "lengths": [1, 5, 3]}
+    fixed = [{**sizes, **case} for case in CACHE_WITH_PADDING]
+    search(ctx, prop, fixed=fixed, strategy=padded_cache_example(), examples=ctx.model_examples)
+
+
+def _lm_reference(ctx: CheckContext) -> None:
+    require_weights(ctx)
+    p = _Pipeline(ctx, LM)
+    oracle, same = oracle_copies(ctx, p.module)
+
+    def prop(example: Example) -> None:
+        ids, keep = _lm_padded(ctx, p, example)
+        y = p.full(ids, keep)
+        want = run_oracle(oracle, ids, keep)
+        base = run_oracle(same, ids, keep)
+        side = example["side"]
+        ctx.compare(f"{side}-padded batch: logits vs reference", y[keep], want[keep], base[keep])
+
+    fixed = [{"b": 3, "n": 6, "side": side, "lengths": [1, 6, 4]} for side in SIDES]
+    search(ctx, prop, fixed=fixed, strategy=lm_batch_example(), examples=ctx.model_examples)
 
 
 @check(

@@ -3,15 +3,27 @@ minimal case, and the reported seed or example replays it exactly; the ci profil
 the kernel profile draws from its block-boundary size sets."""
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
 from hypothesis import given, settings
 
 from tests.conformance import fakes
+from transformer_conformance.adapter import Capability
 from transformer_conformance.api import SEED_ENV, ReportPaths, UsageError, default_seed, run_audit
 from transformer_conformance.checks.inputs import AttnCase, search_cases
+from transformer_conformance.checks.layers import same_rows
+from transformer_conformance.checks.models import (
+    CACHE_WITH_PADDING,
+    SEQ,
+    _ids,
+    _Pipeline,
+    lm_cache_with_padding,
+)
 from transformer_conformance.context import CI_SEED, PROFILES, CheckContext, CheckFailure, FailureKind
+from transformer_conformance.mutants import lm_step_pads_prefill_only
+from transformer_conformance.registry import Registry
 from transformer_conformance.search import search
 from transformer_conformance.strategies import (
     KERNEL_LENGTHS,
@@ -25,6 +37,8 @@ from transformer_conformance.strategies import (
 OFF_BY_ONE = "mutant.attention-causal-off-by-one"
 CAUSAL = "mask.causal.is-causal"
 PEEK = "mutant.lm-causal-peeks-ahead"
+CACHE_PAD = "lm.cache-with-padding"
+LM = Capability.DECODER_LM
 
 
 def _result(**kwargs):
@@ -172,8 +186,28 @@ def test_lm_causality_failure_shows_the_shortest_sequence_token_ids_and_the_move
     assert "token ids ids:" in markdown and "changed token 1" in markdown and "input shapes:" in markdown
 
 
+#: One check that compares without the search driver (every built-in property check searches).
+UNSEARCHED = Registry()
+
+
+@UNSEARCHED.check(
+    "lm.teacher-forcing-fixed",
+    claims=("training.parallel-equals-sequential",),
+    needs=(LM,),
+    kind="metamorphic",
+)
+def _teacher_forcing_fixed(ctx: CheckContext) -> None:
+    """lm.teacher-forcing on one fixed batch, called directly (no search)."""
+    p = _Pipeline(ctx, LM)
+    ids = _ids(ctx, p.cfg, p.b, SEQ)
+    full = p.full(ids)
+    for t in range(SEQ):
+        same_rows(ctx, f"position {t}", full[:, t : t + 1], p.full(ids[:, : t + 1])[:, t : t + 1], None)
+
+
 def test_a_check_that_does_not_search_still_reports_shapes_token_ids_and_the_offending_entry():
-    (result,) = run_audit([PEEK], profile="ci", check="lm.teacher-forcing", in_process=True).results
+    report = run_audit([PEEK], profile="ci", registry=UNSEARCHED, in_process=True, progress=False)
+    (result,) = report.results
     assert result.status == "fail", result.message
     counter = result.counterexample
     assert "example" not in counter
@@ -211,3 +245,30 @@ def test_decoder_layer_causality_failure_shrinks_to_the_smallest_layer_case():
     )
     (replayed,) = again.results
     assert replayed.status == "fail" and replayed.message == result.message
+
+
+def test_lm_cache_with_padding_shrinks_a_warm_cache_padding_bug_to_the_smallest_schedule():
+    # the planted bug drops the pad mask of chunks on a warm cache: a padded prompt prefilled in one
+    # chunk then decoded token by token (the first fixed case) does not show it; drawn schedules do,
+    # and the failure shrinks to one sample, a left-padded prompt of 3 with one real token, prefilled
+    # in chunks of 1 then 2. Shrinking bounded by replays only (no seconds budget): derandomized.
+    profile = replace(PROFILES["ci"], model_examples=6, shrink_calls=60, shrink_s=1e9)
+
+    def context(**kwargs):
+        adapter = lm_step_pads_prefill_only.make()
+        cpu, f32 = torch.device("cpu"), torch.float32
+        return CheckContext(
+            adapter, device=cpu, dtype=f32, profile=profile, seed=2, check_id=CACHE_PAD, **kwargs
+        )
+
+    first = {"b": 3, "prompt": 5, "generated": 3, "lengths": [1, 5, 3], **CACHE_WITH_PADDING[0], "data": 0}
+    lm_cache_with_padding(context(replay={"search": 0, "example": first}))  # passes
+    with pytest.raises(CheckFailure) as info:
+        lm_cache_with_padding(context())
+    counter = info.value.counterexample
+    assert counter["source"] == "drawn" and counter["shrink"]["replays"] <= 60
+    example = {k: v for k, v in counter["example"].items() if k != "data"}
+    assert example == {"b": 1, "prompt": 3, "generated": 0, "side": "left", "lengths": [1], "chunks": [1, 2]}
+    assert "schedule [1, 2]: cached step at positions 1..2 (warm cache of 1)" in info.value.message
+    # the recorded token ids and pad mask are those of the minimal case
+    assert len(counter["token_ids"]["ids"]) == 3 and counter["shapes"]["pad_mask"] == [1, 3]
