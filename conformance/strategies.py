@@ -12,6 +12,10 @@ an example is replayed exactly from its JSON and hypothesis shrinks sizes and co
 - padding (``PADDING_SIDES``): left, right, mixed (each sample its own side), whole-sample;
 - cache schedules (``cache_schedule``): a prompt of n positions split into prefill chunks, single
   steps, chunks on a warm cache;
+- encoder-decoder batches (``seq2seq_example``): batch, source and target lengths, each sample's real
+  source and target length, optionally a padding side, a cache schedule and a source permutation;
+- temperatures (``invalid_temperatures``): negative (down to -inf and the smallest subnormal), NaN,
+  and 0 / -0.0 (greedy or an error per the declared convention);
 - dtypes (``dtypes``): among the target's declared ones.
 """
 
@@ -201,6 +205,70 @@ def cache_schedule(length: int) -> st.SearchStrategy[list[int]]:
         return st.just([length])
     cuts = st.sets(st.integers(1, length - 1), max_size=length - 1)
     return cuts.map(lambda c: [b - a for a, b in zip([0, *sorted(c)], [*sorted(c), length])])
+
+
+#: Padding sides of an encoder-decoder batch: every sample padded on the right, on the left, or each
+#: sample on its own side ("mixed": sample 0 right, sample 1 left, ...).
+SEQ2SEQ_SIDES = ("right", "left", "mixed")
+
+
+def seq2seq_example(
+    *,
+    min_batch: int = 1,
+    max_batch: int = 3,
+    min_src: int = 1,
+    max_src: int = 6,
+    max_tgt: int = 8,
+    sides: Sequence[str] = (),
+    schedule: bool = False,
+    permutation: bool = False,
+    extras: dict[str, st.SearchStrategy[Any]] | None = None,
+) -> st.SearchStrategy[Example]:
+    """An encoder-decoder batch: ``b`` samples, source length ``s``, target length ``n`` (1..``max_tgt``),
+    each sample's real source length (``src_lengths``, 1..s) and target length (``tgt_lengths``, 1..n),
+    a ``data`` seed and the ``extras``; with ``sides`` a padding ``side`` among them, with ``schedule``
+    the cache schedule ``chunks`` of the n target positions (``cache_schedule``), with ``permutation``
+    a permutation ``perm`` of the s source positions (never the identity when s > 1: it shrinks to a
+    rotation by one). Everything shrinks towards one short sample of full length."""
+
+    @st.composite
+    def draw(d: st.DrawFn) -> Example:
+        b = d(st.integers(min_batch, max_batch))
+        s = d(st.integers(min_src, max_src))
+        n = d(st.integers(1, max_tgt))
+
+        def lengths(m: int) -> list[int]:
+            # drawn as the padding m - length, so that a failure shrinks towards unpadded samples
+            pads: list[int] = d(st.lists(st.integers(0, m - 1), min_size=b, max_size=b))
+            return [m - pad for pad in pads]
+
+        example: Example = {"b": b, "s": s, "n": n, "src_lengths": lengths(s), "tgt_lengths": lengths(n)}
+        if sides:
+            example["side"] = d(st.sampled_from(list(sides)))
+        if schedule:
+            example["chunks"] = d(cache_schedule(n))
+        if permutation:
+            perm = d(st.permutations(range(s)))
+            if s > 1 and perm == list(range(s)):
+                perm = perm[1:] + perm[:1]
+            example["perm"] = perm
+        for key, strategy in (extras or {}).items():
+            example[key] = d(strategy)
+        example["data"] = d(data_seeds())
+        return example
+
+    return draw()
+
+
+def invalid_temperatures() -> st.SearchStrategy[str]:
+    """Temperatures a sampler must reject (``sampling.invalid-temperature``), as their ``repr`` (JSON has
+    no NaN or inf; ``float()`` reads them back): negative ones, from -1 (what a failure shrinks to)
+    through -inf and the smallest negative subnormal, and NaN; and 0.0 and -0.0, which mean greedy
+    decoding (or an error, per the declared convention), never a division by zero. +inf is not among
+    them: the claim names negative and NaN temperatures only."""
+    negative = st.floats(max_value=-(2.0**-1074), allow_nan=False, allow_infinity=True)
+    special = st.sampled_from([float("nan"), 0.0, -0.0, float("-inf"), -1e-6])
+    return st.one_of(st.just(-1.0), negative, special).map(repr)
 
 
 def dtypes(declared: Sequence[torch.dtype]) -> st.SearchStrategy[torch.dtype]:
