@@ -18,6 +18,10 @@ an example is replayed exactly from its JSON and hypothesis shrinks sizes and co
 - padded batches of the layer and model checks (``padded_batch_example``): batch, lengths, each
   sample's real length, the padding side (``BATCH_SIDES``), an empty sample, the other samples'
   lengths, dependent extras (a cut position, a permutation);
+- encoder-decoder batches (``seq2seq_example``): batch, source and target lengths, each sample's real
+  source and target length, optionally a padding side, a cache schedule and a source permutation;
+- temperatures (``invalid_temperatures``): negative (down to -inf and the smallest subnormal), NaN,
+  and 0 / -0.0 (greedy or an error per the declared convention);
 - dtypes (``dtypes``): among the target's declared ones.
 """
 
@@ -50,6 +54,9 @@ KERNEL_BUDGET = 1025 * 1025 * 64
 MASK_SHAPES = ("none", "[nq,nk]", "[b,1,nq,nk]", "[b,h,nq,nk]", "[b,1,1,nk]")
 #: Key-padding layouts.
 PADDING_SIDES = ("right", "left", "mixed", "whole-sample")
+#: Padding sides of a padded batch: every sample right- or left-padded, or "mixed" (even samples
+#: right-, odd samples left-padded, in one batch).
+BATCH_SIDES = ("right", "left", "mixed")
 
 
 def data_seeds() -> st.SearchStrategy[int]:
@@ -243,6 +250,58 @@ def lm_batch_example(
     return draw()
 
 
+#: Padding sides of an encoder-decoder batch (the same as a layer batch's).
+SEQ2SEQ_SIDES = BATCH_SIDES
+
+
+def seq2seq_example(
+    *,
+    min_batch: int = 1,
+    max_batch: int = 3,
+    min_src: int = 1,
+    max_src: int = 6,
+    max_tgt: int = 8,
+    sides: Sequence[str] = (),
+    schedule: bool = False,
+    permutation: bool = False,
+    extras: dict[str, st.SearchStrategy[Any]] | None = None,
+) -> st.SearchStrategy[Example]:
+    """An encoder-decoder batch: ``b`` samples, source length ``s``, target length ``n`` (1..``max_tgt``),
+    each sample's real source length (``src_lengths``, 1..s) and target length (``tgt_lengths``, 1..n),
+    a ``data`` seed and the ``extras``; with ``sides`` a padding ``side`` among them, with ``schedule``
+    the cache schedule ``chunks`` of the n target positions (``cache_schedule``), with ``permutation``
+    a permutation ``perm`` of the s source positions (never the identity when s > 1: it shrinks to a
+    rotation by one). Everything shrinks towards one short sample of full length."""
+
+    @st.composite
+    def draw(d: st.DrawFn) -> Example:
+        b = d(st.integers(min_batch, max_batch))
+        s = d(st.integers(min_src, max_src))
+        n = d(st.integers(1, max_tgt))
+
+        def lengths(m: int) -> list[int]:
+            # drawn as the padding m - length, so that a failure shrinks towards unpadded samples
+            pads: list[int] = d(st.lists(st.integers(0, m - 1), min_size=b, max_size=b))
+            return [m - pad for pad in pads]
+
+        example: Example = {"b": b, "s": s, "n": n, "src_lengths": lengths(s), "tgt_lengths": lengths(n)}
+        if sides:
+            example["side"] = d(st.sampled_from(list(sides)))
+        if schedule:
+            example["chunks"] = d(cache_schedule(n))
+        if permutation:
+            perm = d(st.permutations(range(s)))
+            if s > 1 and perm == list(range(s)):
+                perm = perm[1:] + perm[:1]
+            example["perm"] = perm
+        for key, strategy in (extras or {}).items():
+            example[key] = d(strategy)
+        example["data"] = d(data_seeds())
+        return example
+
+    return draw()
+
+
 def schedule_example(
     *, batch: tuple[int, int] = (1, 3), length: tuple[int, int] = (1, 8)
 ) -> st.SearchStrategy[Example]:
@@ -308,14 +367,22 @@ def shift_example(
     return draw()
 
 
+def invalid_temperatures() -> st.SearchStrategy[str]:
+    """Temperatures a sampler must reject (``sampling.invalid-temperature``), as their ``repr`` (JSON has
+    no NaN or inf; ``float()`` reads them back): negative ones, from -1 (what a failure shrinks to)
+    through -inf and the smallest negative subnormal, and NaN; and 0.0 and -0.0, which mean greedy
+    decoding (or an error, per the declared convention), never a division by zero. +inf is not among
+    them: the claim names negative and NaN temperatures only."""
+    negative = st.floats(max_value=-(2.0**-1074), allow_nan=False, allow_infinity=True)
+    special = st.sampled_from([float("nan"), 0.0, -0.0, float("-inf"), -1e-6])
+    return st.one_of(st.just(-1.0), negative, special).map(repr)
+
+
 def dtypes(declared: Sequence[torch.dtype]) -> st.SearchStrategy[torch.dtype]:
     """One of the target's declared dtypes."""
     return st.sampled_from(list(declared))
 
 
-#: Padding sides of a padded batch: every sample right- or left-padded, or "mixed" (even samples
-#: right-, odd samples left-padded, in one batch).
-BATCH_SIDES = ("right", "left", "mixed")
 
 #: An extra field of a drawn example: a strategy, or a function of the sizes drawn so far giving one
 #: (a cut position within a drawn length, a permutation of a drawn length).

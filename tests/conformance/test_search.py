@@ -29,9 +29,12 @@ from transformer_conformance.strategies import (
     KERNEL_LENGTHS,
     KERNEL_PAIRS,
     KERNEL_WIDTHS,
+    SEQ2SEQ_SIDES,
     attention_example,
     cache_schedule,
+    invalid_temperatures,
     padding_lengths,
+    seq2seq_example,
 )
 
 OFF_BY_ONE = "mutant.attention-causal-off-by-one"
@@ -272,3 +275,51 @@ def test_lm_cache_with_padding_shrinks_a_warm_cache_padding_bug_to_the_smallest_
     assert "schedule [1, 2]: cached step at positions 1..2 (warm cache of 1)" in info.value.message
     # the recorded token ids and pad mask are those of the minimal case
     assert len(counter["token_ids"]["ids"]) == 3 and counter["shapes"]["pad_mask"] == [1, 3]
+
+
+def test_encdec_memory_permutation_failure_shrinks_to_two_source_positions_swapped():
+    # encdec.memory-permutation draws batches, lengths and permutations: the positional bias on the memory
+    # shrinks to one sample, two source positions swapped and one target token
+    report = run_audit(
+        ["mutant.encdec-memory-positions"], profile="ci", seed=11, check="encdec.memory-permutation"
+    )
+    (result,) = report.results
+    assert result.status == "fail", result.message
+    counter = result.counterexample
+    assert counter["source"] == "drawn"
+    assert counter["sizes"] == {"b": 1, "s": 2, "n": 1}
+    assert counter["example"]["perm"] == [1, 0] and counter["example"]["src_lengths"] == [2]
+    assert "permuted by [1, 0]" in result.message
+    assert counter["shapes"]["src"] == [1, 2] and counter["shapes"]["tgt"] == [1, 1]
+    assert all(isinstance(i, int) for i in counter["token_ids"]["src"])
+    # the reported example replays exactly
+    replayed = run_audit(
+        ["mutant.encdec-memory-positions"],
+        profile="ci",
+        seed=11,
+        check="encdec.memory-permutation",
+        example=counter["replay"],
+        in_process=True,
+    ).results[0]
+    assert replayed.status == "fail" and replayed.counterexample["source"] == "replay"
+    assert replayed.message == result.message
+
+
+@settings(max_examples=40, database=None, derandomize=True)
+@given(seq2seq_example(sides=SEQ2SEQ_SIDES, schedule=True, permutation=True))
+def test_seq2seq_examples_are_consistent(example):
+    b, s, n = example["b"], example["s"], example["n"]
+    assert len(example["src_lengths"]) == len(example["tgt_lengths"]) == b
+    assert all(1 <= x <= s for x in example["src_lengths"])
+    assert all(1 <= x <= n for x in example["tgt_lengths"])
+    assert sum(example["chunks"]) == n and example["side"] in SEQ2SEQ_SIDES
+    assert sorted(example["perm"]) == list(range(s)) and (s == 1 or example["perm"] != list(range(s)))
+    json.dumps(example)
+
+
+@settings(max_examples=60, database=None, derandomize=True)
+@given(invalid_temperatures())
+def test_invalid_temperatures_are_negative_nan_or_zero(text):
+    t = float(text)
+    assert t != t or t <= 0.0  # NaN, negative (to -inf) or a zero (greedy or an error per convention)
+    assert json.loads(json.dumps(text)) == text

@@ -24,49 +24,8 @@ from transformer_conformance.registry import all_checks
 # check id -> why no planted bug exists for it yet (keep this empty where possible)
 WITHOUT_MUTANT: dict[str, str] = {}
 
-_TODO = "not yet migrated to the search driver (issue 11)"
 # check id -> why it runs no search of the driver (keep this empty where possible)
-NOT_SEARCHED: dict[str, str] = {
-    c: _TODO
-    for c in (
-        "decoder_layer.batch-independence",
-        "decoder_layer.causality",
-        "decoder_layer.reference",
-        "decoder_layer.residual-placement",
-        "encdec.batch-independence",
-        "encdec.cache-equals-recompute",
-        "encdec.cache-with-padding",
-        "encdec.determinism",
-        "encdec.encodes-once",
-        "encdec.memory-permutation",
-        "encdec.reference",
-        "encdec.shape",
-        "encdec.teacher-forcing",
-        "encoder.batch-independence",
-        "encoder.bidirectional",
-        "encoder.determinism",
-        "encoder.reference",
-        "encoder.shape",
-        "encoder_layer.batch-independence",
-        "encoder_layer.fully-padded-neighbour",
-        "encoder_layer.fully-padded-sample",
-        "encoder_layer.reference",
-        "encoder_layer.residual-placement",
-        "lm.batch-independence",
-        "lm.cache-equals-recompute",
-        "lm.cache-with-padding",
-        "lm.determinism",
-        "lm.positions.relative-shift",
-        "lm.reference",
-        "lm.shape",
-        "lm.teacher-forcing",
-        "loss.ignores-padding",
-        "sampler.frequencies",
-        "sampler.invalid-temperature",
-        "sampler.temperature-limits",
-        "sampler.temperature-zero",
-    )
-}
+NOT_SEARCHED: dict[str, str] = {}
 
 
 def mutant_modules() -> dict[str, ModuleType]:
