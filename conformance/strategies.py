@@ -25,7 +25,7 @@ an example is replayed exactly from its JSON and hypothesis shrinks sizes and co
 - dtypes (``dtypes``): among the target's declared ones.
 """
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -397,7 +397,7 @@ def padded_batch_example(
     sides: Sequence[str] = BATCH_SIDES,
     empty: bool = False,
     others: bool = False,
-    extras: dict[str, Extra] | None = None,
+    extras: Mapping[str, Extra] | None = None,
 ) -> st.SearchStrategy[Example]:
     """A padded batch of a layer or model check: ``b`` in ``batch``, each length of ``dims`` (name ->
     inclusive range), and for each ``padded`` dim (default: all) the real length of every sample
