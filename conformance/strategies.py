@@ -12,10 +12,17 @@ an example is replayed exactly from its JSON and hypothesis shrinks sizes and co
 - padding (``PADDING_SIDES``): left, right, mixed (each sample its own side), whole-sample;
 - cache schedules (``cache_schedule``): a prompt of n positions split into prefill chunks, single
   steps, chunks on a warm cache;
-- dtypes (``dtypes``): among the target's declared ones;
+- decoder-only LM batches (``lm_batch_example``, ``schedule_example``, ``padded_cache_example``,
+  ``shift_example``): batch, length, padding side and per-sample real lengths, a cache schedule, a
+  padded prompt decoded on the cache in a drawn schedule, per-sample left shifts;
 - padded batches of the layer and model checks (``padded_batch_example``): batch, lengths, each
   sample's real length, the padding side (``BATCH_SIDES``), an empty sample, the other samples'
-  lengths, dependent extras (a cut position, a permutation).
+  lengths, dependent extras (a cut position, a permutation);
+- encoder-decoder batches (``seq2seq_example``): batch, source and target lengths, each sample's real
+  source and target length, optionally a padding side, a cache schedule and a source permutation;
+- temperatures (``invalid_temperatures``): negative (down to -inf and the smallest subnormal), NaN,
+  and 0 / -0.0 (greedy or an error per the declared convention);
+- dtypes (``dtypes``): among the target's declared ones.
 """
 
 from collections.abc import Callable, Mapping, Sequence
@@ -47,6 +54,9 @@ KERNEL_BUDGET = 1025 * 1025 * 64
 MASK_SHAPES = ("none", "[nq,nk]", "[b,1,nq,nk]", "[b,h,nq,nk]", "[b,1,1,nk]")
 #: Key-padding layouts.
 PADDING_SIDES = ("right", "left", "mixed", "whole-sample")
+#: Padding sides of a padded batch: every sample right- or left-padded, or "mixed" (even samples
+#: right-, odd samples left-padded, in one batch).
+BATCH_SIDES = ("right", "left", "mixed")
 
 
 def data_seeds() -> st.SearchStrategy[int]:
@@ -206,14 +216,172 @@ def cache_schedule(length: int) -> st.SearchStrategy[list[int]]:
     return cuts.map(lambda c: [b - a for a, b in zip([0, *sorted(c)], [*sorted(c), length])])
 
 
+def _lengths(d: st.DrawFn, b: int, n: int, first_at_least: int = 1) -> list[int]:
+    """Per-sample real lengths in 1..n (sample 0 at least ``first_at_least``); shrink towards 1."""
+    first = d(st.integers(min(first_at_least, n), n))
+    return [first, *(d(st.integers(1, n)) for _ in range(b - 1))]
+
+
+def lm_batch_example(
+    *,
+    batch: tuple[int, int] = (1, 3),
+    length: tuple[int, int] = (1, 6),
+    others: bool = False,
+    first_at_least: int = 1,
+    extras: dict[str, st.SearchStrategy[Any]] | None = None,
+) -> st.SearchStrategy[Example]:
+    """A padded LM batch: ``b``, ``n``, ``side`` (right, left), ``lengths`` (per sample, 1..n; sample 0
+    at least ``first_at_least``), with ``others`` a second set of lengths ``others_lengths`` (the
+    batch-independence check's changed batch), the ``extras`` and a ``data`` seed. Shrinks to one short
+    sample."""
+
+    @st.composite
+    def draw(d: st.DrawFn) -> Example:
+        b = d(st.integers(*batch))
+        n = d(st.integers(*length))
+        example: Example = {"b": b, "n": n, "side": d(st.sampled_from(("right", "left")))}
+        example["lengths"] = _lengths(d, b, n, first_at_least)
+        if others:
+            example["others_lengths"] = _lengths(d, b, n)
+        example.update({name: d(strategy) for name, strategy in (extras or {}).items()})
+        example["data"] = d(data_seeds())
+        return example
+
+    return draw()
+
+
+#: Padding sides of an encoder-decoder batch (the same as a layer batch's).
+SEQ2SEQ_SIDES = BATCH_SIDES
+
+
+def seq2seq_example(
+    *,
+    min_batch: int = 1,
+    max_batch: int = 3,
+    min_src: int = 1,
+    max_src: int = 6,
+    max_tgt: int = 8,
+    sides: Sequence[str] = (),
+    schedule: bool = False,
+    permutation: bool = False,
+    extras: dict[str, st.SearchStrategy[Any]] | None = None,
+) -> st.SearchStrategy[Example]:
+    """An encoder-decoder batch: ``b`` samples, source length ``s``, target length ``n`` (1..``max_tgt``),
+    each sample's real source length (``src_lengths``, 1..s) and target length (``tgt_lengths``, 1..n),
+    a ``data`` seed and the ``extras``; with ``sides`` a padding ``side`` among them, with ``schedule``
+    the cache schedule ``chunks`` of the n target positions (``cache_schedule``), with ``permutation``
+    a permutation ``perm`` of the s source positions (never the identity when s > 1: it shrinks to a
+    rotation by one). Everything shrinks towards one short sample of full length."""
+
+    @st.composite
+    def draw(d: st.DrawFn) -> Example:
+        b = d(st.integers(min_batch, max_batch))
+        s = d(st.integers(min_src, max_src))
+        n = d(st.integers(1, max_tgt))
+
+        def lengths(m: int) -> list[int]:
+            # drawn as the padding m - length, so that a failure shrinks towards unpadded samples
+            pads: list[int] = d(st.lists(st.integers(0, m - 1), min_size=b, max_size=b))
+            return [m - pad for pad in pads]
+
+        example: Example = {"b": b, "s": s, "n": n, "src_lengths": lengths(s), "tgt_lengths": lengths(n)}
+        if sides:
+            example["side"] = d(st.sampled_from(list(sides)))
+        if schedule:
+            example["chunks"] = d(cache_schedule(n))
+        if permutation:
+            perm = d(st.permutations(range(s)))
+            if s > 1 and perm == list(range(s)):
+                perm = perm[1:] + perm[:1]
+            example["perm"] = perm
+        for key, strategy in (extras or {}).items():
+            example[key] = d(strategy)
+        example["data"] = d(data_seeds())
+        return example
+
+    return draw()
+
+
+def schedule_example(
+    *, batch: tuple[int, int] = (1, 3), length: tuple[int, int] = (1, 8)
+) -> st.SearchStrategy[Example]:
+    """``b``, a sequence length ``n`` and a cache schedule ``chunks`` of it (``cache_schedule``), and a
+    ``data`` seed. Shrinks to one sample, one token, one prefill."""
+
+    @st.composite
+    def draw(d: st.DrawFn) -> Example:
+        b = d(st.integers(*batch))
+        n = d(st.integers(*length))
+        return {"b": b, "n": n, "chunks": d(cache_schedule(n)), "data": d(data_seeds())}
+
+    return draw()
+
+
+def padded_cache_example(
+    *,
+    batch: tuple[int, int] = (1, 3),
+    prompt: tuple[int, int] = (1, 5),
+    generated: tuple[int, int] = (0, 3),
+) -> st.SearchStrategy[Example]:
+    """A padded prompt decoded on the cache: ``b``, ``prompt`` length, ``side`` (right, left), per-sample
+    real ``lengths`` of the prompt (1..prompt), ``generated`` real tokens after it, and the cache
+    schedule ``chunks`` of all ``prompt + generated`` positions (prefill chunks, single steps, chunks on
+    a warm cache that hold padding or straddle the prompt's end), and a ``data`` seed. Shrinks to one
+    sample, a one-token prompt, one prefill."""
+
+    @st.composite
+    def draw(d: st.DrawFn) -> Example:
+        b = d(st.integers(*batch))
+        p = d(st.integers(*prompt))
+        g = d(st.integers(*generated))
+        side = d(st.sampled_from(("right", "left")))
+        lengths = _lengths(d, b, p)
+        chunks = d(cache_schedule(p + g))
+        return {
+            "b": b,
+            "prompt": p,
+            "generated": g,
+            "side": side,
+            "lengths": lengths,
+            "chunks": chunks,
+            "data": d(data_seeds()),
+        }
+
+    return draw()
+
+
+def shift_example(
+    *, batch: tuple[int, int] = (1, 3), length: tuple[int, int] = (1, 6), max_shift: int = 4
+) -> st.SearchStrategy[Example]:
+    """``b``, a length ``n`` of real tokens, per-sample left shifts ``pads`` (1..max_shift pads before
+    the real tokens; a row shifted less than the most is filled up with right padding), and a ``data``
+    seed. Shrinks to one sample of one token shifted by one pad."""
+
+    @st.composite
+    def draw(d: st.DrawFn) -> Example:
+        b = d(st.integers(*batch))
+        n = d(st.integers(*length))
+        pads = [d(st.integers(1, max_shift)) for _ in range(b)]
+        return {"b": b, "n": n, "pads": pads, "data": d(data_seeds())}
+
+    return draw()
+
+
+def invalid_temperatures() -> st.SearchStrategy[str]:
+    """Temperatures a sampler must reject (``sampling.invalid-temperature``), as their ``repr`` (JSON has
+    no NaN or inf; ``float()`` reads them back): negative ones, from -1 (what a failure shrinks to)
+    through -inf and the smallest negative subnormal, and NaN; and 0.0 and -0.0, which mean greedy
+    decoding (or an error, per the declared convention), never a division by zero. +inf is not among
+    them: the claim names negative and NaN temperatures only."""
+    negative = st.floats(max_value=-(2.0**-1074), allow_nan=False, allow_infinity=True)
+    special = st.sampled_from([float("nan"), 0.0, -0.0, float("-inf"), -1e-6])
+    return st.one_of(st.just(-1.0), negative, special).map(repr)
+
+
 def dtypes(declared: Sequence[torch.dtype]) -> st.SearchStrategy[torch.dtype]:
     """One of the target's declared dtypes."""
     return st.sampled_from(list(declared))
 
-
-#: Padding sides of a padded batch: every sample right- or left-padded, or "mixed" (even samples
-#: right-, odd samples left-padded, in one batch).
-BATCH_SIDES = ("right", "left", "mixed")
 
 #: An extra field of a drawn example: a strategy, or a function of the sizes drawn so far giving one
 #: (a cut position within a drawn length, a permutation of a drawn length).

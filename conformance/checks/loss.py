@@ -11,7 +11,7 @@ from transformer_conformance.context import CheckContext
 from transformer_conformance.reference.loss import next_token_loss
 from transformer_conformance.registry import check
 from transformer_conformance.search import search
-from transformer_conformance.strategies import Example, sizes_example
+from transformer_conformance.strategies import Example, lm_batch_example, sizes_example
 
 LOSS = Capability.LOSS
 VOCAB, PAD = 11, 0
@@ -87,17 +87,25 @@ def loss_value(ctx: CheckContext) -> None:
 def loss_ignores_padding(ctx: CheckContext) -> None:
     """With right or left padding (lengths 1..n in one batch) the loss equals the reference's mean over
     non-pad targets, and logits whose target is a pad can take any value."""
-    n = 6
-    for side in SIDES:
-        keep = keep_from_lengths(ctx, [n, 1, 3], n, side)
-        ids = torch.where(keep, _real_ids(ctx, 3, n), torch.full_like(keep, PAD, dtype=torch.int64))
-        logits = ctx.randn(3, n, VOCAB, scale=2.0)
-        got = compare_with_reference(ctx, f"{side}-padded batch", logits, ids, PAD)
+
+    def prop(example: Example) -> None:
+        b, n, side = int(example["b"]), int(example["n"]), example["side"]
+        keep = keep_from_lengths(ctx, [int(v) for v in example["lengths"]], n, side)
+        ids = torch.where(keep, _real_ids(ctx, b, n), torch.full_like(keep, PAD, dtype=torch.int64))
+        logits = ctx.randn(b, n, VOCAB, scale=2.0)
+        what = f"{side}-padded {b}x{n} batch (lengths {example['lengths']})"
+        got = compare_with_reference(ctx, what, logits, ids, PAD)
         pad_target = torch.zeros_like(keep)
         pad_target[:, :-1] = ~keep[:, 1:]
-        changed = torch.where(pad_target.unsqueeze(-1), ctx.randn(3, n, VOCAB, scale=10.0), logits)
+        changed = torch.where(pad_target.unsqueeze(-1), ctx.randn(b, n, VOCAB, scale=10.0), logits)
         ctx.compare_direct(
-            f"{side}-padded batch with the logits of pad targets changed",
+            f"{what} with the logits of pad targets changed",
             target_loss(ctx, changed, ids, PAD),
             got.to(torch.float64),
         )
+
+    # each side with lengths 6, 1 and 3; then batch, length, side and lengths drawn (sample 0 has at
+    # least one target)
+    fixed = [{"b": 3, "n": 6, "side": side, "lengths": [6, 1, 3]} for side in SIDES]
+    drawn = lm_batch_example(batch=(1, 4), length=(2, 8), first_at_least=2)
+    search(ctx, prop, fixed=fixed, strategy=drawn)

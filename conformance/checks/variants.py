@@ -36,7 +36,8 @@ from transformer_conformance.context import CheckContext, FailureKind, NotApplic
 from transformer_conformance.reference.architecture import Architecture
 from transformer_conformance.reference.grouped import grouped_attention, repeat_kv, window_keep
 from transformer_conformance.registry import check
-from transformer_conformance.strategies import KERNEL_GQA_RATIOS, Example, attention_example
+from transformer_conformance.search import search
+from transformer_conformance.strategies import KERNEL_GQA_RATIOS, Example, attention_example, shift_example
 
 ATTN = (Capability.ATTENTION,)
 LM = Capability.DECODER_LM
@@ -248,9 +249,10 @@ def window_differential(ctx: CheckContext) -> None:
 )
 def lm_relative_shift(ctx: CheckContext) -> None:
     """decoder-only LM whose declared positions are relative (rotary, ALiBi, relative buckets, none) or
-    counted from the first real token: left-padding a batch by 1..3 pads shifts every real token's slot
-    but none of its logits (equal to the unpadded batch's). Not applicable to absolute positions
-    counted in slots, where the shift legitimately changes the logits."""
+    counted from the first real token: left-padding each sample by its own 1..4 pads (a sample shifted
+    less than the most is right-padded too) shifts every real token's slot but none of its logits (equal
+    to the unpadded batch's). Not applicable to absolute positions counted in slots, where the shift
+    legitimately changes the logits."""
     from transformer_conformance.checks.layers import same_rows
     from transformer_conformance.checks.models import _ids, _Pipeline
 
@@ -260,19 +262,29 @@ def lm_relative_shift(ctx: CheckContext) -> None:
             f"target {ctx.adapter.name!r} declares absolute positions counted in slots: a shift moves them"
         )
     p = _Pipeline(ctx, LM)
-    n = 5
-    ids = _ids(ctx, p.cfg, p.b, n)
-    base = p.full(ids)
-    for pads in (1, 3):
-        padded = torch.cat([torch.full((p.b, pads), p.cfg.pad_id, device=ctx.device), ids], dim=1)
-        keep = torch.ones_like(padded, dtype=torch.bool)
-        keep[:, :pads] = False
+
+    def prop(example: Example) -> None:
+        b, n, pads = int(example["b"]), int(example["n"]), [int(k) for k in example["pads"]]
+        ids = _ids(ctx, p.cfg, b, n)
+        base = p.full(ids)
+        # row i: pads[i] left pads, the real tokens, right pads up to the widest shift
+        padded = torch.full((b, n + max(pads)), p.cfg.pad_id, dtype=ids.dtype, device=ctx.device)
+        keep = torch.zeros_like(padded, dtype=torch.bool)
+        for i, k in enumerate(pads):
+            padded[i, k : k + n] = ids[i]
+            keep[i, k : k + n] = True
         y = p.full(padded, keep)
+        shifted = torch.stack([y[i, k : k + n] for i, k in enumerate(pads)])
+        ctx.record(ids=padded, pad_mask=keep, unpadded=ids)
         same_rows(
             ctx,
-            f"logits after {pads} left pads (positions={arch.positions!r}, ids={arch.position_ids!r}) vs "
-            "the unpadded batch",
-            y[:, pads:],
+            f"logits after {pads} left pads per sample (positions={arch.positions!r}, "
+            f"ids={arch.position_ids!r}) vs the unpadded batch",
+            shifted,
             base,
             None,
         )
+
+    # every sample shifted by 1, then by 3; then batch, length and per-sample shifts drawn
+    fixed = [{"b": 2, "n": 5, "pads": [k, k]} for k in (1, 3)]
+    search(ctx, prop, fixed=fixed, strategy=shift_example(), examples=ctx.model_examples)

@@ -3,6 +3,7 @@ minimal case, and the reported seed or example replays it exactly; the ci profil
 the kernel profile draws from its block-boundary size sets."""
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -10,24 +11,40 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.conformance import fakes
-from transformer_conformance.api import ReportPaths, run_audit
+from transformer_conformance.adapter import Capability
+from transformer_conformance.api import SEED_ENV, ReportPaths, UsageError, default_seed, run_audit
 from transformer_conformance.checks.inputs import AttnCase, search_cases
-from transformer_conformance.context import PROFILES, CheckContext, CheckFailure, FailureKind
+from transformer_conformance.checks.layers import same_rows
+from transformer_conformance.checks.models import (
+    CACHE_WITH_PADDING,
+    SEQ,
+    _ids,
+    _Pipeline,
+    lm_cache_with_padding,
+)
+from transformer_conformance.context import CI_SEED, PROFILES, CheckContext, CheckFailure, FailureKind
+from transformer_conformance.mutants import lm_step_pads_prefill_only
+from transformer_conformance.registry import Registry
 from transformer_conformance.search import search
 from transformer_conformance.strategies import (
     BATCH_SIDES,
     KERNEL_LENGTHS,
     KERNEL_PAIRS,
     KERNEL_WIDTHS,
+    SEQ2SEQ_SIDES,
     attention_example,
     cache_schedule,
+    invalid_temperatures,
     padded_batch_example,
     padding_lengths,
+    seq2seq_example,
 )
 
 OFF_BY_ONE = "mutant.attention-causal-off-by-one"
 CAUSAL = "mask.causal.is-causal"
 PEEK = "mutant.lm-causal-peeks-ahead"
+CACHE_PAD = "lm.cache-with-padding"
+LM = Capability.DECODER_LM
 
 
 def _result(**kwargs):
@@ -82,6 +99,21 @@ def test_ci_profile_is_derandomized():
     checks = [CAUSAL, "mask.causal.differential", "attention.shapes"]
     runs = [run_audit([OFF_BY_ONE], profile="ci", check=checks, in_process=True) for _ in range(2)]
     assert [_stable(r) for r in runs[0].results] == [_stable(r) for r in runs[1].results]
+
+
+def test_the_seed_variable_pins_every_profile_and_a_bad_value_is_refused(monkeypatch):
+    monkeypatch.setenv(SEED_ENV, "12345")
+    runs = [run_audit([OFF_BY_ONE], profile="quick", check=[CAUSAL], in_process=True) for _ in range(2)]
+    assert [r.results[0].seed for r in runs] == [12345, 12345]
+    assert _stable(runs[0].results[0]) == _stable(runs[1].results[0])
+    explicit = run_audit([OFF_BY_ONE], profile="quick", check=[CAUSAL], in_process=True, seed=3)
+    assert explicit.results[0].seed == 3  # --seed wins over the variable
+    monkeypatch.setenv(SEED_ENV, "soon")
+    with pytest.raises(UsageError, match=r"TRANSFORMER_CONFORMANCE_SEED.*'soon'"):
+        run_audit([OFF_BY_ONE], profile="quick", check=[CAUSAL], in_process=True)
+    monkeypatch.delenv(SEED_ENV)
+    seeds = {default_seed(derandomized=False) for _ in range(4)}
+    assert len(seeds) > 1 and default_seed(derandomized=True) == CI_SEED
 
 
 def test_no_shrink_reports_the_first_failing_example():
@@ -180,8 +212,28 @@ def test_lm_causality_failure_shows_the_shortest_sequence_token_ids_and_the_move
     assert "token ids ids:" in markdown and "changed token 1" in markdown and "input shapes:" in markdown
 
 
+#: One check that compares without the search driver (every built-in property check searches).
+UNSEARCHED = Registry()
+
+
+@UNSEARCHED.check(
+    "lm.teacher-forcing-fixed",
+    claims=("training.parallel-equals-sequential",),
+    needs=(LM,),
+    kind="metamorphic",
+)
+def _teacher_forcing_fixed(ctx: CheckContext) -> None:
+    """lm.teacher-forcing on one fixed batch, called directly (no search)."""
+    p = _Pipeline(ctx, LM)
+    ids = _ids(ctx, p.cfg, p.b, SEQ)
+    full = p.full(ids)
+    for t in range(SEQ):
+        same_rows(ctx, f"position {t}", full[:, t : t + 1], p.full(ids[:, : t + 1])[:, t : t + 1], None)
+
+
 def test_a_check_that_does_not_search_still_reports_shapes_token_ids_and_the_offending_entry():
-    (result,) = run_audit([PEEK], profile="ci", check="lm.teacher-forcing", in_process=True).results
+    report = run_audit([PEEK], profile="ci", registry=UNSEARCHED, in_process=True, progress=False)
+    (result,) = report.results
     assert result.status == "fail", result.message
     counter = result.counterexample
     assert "example" not in counter
@@ -219,3 +271,78 @@ def test_decoder_layer_causality_failure_shrinks_to_the_smallest_layer_case():
     )
     (replayed,) = again.results
     assert replayed.status == "fail" and replayed.message == result.message
+
+
+def test_lm_cache_with_padding_shrinks_a_warm_cache_padding_bug_to_the_smallest_schedule():
+    # the planted bug drops the pad mask of chunks on a warm cache: a padded prompt prefilled in one
+    # chunk then decoded token by token (the first fixed case) does not show it; drawn schedules do,
+    # and the failure shrinks to one sample, a left-padded prompt of 3 with one real token, prefilled
+    # in chunks of 1 then 2. Shrinking bounded by replays only (no seconds budget): derandomized.
+    profile = replace(PROFILES["ci"], model_examples=6, shrink_calls=60, shrink_s=1e9)
+
+    def context(**kwargs):
+        adapter = lm_step_pads_prefill_only.make()
+        cpu, f32 = torch.device("cpu"), torch.float32
+        return CheckContext(
+            adapter, device=cpu, dtype=f32, profile=profile, seed=2, check_id=CACHE_PAD, **kwargs
+        )
+
+    first = {"b": 3, "prompt": 5, "generated": 3, "lengths": [1, 5, 3], **CACHE_WITH_PADDING[0], "data": 0}
+    lm_cache_with_padding(context(replay={"search": 0, "example": first}))  # passes
+    with pytest.raises(CheckFailure) as info:
+        lm_cache_with_padding(context())
+    counter = info.value.counterexample
+    assert counter["source"] == "drawn" and counter["shrink"]["replays"] <= 60
+    example = {k: v for k, v in counter["example"].items() if k != "data"}
+    assert example == {"b": 1, "prompt": 3, "generated": 0, "side": "left", "lengths": [1], "chunks": [1, 2]}
+    assert "schedule [1, 2]: cached step at positions 1..2 (warm cache of 1)" in info.value.message
+    # the recorded token ids and pad mask are those of the minimal case
+    assert len(counter["token_ids"]["ids"]) == 3 and counter["shapes"]["pad_mask"] == [1, 3]
+
+
+def test_encdec_memory_permutation_failure_shrinks_to_two_source_positions_swapped():
+    # encdec.memory-permutation draws batches, lengths and permutations: the positional bias on the memory
+    # shrinks to one sample, two source positions swapped and one target token
+    report = run_audit(
+        ["mutant.encdec-memory-positions"], profile="ci", seed=11, check="encdec.memory-permutation"
+    )
+    (result,) = report.results
+    assert result.status == "fail", result.message
+    counter = result.counterexample
+    assert counter["source"] == "drawn"
+    assert counter["sizes"] == {"b": 1, "s": 2, "n": 1}
+    assert counter["example"]["perm"] == [1, 0] and counter["example"]["src_lengths"] == [2]
+    assert "permuted by [1, 0]" in result.message
+    assert counter["shapes"]["src"] == [1, 2] and counter["shapes"]["tgt"] == [1, 1]
+    assert all(isinstance(i, int) for i in counter["token_ids"]["src"])
+    # the reported example replays exactly
+    replayed = run_audit(
+        ["mutant.encdec-memory-positions"],
+        profile="ci",
+        seed=11,
+        check="encdec.memory-permutation",
+        example=counter["replay"],
+        in_process=True,
+    ).results[0]
+    assert replayed.status == "fail" and replayed.counterexample["source"] == "replay"
+    assert replayed.message == result.message
+
+
+@settings(max_examples=40, database=None, derandomize=True)
+@given(seq2seq_example(sides=SEQ2SEQ_SIDES, schedule=True, permutation=True))
+def test_seq2seq_examples_are_consistent(example):
+    b, s, n = example["b"], example["s"], example["n"]
+    assert len(example["src_lengths"]) == len(example["tgt_lengths"]) == b
+    assert all(1 <= x <= s for x in example["src_lengths"])
+    assert all(1 <= x <= n for x in example["tgt_lengths"])
+    assert sum(example["chunks"]) == n and example["side"] in SEQ2SEQ_SIDES
+    assert sorted(example["perm"]) == list(range(s)) and (s == 1 or example["perm"] != list(range(s)))
+    json.dumps(example)
+
+
+@settings(max_examples=60, database=None, derandomize=True)
+@given(invalid_temperatures())
+def test_invalid_temperatures_are_negative_nan_or_zero(text):
+    t = float(text)
+    assert t != t or t <= 0.0  # NaN, negative (to -inf) or a zero (greedy or an error per convention)
+    assert json.loads(json.dumps(text)) == text
