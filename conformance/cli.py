@@ -65,7 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="quick (few examples), ci (derandomized, default), thorough (many examples), kernel (attention "
         "kernels: lengths and head widths on and around block boundaries)",
     )
-    run.add_argument("--seed", type=int, default=None, help="run seed (ci default: fixed; else random)")
+    run.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="run seed (default: $TRANSFORMER_CONFORMANCE_SEED if set, else fixed under ci, else random)",
+    )
     run.add_argument("--claims", default=None, help="only checks of claims matching this fnmatch pattern(s)")
     run.add_argument("--check", default=None, help="only these check IDs (comma-separated)")
     run.add_argument("--json", type=Path, default=None, help="write the JSON report here")

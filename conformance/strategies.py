@@ -12,13 +12,20 @@ an example is replayed exactly from its JSON and hypothesis shrinks sizes and co
 - padding (``PADDING_SIDES``): left, right, mixed (each sample its own side), whole-sample;
 - cache schedules (``cache_schedule``): a prompt of n positions split into prefill chunks, single
   steps, chunks on a warm cache;
-- decoder-only LM batches (``padded_batch_example``, ``schedule_example``, ``padded_cache_example``,
+- decoder-only LM batches (``lm_batch_example``, ``schedule_example``, ``padded_cache_example``,
   ``shift_example``): batch, length, padding side and per-sample real lengths, a cache schedule, a
   padded prompt decoded on the cache in a drawn schedule, per-sample left shifts;
+- padded batches of the layer and model checks (``padded_batch_example``): batch, lengths, each
+  sample's real length, the padding side (``BATCH_SIDES``), an empty sample, the other samples'
+  lengths, dependent extras (a cut position, a permutation);
+- encoder-decoder batches (``seq2seq_example``): batch, source and target lengths, each sample's real
+  source and target length, optionally a padding side, a cache schedule and a source permutation;
+- temperatures (``invalid_temperatures``): negative (down to -inf and the smallest subnormal), NaN,
+  and 0 / -0.0 (greedy or an error per the declared convention);
 - dtypes (``dtypes``): among the target's declared ones.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -47,6 +54,9 @@ KERNEL_BUDGET = 1025 * 1025 * 64
 MASK_SHAPES = ("none", "[nq,nk]", "[b,1,nq,nk]", "[b,h,nq,nk]", "[b,1,1,nk]")
 #: Key-padding layouts.
 PADDING_SIDES = ("right", "left", "mixed", "whole-sample")
+#: Padding sides of a padded batch: every sample right- or left-padded, or "mixed" (even samples
+#: right-, odd samples left-padded, in one batch).
+BATCH_SIDES = ("right", "left", "mixed")
 
 
 def data_seeds() -> st.SearchStrategy[int]:
@@ -212,7 +222,7 @@ def _lengths(d: st.DrawFn, b: int, n: int, first_at_least: int = 1) -> list[int]
     return [first, *(d(st.integers(1, n)) for _ in range(b - 1))]
 
 
-def padded_batch_example(
+def lm_batch_example(
     *,
     batch: tuple[int, int] = (1, 3),
     length: tuple[int, int] = (1, 6),
@@ -234,6 +244,58 @@ def padded_batch_example(
         if others:
             example["others_lengths"] = _lengths(d, b, n)
         example.update({name: d(strategy) for name, strategy in (extras or {}).items()})
+        example["data"] = d(data_seeds())
+        return example
+
+    return draw()
+
+
+#: Padding sides of an encoder-decoder batch (the same as a layer batch's).
+SEQ2SEQ_SIDES = BATCH_SIDES
+
+
+def seq2seq_example(
+    *,
+    min_batch: int = 1,
+    max_batch: int = 3,
+    min_src: int = 1,
+    max_src: int = 6,
+    max_tgt: int = 8,
+    sides: Sequence[str] = (),
+    schedule: bool = False,
+    permutation: bool = False,
+    extras: dict[str, st.SearchStrategy[Any]] | None = None,
+) -> st.SearchStrategy[Example]:
+    """An encoder-decoder batch: ``b`` samples, source length ``s``, target length ``n`` (1..``max_tgt``),
+    each sample's real source length (``src_lengths``, 1..s) and target length (``tgt_lengths``, 1..n),
+    a ``data`` seed and the ``extras``; with ``sides`` a padding ``side`` among them, with ``schedule``
+    the cache schedule ``chunks`` of the n target positions (``cache_schedule``), with ``permutation``
+    a permutation ``perm`` of the s source positions (never the identity when s > 1: it shrinks to a
+    rotation by one). Everything shrinks towards one short sample of full length."""
+
+    @st.composite
+    def draw(d: st.DrawFn) -> Example:
+        b = d(st.integers(min_batch, max_batch))
+        s = d(st.integers(min_src, max_src))
+        n = d(st.integers(1, max_tgt))
+
+        def lengths(m: int) -> list[int]:
+            # drawn as the padding m - length, so that a failure shrinks towards unpadded samples
+            pads: list[int] = d(st.lists(st.integers(0, m - 1), min_size=b, max_size=b))
+            return [m - pad for pad in pads]
+
+        example: Example = {"b": b, "s": s, "n": n, "src_lengths": lengths(s), "tgt_lengths": lengths(n)}
+        if sides:
+            example["side"] = d(st.sampled_from(list(sides)))
+        if schedule:
+            example["chunks"] = d(cache_schedule(n))
+        if permutation:
+            perm = d(st.permutations(range(s)))
+            if s > 1 and perm == list(range(s)):
+                perm = perm[1:] + perm[:1]
+            example["perm"] = perm
+        for key, strategy in (extras or {}).items():
+            example[key] = d(strategy)
         example["data"] = d(data_seeds())
         return example
 
@@ -305,6 +367,68 @@ def shift_example(
     return draw()
 
 
+def invalid_temperatures() -> st.SearchStrategy[str]:
+    """Temperatures a sampler must reject (``sampling.invalid-temperature``), as their ``repr`` (JSON has
+    no NaN or inf; ``float()`` reads them back): negative ones, from -1 (what a failure shrinks to)
+    through -inf and the smallest negative subnormal, and NaN; and 0.0 and -0.0, which mean greedy
+    decoding (or an error, per the declared convention), never a division by zero. +inf is not among
+    them: the claim names negative and NaN temperatures only."""
+    negative = st.floats(max_value=-(2.0**-1074), allow_nan=False, allow_infinity=True)
+    special = st.sampled_from([float("nan"), 0.0, -0.0, float("-inf"), -1e-6])
+    return st.one_of(st.just(-1.0), negative, special).map(repr)
+
+
 def dtypes(declared: Sequence[torch.dtype]) -> st.SearchStrategy[torch.dtype]:
     """One of the target's declared dtypes."""
     return st.sampled_from(list(declared))
+
+
+
+#: An extra field of a drawn example: a strategy, or a function of the sizes drawn so far giving one
+#: (a cut position within a drawn length, a permutation of a drawn length).
+Extra = st.SearchStrategy[Any] | Callable[[Example], st.SearchStrategy[Any]]
+
+
+def padded_batch_example(
+    *,
+    dims: dict[str, tuple[int, int]],
+    batch: tuple[int, int] = (1, 4),
+    padded: Sequence[str] | None = None,
+    sides: Sequence[str] = BATCH_SIDES,
+    empty: bool = False,
+    others: bool = False,
+    extras: Mapping[str, Extra] | None = None,
+) -> st.SearchStrategy[Example]:
+    """A padded batch of a layer or model check: ``b`` in ``batch``, each length of ``dims`` (name ->
+    inclusive range), and for each ``padded`` dim (default: all) the real length of every sample
+    (``"<dim>_lens"``, 1 .. the dim's length) and the padding ``side`` (one of ``sides``, the first
+    shrinks first; no ``side`` when nothing is padded). ``empty``: one sample has no real token in
+    the first padded dim (length 0; b >= 2 then). ``others``: new lengths for samples 1.. of each
+    padded dim (``"<dim>_others"``: the other samples' lengths, changed around sample 0 by a
+    batch-independence check). Then the ``extras`` (a function of the example so far gives a dependent
+    strategy: a cut position, a permutation) and a ``data`` seed. Everything shrinks towards small
+    batches, short lengths and the first side."""
+    padded = list(dims) if padded is None else list(padded)
+
+    @st.composite
+    def draw(d: st.DrawFn) -> Example:
+        b = d(st.integers(*batch))
+        example: Example = {"b": b}
+        for name, (low, high) in dims.items():
+            example[name] = d(st.integers(low, high))
+        if padded:
+            example["side"] = d(st.sampled_from(list(sides)))
+        for position, name in enumerate(padded):
+            real = st.integers(1, example[name])
+            lens = d(st.lists(real, min_size=b, max_size=b))
+            if empty and position == 0:
+                lens[d(st.integers(0, b - 1))] = 0
+            example[f"{name}_lens"] = lens
+            if others:
+                example[f"{name}_others"] = d(st.lists(real, min_size=b - 1, max_size=b - 1))
+        for key, extra in (extras or {}).items():
+            example[key] = d(extra if isinstance(extra, st.SearchStrategy) else extra(example))
+        example["data"] = d(data_seeds())
+        return example
+
+    return draw()

@@ -30,6 +30,10 @@ settings.register_profile("thorough", max_examples=500, deadline=None, suppress_
 torch.set_num_threads(1)
 
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "quick"))
+# Under CI every audit a test runs without a seed is derandomized too (the quick and thorough
+# profiles otherwise draw a fresh run seed): a CI verdict never depends on a draw.
+if os.environ.get("CI"):
+    os.environ.setdefault("TRANSFORMER_CONFORMANCE_SEED", "20240601")
 
 DEVICES = [
     pytest.param("cpu", id="cpu"),

@@ -271,6 +271,49 @@ def alibi_measured_slopes(ctx: CheckContext) -> None:
 
 
 @check(
+    "attention.alibi.order-aware",
+    claims=("alibi.breaks-permutation-equivariance",),
+    needs=ATTN,
+    depends_on=(SHAPES,),
+    kind="metamorphic",
+)
+def alibi_order_aware(ctx: CheckContext) -> None:
+    """Self-attention with declared ALiBi is not permutation-equivariant: the target on the tokens
+    (q, k, v rows together) permuted, minus its output rows permuted the same way, is what the declared
+    bias makes it (zero for order-blind attention), judged by the differential rule against the float64
+    oracle's same difference. An ALiBi target that drops or flattens its bias returns zero there and
+    fails. Square cases, at least 2 tokens, a non-identity permutation drawn per example. Not applicable
+    unless positions='alibi' is declared for the attention."""
+    arch = require_positions(ctx, "alibi")
+
+    def prop(case: AttnCase, kv: int) -> None:
+        q, k, v = grouped_qkv(ctx, case, kv)
+        perm = torch.randperm(case.nk, generator=ctx.generator)
+        if bool((perm == torch.arange(case.nk)).all()):
+            perm = perm.roll(1)
+        perm = perm.to(ctx.device)
+        bias = declared_bias(ctx, case)
+        out, _ = run_attention(ctx, case, q, k, v, None)
+        qp, kp, vp = q[..., perm, :], k[..., perm, :], v[..., perm, :]
+        moved, _ = run_attention(ctx, case, qp, kp, vp, None)
+        base64, _, base, _ = oracle(arch, q, k, v, None, bias)
+        moved64, _, moved_same, _ = oracle(arch, qp, kp, vp, None, bias)
+        ctx.compare(
+            f"output on the tokens permuted by {perm.tolist()} minus the output rows permuted the same "
+            f"way (ALiBi: not zero) [{case.describe()} kv_heads={kv}]",
+            torch.as_tensor(moved) - torch.as_tensor(out)[..., perm, :],
+            moved64 - base64[..., perm, :],
+            moved_same - base[..., perm, :],
+        )
+
+    fixed = [AttnCase(c.b, c.h, max(c.nk, 2), max(c.nk, 2), c.d, c.dv) for c in FIXED_CASES]
+    strategy = attention_example(
+        kernel=ctx.profile.kernel, square=True, min_len=2, extras={"groups": st.sampled_from(GROUPS)}
+    )
+    search_bias_cases(ctx, prop, fixed=fixed, strategy=strategy)
+
+
+@check(
     "attention.relbias.differential",
     claims=("relbias.buckets", "relbias.distance-only"),
     needs=ATTN,

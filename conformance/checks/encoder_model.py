@@ -15,6 +15,7 @@ from torch import Tensor
 from transformer_conformance.adapter import Capability
 from transformer_conformance.checks.layers import (
     SIDES,
+    batch_keep,
     canonical_module,
     expect_tensor,
     keep_from_lengths,
@@ -32,7 +33,7 @@ from transformer_conformance.reference.tolerance import direct
 from transformer_conformance.reference.variant_encdec import VariantEncoder
 from transformer_conformance.registry import check
 from transformer_conformance.search import search
-from transformer_conformance.strategies import Example, data_seeds
+from transformer_conformance.strategies import Example, data_seeds, padded_batch_example
 
 ENC = Capability.ENCODER
 
@@ -80,13 +81,20 @@ def encoder_shape(ctx: CheckContext) -> None:
     """encoder-only model: hidden states [b, l, d_model] in the working dtype, finite at real positions,
     for length 1, a longer batch and a right-padded batch."""
     e = _Encoder(ctx)
-    for n in (1, 5):
-        ids = e.ids(2, n)
+
+    def prop(example: Example) -> None:
+        b, n = example["b"], example["n"]
+        ids = e.ids(b, n)
         ctx.expect_finite("hidden states (no padding)", e.hidden(ids))
-        keep = keep_from_lengths(ctx, [n, 1], n, "right")
+        keep = batch_keep(ctx, example["n_lens"], n, example["side"])
         ctx.expect_finite(
             "hidden states at real positions", e.hidden(e.with_pads(ids, keep, False), keep)[keep]
         )
+
+    # length 1 and a right-padded 2 x 5, then batches drawn by hypothesis (sizes, lengths, side)
+    fixed: list[Example] = [{"b": 2, "n": n, "side": "right", "n_lens": [n, 1]} for n in (1, 5)]
+    drawn = padded_batch_example(dims={"n": (1, 7)})
+    search(ctx, prop, fixed=fixed, strategy=drawn, examples=ctx.model_examples)
 
 
 @check(
@@ -146,18 +154,28 @@ def encoder_padding_invariance(ctx: CheckContext) -> None:
 def encoder_batch_independence(ctx: CheckContext) -> None:
     """encoder-only model: each sample's hidden states equal its hidden states alone and ignore the
     other samples' tokens and lengths."""
-    e, b, n = _Encoder(ctx), 3, 5
-    keep = keep_from_lengths(ctx, [3, n, 1], n, "right")
-    ids = e.with_pads(e.ids(b, n), keep, False)
-    together = e.hidden(ids, keep)
-    for i in range(b):
-        alone = e.hidden(ids[i : i + 1], keep[i : i + 1])
-        same_rows(ctx, f"sample {i} alone vs in the batch", alone[0], together[i], keep[i])
-    others = keep_from_lengths(ctx, [3, 1, n], n, "right")
-    ids2 = e.with_pads(e.ids(b, n), others, False)
-    ids2[0] = ids[0]
-    changed = e.hidden(ids2, others)
-    same_rows(ctx, "sample 0 after changing the other samples", changed[0], together[0], keep[0])
+    e = _Encoder(ctx)
+
+    def prop(example: Example) -> None:
+        b, n, side, lens = example["b"], example["n"], example["side"], example["n_lens"]
+        keep = batch_keep(ctx, lens, n, side)
+        ids = e.with_pads(e.ids(b, n), keep, False)
+        together = e.hidden(ids, keep)
+        for i in range(b):
+            alone = e.hidden(ids[i : i + 1], keep[i : i + 1])
+            same_rows(ctx, f"sample {i} alone vs in the batch", alone[0], together[i], keep[i])
+        # the other samples replaced by new tokens with other lengths: sample 0 must not move
+        others = batch_keep(ctx, [lens[0], *example["n_others"]], n, side)
+        ids2 = e.with_pads(e.ids(b, n), others, False)
+        ids2[0] = ids[0]
+        changed = e.hidden(ids2, others)
+        same_rows(ctx, "sample 0 after changing the other samples", changed[0], together[0], keep[0])
+
+    # the former 3 x 5 batch (lengths 3, 5, 1; others 1, 5), then drawn by hypothesis: sizes, each
+    # sample's length, the other samples' new lengths, the padding side
+    fixed: list[Example] = [{"b": 3, "n": 5, "side": "right", "n_lens": [3, 5, 1], "n_others": [1, 5]}]
+    drawn = padded_batch_example(batch=(2, 4), dims={"n": (1, 7)}, others=True)
+    search(ctx, prop, fixed=fixed, strategy=drawn, examples=ctx.model_examples)
 
 
 @check(
@@ -170,12 +188,14 @@ def encoder_batch_independence(ctx: CheckContext) -> None:
 def encoder_bidirectional(ctx: CheckContext) -> None:
     """encoder-only model: replacing the token at a later position j moves the hidden states at every
     earlier position (the encoder is not causal), for every j >= 1."""
-    e, n = _Encoder(ctx), 5
-    ids = e.ids(2, n)
-    base = e.hidden(ids)
-    for j in range(1, n):
+    e = _Encoder(ctx)
+
+    def prop(example: Example) -> None:
+        b, n, j = example["b"], example["n"], example["j"]
+        ids = e.ids(b, n)
+        base = e.hidden(ids)
         ids2 = ids.clone()
-        ids2[:, j] = (ids[:, j] + 1 + e.ids(2, 1)[:, 0] % (e.cfg.vocab_size - 2)) % e.cfg.vocab_size
+        ids2[:, j] = (ids[:, j] + 1 + e.ids(b, 1)[:, 0] % (e.cfg.vocab_size - 2)) % e.cfg.vocab_size
         ids2[:, j] = torch.where(ids2[:, j] == e.cfg.pad_id, (ids2[:, j] + 1) % e.cfg.vocab_size, ids2[:, j])
         y = e.hidden(ids2)
         for i in range(j):
@@ -188,6 +208,12 @@ def encoder_bidirectional(ctx: CheckContext) -> None:
                     "in an encoder?)",
                 )
 
+    # every later position j of the former 2 x 5, then drawn by hypothesis: sizes and the position j
+    fixed: list[Example] = [{"b": 2, "n": 5, "j": j} for j in range(1, 5)]
+    later = {"j": lambda example: st.integers(1, example["n"] - 1)}
+    drawn = padded_batch_example(batch=(1, 3), dims={"n": (2, 7)}, padded=(), extras=later)
+    search(ctx, prop, fixed=fixed, strategy=drawn, examples=ctx.model_examples)
+
 
 @check(
     "encoder.determinism",
@@ -199,18 +225,26 @@ def encoder_bidirectional(ctx: CheckContext) -> None:
 def encoder_determinism(ctx: CheckContext) -> None:
     """encoder-only model: built with dropout 0.1 and used for inference, repeated calls give the same
     hidden states (dropout off)."""
-    e, n = _Encoder(ctx, dropout=0.1), 5
-    keep = keep_from_lengths(ctx, [n, 2], n, "right")
-    ids = e.with_pads(e.ids(2, n), keep, False)
-    first = e.hidden(ids, keep)
-    for _ in range(2):
-        same_rows(
-            ctx,
-            "a second call on the same input (config dropout 0.1, eval)",
-            e.hidden(ids, keep),
-            first,
-            keep,
-        )
+    e = _Encoder(ctx, dropout=0.1)
+
+    def prop(example: Example) -> None:
+        b, n = example["b"], example["n"]
+        keep = batch_keep(ctx, example["n_lens"], n, example["side"])
+        ids = e.with_pads(e.ids(b, n), keep, False)
+        first = e.hidden(ids, keep)
+        for _ in range(2):
+            same_rows(
+                ctx,
+                "a second call on the same input (config dropout 0.1, eval)",
+                e.hidden(ids, keep),
+                first,
+                keep,
+            )
+
+    # the former right-padded 2 x 5 (lengths 5, 2), then batches drawn by hypothesis
+    fixed: list[Example] = [{"b": 2, "n": 5, "side": "right", "n_lens": [5, 2]}]
+    drawn = padded_batch_example(batch=(1, 3), dims={"n": (1, 7)})
+    search(ctx, prop, fixed=fixed, strategy=drawn, examples=ctx.model_examples)
 
 
 @check(
@@ -224,11 +258,18 @@ def encoder_reference(ctx: CheckContext) -> None:
     """encoder-only model: same canonical weights, left- and right-padded batches: hidden states at real
     positions match the float64 reference encoder of the declared architecture."""
     require_weights(ctx)
-    e, b, n = _Encoder(ctx), 3, 6
+    e = _Encoder(ctx)
     oracle, same = oracle_copies(ctx, e.module)
-    for side in SIDES:
-        keep = keep_from_lengths(ctx, mixed_lengths(ctx, b, n), n, side)
+
+    def prop(example: Example) -> None:
+        b, n, side = example["b"], example["n"], example["side"]
+        keep = batch_keep(ctx, example["n_lens"], n, side)
         ids = e.with_pads(e.ids(b, n), keep, False)
         y = e.hidden(ids, keep)
         want, base = run_oracle(oracle, ids, keep), run_oracle(same, ids, keep)
         ctx.compare(f"{side}-padded batch: hidden states vs reference", y[keep], want[keep], base[keep])
+
+    # each side at 3 x 6 (lengths 1, 6, 4), then batches drawn by hypothesis (sizes, lengths, side)
+    fixed: list[Example] = [{"b": 3, "n": 6, "side": side, "n_lens": [1, 6, 4]} for side in SIDES]
+    drawn = padded_batch_example(dims={"n": (1, 7)})
+    search(ctx, prop, fixed=fixed, strategy=drawn, examples=ctx.model_examples)

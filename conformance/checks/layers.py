@@ -31,7 +31,7 @@ from transformer_conformance.reference.layernorm import layer_norm
 from transformer_conformance.reference.masks import padding_mask_from_lengths
 from transformer_conformance.registry import check
 from transformer_conformance.search import search
-from transformer_conformance.strategies import Example, sizes_example
+from transformer_conformance.strategies import Example, padded_batch_example, sizes_example
 
 ENC = Capability.ENCODER_LAYER
 DEC = Capability.DECODER_LAYER
@@ -97,6 +97,25 @@ def huge(dtype: torch.dtype) -> float:
 def fill_rows(x: Tensor, hidden: Tensor, value: float) -> Tensor:
     """Copy of ``x`` [b, l, d] with the rows where ``hidden`` [b, l] is True set to ``value``."""
     return torch.where(hidden.unsqueeze(-1), torch.full_like(x, value), x)
+
+
+def batch_keep(ctx: CheckContext, lengths: list[int], length: int, side: str) -> Tensor:
+    """Canonical padding mask [b, length] on ``ctx.device``: every sample padded on ``side`` ("right",
+    "left"), or "mixed" (``strategies.BATCH_SIDES``): even samples right-, odd samples left-padded."""
+    if side in SIDES:
+        return keep_from_lengths(ctx, lengths, length, "left" if side == "left" else "right")
+    right = keep_from_lengths(ctx, lengths, length, "right")
+    left = keep_from_lengths(ctx, lengths, length, "left")
+    odd = (torch.arange(len(lengths), device=ctx.device) % 2 == 1).unsqueeze(-1)
+    return torch.where(odd, left, right)
+
+
+def example_keep(ctx: CheckContext, example: Example, dim: str) -> Tensor | None:
+    """The padding mask of a ``padded_batch_example`` along ``dim`` (its ``"<dim>_lens"`` on its
+    ``side``); None when the example is unpadded (side "none")."""
+    if example.get("side", "none") == "none":
+        return None
+    return batch_keep(ctx, example[f"{dim}_lens"], example[dim], example["side"])
 
 
 @contextmanager
@@ -317,25 +336,46 @@ def encoder_layer_padding_nan(ctx: CheckContext) -> None:
 def _batch_independence(ctx: CheckContext, enc: bool) -> None:
     cfg = layer_config(ctx)
     layer, _ = build_encoder(ctx, cfg) if enc else build_decoder(ctx, cfg)
-    b, n, s = 4, 5, 4
-    keep = keep_from_lengths(ctx, [3, 1, n, 2], n, "right")
-    mem_keep = keep_from_lengths(ctx, [s, 2, 1, 3], s, "right")
-    x, memory = ctx.randn(b, n, cfg.d_model), ctx.randn(b, s, cfg.d_model)
+    dim = "n" if enc else "t"
 
-    def run(xx: Tensor, mm: Tensor, kk: Tensor, mk: Tensor) -> Tensor:
+    def run(xx: Tensor, mm: Tensor, kk: Tensor | None, mk: Tensor | None) -> Tensor:
         return enc_call(ctx, layer, xx, kk) if enc else dec_call(ctx, layer, xx, mm, kk, mk)
 
-    together = run(x, memory, keep, mem_keep)
-    for i in range(b):
-        alone = run(x[i : i + 1], memory[i : i + 1], keep[i : i + 1], mem_keep[i : i + 1])
-        same_rows(ctx, f"sample {i} alone vs in the batch", alone[0], together[i], keep[i])
-    # Other samples replaced by new content with other lengths: sample 0 must not move.
-    others = keep_from_lengths(ctx, [3, n, 1, 1], n, "right")
-    mem_others = keep_from_lengths(ctx, [s, 1, s, 1], s, "right")
-    x2, m2 = ctx.randn(b, n, cfg.d_model), ctx.randn(b, s, cfg.d_model)
-    x2[0], m2[0] = x[0], memory[0]
-    changed = run(x2, m2, others, mem_others)
-    same_rows(ctx, "sample 0 after changing the other samples", changed[0], together[0], keep[0])
+    def prop(example: Example) -> None:
+        b, n, s, side = example["b"], example[dim], example.get("s", 1), example["side"]
+        keep = batch_keep(ctx, example[f"{dim}_lens"], n, side)
+        mem_keep = batch_keep(ctx, example["s_lens"], s, side) if not enc else None
+        x, memory = ctx.randn(b, n, cfg.d_model), ctx.randn(b, s, cfg.d_model)
+        together = run(x, memory, keep, mem_keep)
+        for i in range(b):
+            alone = run(
+                x[i : i + 1],
+                memory[i : i + 1],
+                keep[i : i + 1],
+                None if mem_keep is None else mem_keep[i : i + 1],
+            )
+            same_rows(ctx, f"sample {i} alone vs in the batch", alone[0], together[i], keep[i])
+        # Other samples replaced by new content with other lengths: sample 0 must not move.
+        others = batch_keep(ctx, [example[f"{dim}_lens"][0], *example[f"{dim}_others"]], n, side)
+        mem_others = None if enc else batch_keep(ctx, [example["s_lens"][0], *example["s_others"]], s, side)
+        x2, m2 = ctx.randn(b, n, cfg.d_model), ctx.randn(b, s, cfg.d_model)
+        x2[0], m2[0] = x[0], memory[0]
+        changed = run(x2, m2, others, mem_others)
+        same_rows(ctx, "sample 0 after changing the other samples", changed[0], together[0], keep[0])
+
+    # the former fixed batch (lengths 3, 1, n, 2; others n, 1, 1), then batches drawn by hypothesis:
+    # sizes, each sample's length, the other samples' new lengths, the padding side
+    if enc:
+        fixed: list[Example] = [
+            {"b": 4, "n": 5, "side": "right", "n_lens": [3, 1, 5, 2], "n_others": [5, 1, 1]}
+        ]
+        dims = {"n": (1, 7)}
+    else:
+        lens = {"t_lens": [3, 1, 5, 2], "t_others": [5, 1, 1], "s_lens": [4, 2, 1, 3], "s_others": [1, 4, 1]}
+        fixed = [{"b": 4, "t": 5, "s": 4, "side": "right", **lens}]
+        dims = {"t": (1, 7), "s": (1, 6)}
+    drawn = padded_batch_example(batch=(2, 4), dims=dims, others=True)
+    search(ctx, prop, fixed=fixed, strategy=drawn, examples=ctx.model_examples)
 
 
 @check(
@@ -358,16 +398,27 @@ def encoder_layer_batch(ctx: CheckContext) -> None:
     kind="metamorphic",
 )
 def encoder_layer_fully_padded_neighbour(ctx: CheckContext) -> None:
-    """A sample with no real token beside a normal one: the normal one equals its output alone (whatever
+    """A sample with no real token beside normal ones: each normal one equals its output alone (whatever
     the target's declared convention for the empty sample)."""
     cfg = layer_config(ctx)
     layer, _ = build_encoder(ctx, cfg)
-    n = 4
-    keep = keep_from_lengths(ctx, [3, 0], n, "right")
-    x = ctx.randn(2, n, cfg.d_model)
-    y = enc_call(ctx, layer, x, keep)
-    alone = enc_call(ctx, layer, x[:1], keep[:1])
-    same_rows(ctx, "sample beside a fully padded one", y[0], alone[0], keep[0])
+
+    def prop(example: Example) -> None:
+        b, n, lens = example["b"], example["n"], example["n_lens"]
+        keep = batch_keep(ctx, lens, n, example["side"])
+        x = ctx.randn(b, n, cfg.d_model)
+        y = enc_call(ctx, layer, x, keep)
+        for i in (i for i in range(b) if lens[i]):
+            alone = enc_call(ctx, layer, x[i : i + 1], keep[i : i + 1])
+            same_rows(ctx, f"sample {i} beside a fully padded one vs alone", y[i], alone[0], keep[i])
+
+    search(ctx, prop, fixed=[EMPTY_NEIGHBOUR], strategy=EMPTY_SAMPLE, examples=ctx.model_examples)
+
+
+#: A length-3 sample beside an empty one (the fixed case of the fully padded checks), then batches of
+#: 2..4 samples of which one is empty, drawn by hypothesis (sizes, lengths, side).
+EMPTY_NEIGHBOUR: Example = {"b": 2, "n": 4, "side": "right", "n_lens": [3, 0]}
+EMPTY_SAMPLE = padded_batch_example(batch=(2, 4), dims={"n": (1, 6)}, empty=True)
 
 
 @check(
@@ -385,17 +436,22 @@ def encoder_layer_fully_padded(ctx: CheckContext) -> None:
     require_zero_policy(ctx)
     cfg = layer_config(ctx)
     layer, module = build_encoder(ctx, cfg)
-    n = 4
-    keep = keep_from_lengths(ctx, [3, 0], n, "right")
-    x = ctx.randn(2, n, cfg.d_model)
-    y = enc_call(ctx, layer, x, keep)
-    ctx.expect_finite("output of a fully padded sample", y[1])
-    if not ctx.conventions.loads_weights:
-        return
     oracle, same = oracle_copies(ctx, module)
-    want = run_oracle(oracle, x.to(torch.float64), keep)
-    base = run_oracle(same, x, keep)
-    ctx.compare("fully padded sample vs reference (attention rows 0)", y[1], want[1], base[1])
+
+    def prop(example: Example) -> None:
+        b, n = example["b"], example["n"]
+        keep = batch_keep(ctx, example["n_lens"], n, example["side"])
+        empty = ~keep.any(dim=-1)
+        x = ctx.randn(b, n, cfg.d_model)
+        y = enc_call(ctx, layer, x, keep)
+        ctx.expect_finite("output of a fully padded sample", y[empty])
+        if not ctx.conventions.loads_weights:
+            return
+        want = run_oracle(oracle, x.to(torch.float64), keep)
+        base = run_oracle(same, x, keep)
+        ctx.compare("fully padded sample vs reference (attention rows 0)", y[empty], want[empty], base[empty])
+
+    search(ctx, prop, fixed=[EMPTY_NEIGHBOUR], strategy=EMPTY_SAMPLE, examples=ctx.model_examples)
 
 
 def _residual(ctx: CheckContext, enc: bool) -> None:
@@ -408,18 +464,30 @@ def _residual(ctx: CheckContext, enc: bool) -> None:
     state = state_of(ctx, module)
     build = ctx.adapter.build_encoder_layer if enc else ctx.adapter.build_decoder_layer
     layer = ctx.call(build, cfg, state, ctx.device, ctx.dtype)
-    b, n, s = 2, 4, 3
-    x = ctx.randn(b, n, cfg.d_model, scale=3.0) + 2.0  # off-centre, not unit scale: LN visibly changes it
-    memory = ctx.randn(b, s, cfg.d_model)
-    y = enc_call(ctx, layer, x, None) if enc else dec_call(ctx, layer, x, memory, None, None)
-    expected = x.to(torch.float64)
-    if cfg.norm_placement == "post":
-        for _ in range(2 if enc else 3):
-            expected = layer_norm(expected, None, None, cfg.eps)
-        what = "post-LN with zero sublayer outputs: LayerNorm applied after each residual sum"
+    dim = "n" if enc else "t"
+
+    def prop(example: Example) -> None:
+        b, n, s = example["b"], example[dim], example.get("s", 1)
+        x = ctx.randn(b, n, cfg.d_model, scale=3.0) + 2.0  # off-centre, not unit scale: LN visibly changes it
+        memory = ctx.randn(b, s, cfg.d_model)
+        y = enc_call(ctx, layer, x, None) if enc else dec_call(ctx, layer, x, memory, None, None)
+        expected = x.to(torch.float64)
+        if cfg.norm_placement == "post":
+            for _ in range(2 if enc else 3):
+                expected = layer_norm(expected, None, None, cfg.eps)
+            what = "post-LN with zero sublayer outputs: LayerNorm applied after each residual sum"
+        else:
+            what = "pre-LN with zero sublayer outputs: the residual stream passes through unchanged"
+        ctx.compare_direct(what, y, expected)
+
+    # the former 2 x 4 (memory 3), then sizes drawn by hypothesis
+    if enc:
+        fixed: list[Example] = [{"b": 2, "n": 4}]
+        drawn = sizes_example(b=(1, 3), n=(1, 6))
     else:
-        what = "pre-LN with zero sublayer outputs: the residual stream passes through unchanged"
-    ctx.compare_direct(what, y, expected)
+        fixed = [{"b": 2, "t": 4, "s": 3}]
+        drawn = sizes_example(b=(1, 3), t=(1, 6), s=(1, 5))
+    search(ctx, prop, fixed=fixed, strategy=drawn, examples=ctx.model_examples)
 
 
 @check(
@@ -449,14 +517,20 @@ def encoder_layer_reference(ctx: CheckContext) -> None:
     cfg = layer_config(ctx)
     layer, module = build_encoder(ctx, cfg)
     oracle, same = oracle_copies(ctx, module)
-    for side in SIDES:
-        n = 6
-        keep = keep_from_lengths(ctx, mixed_lengths(ctx, 3, n), n, side)
-        x = ctx.randn(3, n, cfg.d_model)
+
+    def prop(example: Example) -> None:
+        b, n, side = example["b"], example["n"], example["side"]
+        keep = batch_keep(ctx, example["n_lens"], n, side)
+        x = ctx.randn(b, n, cfg.d_model)
         y = enc_call(ctx, layer, x, keep)
         want = run_oracle(oracle, x.to(torch.float64), keep)
         base = run_oracle(same, x, keep)
         ctx.compare(f"{side}-padded batch vs reference", y[keep], want[keep], base[keep])
+
+    # each side at 3 x 6 (lengths 1, 6, 4), then batches drawn by hypothesis (sizes, lengths, side)
+    fixed: list[Example] = [{"b": 3, "n": 6, "side": side, "n_lens": [1, 6, 4]} for side in SIDES]
+    drawn = padded_batch_example(dims={"n": (1, 7)})
+    search(ctx, prop, fixed=fixed, strategy=drawn, examples=ctx.model_examples)
 
 
 # --------------------------------------------------------------------------------------------
@@ -544,20 +618,31 @@ def decoder_layer_causality(ctx: CheckContext) -> None:
     """
     cfg = layer_config(ctx)
     layer, _ = build_decoder(ctx, cfg)
-    b, t, s = 2, 6, 3
-    x, memory = ctx.randn(b, t, cfg.d_model), ctx.randn(b, s, cfg.d_model)
-    base = dec_call(ctx, layer, x, memory, None, None)
-    for cut in range(1, t):
+
+    def prop(example: Example) -> None:
+        b, t, s, cut = example["b"], example["t"], example["s"], example["cut"]
+        keep, mem_keep = example_keep(ctx, example, "t"), example_keep(ctx, example, "s")
+        x, memory = ctx.randn(b, t, cfg.d_model), ctx.randn(b, s, cfg.d_model)
+        base = dec_call(ctx, layer, x, memory, keep, mem_keep)
         x2 = x.clone()
         x2[:, cut:] = ctx.randn(b, t - cut, cfg.d_model, scale=5.0)
-        y = dec_call(ctx, layer, x2, memory, None, None)
+        y = dec_call(ctx, layer, x2, memory, keep, mem_keep)
         same_rows(
             ctx,
             f"outputs before position {cut} after changing positions >= {cut}",
             y[:, :cut],
             base[:, :cut],
-            None,
+            None if keep is None else keep[:, :cut],
         )
+
+    # every cut of the former unpadded 2 x 6 (memory 3), then drawn by hypothesis: sizes, the cut,
+    # unpadded or padded (each sample's target and memory length, the side)
+    fixed: list[Example] = [{"b": 2, "t": 6, "s": 3, "side": "none", "cut": cut} for cut in range(1, 6)]
+    cuts = {"cut": lambda e: st.integers(1, e["t"] - 1)}
+    drawn = padded_batch_example(
+        batch=(1, 3), dims={"t": (2, 7), "s": (1, 5)}, sides=("none", *SIDES), extras=cuts
+    )
+    search(ctx, prop, fixed=fixed, strategy=drawn, examples=ctx.model_examples)
 
 
 @check(
@@ -572,19 +657,26 @@ def decoder_layer_memory_permutation(ctx: CheckContext) -> None:
     causal mask and no positional bias in cross-attention)."""
     cfg = layer_config(ctx)
     layer, _ = build_decoder(ctx, cfg)
-    b, t, s = 3, 4, 6
-    x, memory = ctx.randn(b, t, cfg.d_model), ctx.randn(b, s, cfg.d_model)
-    mem_keep = keep_from_lengths(ctx, [s, 1, 4], s, "right")
-    base = dec_call(ctx, layer, x, memory, None, mem_keep)
 
-    def trial(example: Example) -> None:
-        perm = torch.randperm(s, generator=ctx.generator).to(ctx.device)
+    def prop(example: Example) -> None:
+        b, t, s = example["b"], example["t"], example["s"]
+        mem_keep = batch_keep(ctx, example["s_lens"], s, example["side"])
+        x, memory = ctx.randn(b, t, cfg.d_model), ctx.randn(b, s, cfg.d_model)
+        base = dec_call(ctx, layer, x, memory, None, mem_keep)
+        perm = torch.tensor(example["perm"], dtype=torch.int64, device=ctx.device)
         if bool((perm == torch.arange(s, device=ctx.device)).all()):
             perm = perm.roll(1)
         y = dec_call(ctx, layer, x, memory[:, perm], None, mem_keep[:, perm])
         same_rows(ctx, f"outputs with memory permuted by {perm.tolist()}", y, base, None)
 
-    search(ctx, trial, strategy=sizes_example(), examples=max(1, ctx.examples // 2))
+    # the former 3 x 4 batch over a memory of 6 (lengths 6, 1, 4), then drawn by hypothesis: sizes,
+    # memory lengths, padding side and the permutation (the identity is rotated by one)
+    fixed: list[Example] = [
+        {"b": 3, "t": 4, "s": 6, "side": "right", "s_lens": [6, 1, 4], "perm": [3, 0, 5, 1, 4, 2]}
+    ]
+    perms = {"perm": lambda e: st.permutations(list(range(e["s"])))}
+    drawn = padded_batch_example(dims={"t": (1, 6), "s": (2, 7)}, padded=("s",), extras=perms)
+    search(ctx, prop, fixed=fixed, strategy=drawn, examples=ctx.model_examples)
 
 
 @check(
@@ -614,12 +706,20 @@ def decoder_layer_reference(ctx: CheckContext) -> None:
     cfg = layer_config(ctx)
     layer, module = build_decoder(ctx, cfg)
     oracle, same = oracle_copies(ctx, module)
-    for side in SIDES:
-        b, t, s = 3, 5, 6
-        keep = keep_from_lengths(ctx, mixed_lengths(ctx, b, t), t, side)
-        mem_keep = keep_from_lengths(ctx, mixed_lengths(ctx, b, s), s, side)
+
+    def prop(example: Example) -> None:
+        b, t, s, side = example["b"], example["t"], example["s"], example["side"]
+        keep = batch_keep(ctx, example["t_lens"], t, side)
+        mem_keep = batch_keep(ctx, example["s_lens"], s, side)
         x, memory = ctx.randn(b, t, cfg.d_model), ctx.randn(b, s, cfg.d_model)
         y = dec_call(ctx, layer, x, memory, keep, mem_keep)
         want = run_oracle(oracle, x.to(torch.float64), memory.to(torch.float64), keep, mem_keep)
         base = run_oracle(same, x, memory, keep, mem_keep)
         ctx.compare(f"{side}-padded batch vs reference", y[keep], want[keep], base[keep])
+
+    # each side at 3 x 5 over a memory of 6, then batches drawn by hypothesis (sizes, lengths, side)
+    fixed: list[Example] = [
+        {"b": 3, "t": 5, "s": 6, "side": side, "t_lens": [1, 5, 3], "s_lens": [1, 6, 4]} for side in SIDES
+    ]
+    drawn = padded_batch_example(dims={"t": (1, 7), "s": (1, 7)})
+    search(ctx, prop, fixed=fixed, strategy=drawn, examples=ctx.model_examples)

@@ -11,7 +11,7 @@ from transformer_conformance.context import CheckContext
 from transformer_conformance.reference.loss import next_token_loss
 from transformer_conformance.registry import check
 from transformer_conformance.search import search
-from transformer_conformance.strategies import Example, padded_batch_example, sizes_example
+from transformer_conformance.strategies import Example, lm_batch_example, sizes_example
 
 LOSS = Capability.LOSS
 VOCAB, PAD = 11, 0
@@ -107,5 +107,5 @@ def loss_ignores_padding(ctx: CheckContext) -> None:
     # each side with lengths 6, 1 and 3; then batch, length, side and lengths drawn (sample 0 has at
     # least one target)
     fixed = [{"b": 3, "n": 6, "side": side, "lengths": [6, 1, 3]} for side in SIDES]
-    drawn = padded_batch_example(batch=(1, 4), length=(2, 8), first_at_least=2)
+    drawn = lm_batch_example(batch=(1, 4), length=(2, 8), first_at_least=2)
     search(ctx, prop, fixed=fixed, strategy=drawn)

@@ -13,11 +13,12 @@ it); the cache checks compare token-by-token steps, chunks on a warm cache and p
 """
 
 import inspect
+import itertools
 import threading
 from collections.abc import Iterator
 from functools import partial
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 import torch
 from hypothesis import strategies as st
@@ -26,6 +27,7 @@ from torch import Tensor, nn
 from transformer_conformance.adapter import Capability
 from transformer_conformance.checks.layers import (
     SIDES,
+    Side,
     canonical_module,
     expect_tensor,
     keep_from_lengths,
@@ -47,12 +49,14 @@ from transformer_conformance.reference.variant_lm import VariantLM
 from transformer_conformance.registry import check
 from transformer_conformance.search import search
 from transformer_conformance.strategies import (
+    SEQ2SEQ_SIDES,
     Example,
     cache_schedule,
     data_seeds,
-    padded_batch_example,
+    lm_batch_example,
     padded_cache_example,
     schedule_example,
+    seq2seq_example,
     sizes_example,
 )
 
@@ -458,6 +462,268 @@ def _reference(ctx: CheckContext, kind: Capability) -> None:
         ctx.compare(f"{side}-padded batch: logits vs reference", y[keep], want[keep], base[keep])
 
 
+# --------------------------------------------------------------------------------------------
+# encoder-decoder searches: each property on examples of ``seq2seq_example`` (conformance/strategies.py)
+# --------------------------------------------------------------------------------------------
+
+
+def _side_keep(ctx: CheckContext, lengths: list[int], length: int, side: str) -> Tensor:
+    """Canonical padding mask [b, length] of the real ``lengths``, every sample padded on ``side``
+    ("right", "left"), or ("mixed") sample i on the left when i is odd, on the right otherwise."""
+    if side in SIDES:
+        return keep_from_lengths(ctx, lengths, length, cast(Side, side))
+    rows = [keep_from_lengths(ctx, [n], length, "left" if i % 2 else "right") for i, n in enumerate(lengths)]
+    return torch.cat(rows)
+
+
+def _lengths(example: Example, key: str) -> list[int]:
+    return [int(n) for n in example[key]]
+
+
+def _ed_source(ctx: CheckContext, p: _Pipeline, example: Example, side: str = "right") -> None:
+    """The pipeline's batch from ``example``: ``b`` samples of random source ids of length ``s``, padded
+    on ``side`` to their ``src_lengths``; the memory of the previous example is forgotten."""
+    p.b, p.s = int(example["b"]), int(example["s"])
+    p.src = _ids(ctx, p.cfg, p.b, p.s)
+    p.src_keep = _side_keep(ctx, _lengths(example, "src_lengths"), p.s, side)
+    p.memory = None
+
+
+def _schedule(chunks: list[int]) -> list[tuple[int, int]]:
+    """(start, stop) of each chunk of a cache schedule."""
+    bounds = [0]
+    for c in chunks:
+        bounds.append(bounds[-1] + int(c))
+    return list(itertools.pairwise(bounds))
+
+
+def _ed_shape(ctx: CheckContext) -> None:
+    p = _Pipeline(ctx, ED)
+
+    def prop(example: Example) -> None:
+        _ed_source(ctx, p, example)
+        n = int(example["n"])
+        ids = _ids(ctx, p.cfg, p.b, n)
+        ctx.expect_finite(f"logits (no padding, s={p.s})", p.full(ids))
+        keep = keep_from_lengths(ctx, _lengths(example, "tgt_lengths"), n, "right")
+        y = p.full(_with_pads(ctx, p.cfg, ids, keep, random=False), keep)
+        ctx.expect_finite(f"logits at real positions (s={p.s})", y[keep])
+        cache = p.new_cache()
+        for c in example["chunks"]:
+            ctx.expect_finite(f"step logits (chunk of {c})", p.step(_ids(ctx, p.cfg, p.b, int(c)), cache))
+
+    # target lengths 1 and 4 (unpadded and padded), steps of 2 and 1; then batch, source and target
+    # lengths, padding and step schedules drawn by hypothesis
+    fixed = [
+        {"b": 2, "s": 5, "n": n, "src_lengths": [5, 3], "tgt_lengths": [n, 1], "chunks": [2, 1]}
+        for n in (1, 4)
+    ]
+    search(ctx, prop, fixed=fixed, strategy=seq2seq_example(schedule=True), examples=ctx.model_examples)
+
+
+def _ed_batch(ctx: CheckContext) -> None:
+    p = _Pipeline(ctx, ED)
+
+    def prop(example: Example) -> None:
+        _ed_source(ctx, p, example)
+        b, n, s = p.b, int(example["n"]), p.s
+        keep = keep_from_lengths(ctx, _lengths(example, "tgt_lengths"), n, "right")
+        ids = _with_pads(ctx, p.cfg, _ids(ctx, p.cfg, b, n), keep, random=False)
+        together = p.full(ids, keep)
+        src, src_keep = p.src, p.src_keep
+        for i in range(b):
+            p.src, p.src_keep = src[i : i + 1], src_keep[i : i + 1]
+            alone = p.full(ids[i : i + 1], keep[i : i + 1])
+            same_rows(ctx, f"sample {i} alone vs in the batch", alone[0], together[i], keep[i])
+        # the probe sample kept, the others' tokens, sources and lengths changed
+        probe = min(int(example.get("probe", 0)), b - 1)
+        other_tgt = example.get("other_tgt_lengths") or torch.randint(1, n + 1, (b,), generator=ctx.generator)
+        other_src = example.get("other_src_lengths") or torch.randint(1, s + 1, (b,), generator=ctx.generator)
+        other_tgt, other_src = [int(x) for x in other_tgt], [int(x) for x in other_src]
+        other_tgt[probe], other_src[probe] = int(keep[probe].sum()), int(src_keep[probe].sum())
+        others = keep_from_lengths(ctx, other_tgt, n, "right")
+        ids2 = _with_pads(ctx, p.cfg, _ids(ctx, p.cfg, b, n), others, random=False)
+        ids2[probe] = ids[probe]
+        p.src = _ids(ctx, p.cfg, b, s)
+        p.src[probe] = src[probe]
+        p.src_keep = keep_from_lengths(ctx, other_src, s, "right")
+        changed = p.full(ids2, others)
+        what = f"sample {probe} after changing the other samples"
+        same_rows(ctx, what, changed[probe], together[probe], keep[probe])
+
+    # the fixed batch of three (target lengths 3, 5, 1; source lengths 2, 5, 1), then batches drawn by
+    # hypothesis (a failure shrinks to the smallest batch and the least padding that show it)
+    fixed = [
+        {
+            "b": 3,
+            "s": 5,
+            "n": 5,
+            "src_lengths": [2, 5, 1],
+            "tgt_lengths": [3, 5, 1],
+            "probe": 0,
+            "other_src_lengths": [2, 1, 4],
+            "other_tgt_lengths": [3, 1, 5],
+        }
+    ]
+    drawn = seq2seq_example(min_batch=2, max_batch=4, extras={"probe": st.integers(0, 3)})
+    search(ctx, prop, fixed=fixed, strategy=drawn, examples=ctx.model_examples)
+
+
+def _ed_determinism(ctx: CheckContext) -> None:
+    p = _Pipeline(ctx, ED, dropout=0.1)
+
+    def prop(example: Example) -> None:
+        _ed_source(ctx, p, example)
+        n = int(example["n"])
+        keep = keep_from_lengths(ctx, _lengths(example, "tgt_lengths"), n, "right")
+        ids = _with_pads(ctx, p.cfg, _ids(ctx, p.cfg, p.b, n), keep, random=False)
+        first = p.full(ids, keep)
+        for _ in range(2):
+            what = "a second call on the same input (config dropout 0.1, eval)"
+            same_rows(ctx, what, p.full(ids, keep), first, keep)
+
+    fixed = [{"b": 2, "s": 5, "n": 5, "src_lengths": [5, 3], "tgt_lengths": [5, 2]}]
+    search(ctx, prop, fixed=fixed, strategy=seq2seq_example(), examples=ctx.model_examples)
+
+
+def _ed_cache_vs_recompute(ctx: CheckContext) -> None:
+    p = _Pipeline(ctx, ED)
+
+    def prop(example: Example) -> None:
+        _ed_source(ctx, p, example)
+        chunks = [int(c) for c in example["chunks"]]
+        ids = _ids(ctx, p.cfg, p.b, sum(chunks))
+        cache = p.new_cache()
+
+        def steps() -> Iterator[Step]:
+            for start, stop in _schedule(chunks):
+                stepped = p.step(ids[:, start:stop], cache)
+                recomputed = p.full(ids[:, :stop])[:, start:stop]
+                what = (
+                    f"cached step at positions {start}..{stop - 1} (warm cache of {start}) vs recomputing "
+                    f"the prefix (schedule {chunks})"
+                )
+                yield f"{start}..{stop - 1}", what, stepped, recomputed, None
+
+        run_steps(StepErrors("cached step vs recomputing the prefix"), steps(), partial(same_rows, ctx))
+
+    # token by token against a padded source, then batches, sources and cache schedules (prefill chunks,
+    # single steps, chunks on a warm cache) drawn by hypothesis
+    fixed = [{"b": 2, "s": 5, "n": SEQ, "src_lengths": [5, 3], "chunks": [1] * SEQ}]
+    search(ctx, prop, fixed=fixed, strategy=seq2seq_example(schedule=True), examples=ctx.model_examples)
+
+
+def _ed_cache_with_padding(ctx: CheckContext) -> None:
+    """Padded decoder prompts (``n`` positions, real lengths ``tgt_lengths``, padded on ``side``), then
+    ``generated`` real tokens, decoded on the cache in the example's schedule with each chunk's pad mask;
+    real positions must equal the teacher-forced decode on the same padded ids."""
+    p = _Pipeline(ctx, ED)
+    argument = PAD_ARGUMENT[ED]
+    if argument not in inspect.signature(p.handle.step).parameters:
+        raise NotApplicable(
+            f"target {ctx.adapter.name!r}: its encoder-decoder handle's step() takes no {argument}, so "
+            "padded prompts cannot be decoded on its cache"
+        )
+
+    def prop(example: Example) -> None:
+        side = str(example["side"])
+        _ed_source(ctx, p, example)
+        b, prompt, generated = p.b, int(example["n"]), int(example["generated"])
+        n = prompt + generated
+        prompt_keep = _side_keep(ctx, _lengths(example, "tgt_lengths"), prompt, side)
+        keep = torch.cat([prompt_keep, torch.ones(b, generated, dtype=torch.bool, device=ctx.device)], 1)
+        ids = _with_pads(ctx, p.cfg, _ids(ctx, p.cfg, b, n), keep, random=True)
+        full = p.full(ids, keep)
+        cache = ctx.call(p.handle.new_cache, b)
+        chunks = [int(c) for c in example["chunks"]]
+
+        def steps() -> Iterator[Step]:
+            for start, stop in _schedule(chunks):
+                chunk_keep = keep[:, start:stop]
+                ctx.record(ids=ids, pad_mask=keep, chunk=[start, stop])
+                y = _padded_step(ctx, p, ids[:, start:stop], cache, ctx.to_target_mask(chunk_keep))
+                y = expect_tensor(
+                    ctx, f"step logits (chunk of {stop - start})", y, (b, stop - start, p.cfg.vocab_size)
+                )
+                what = (
+                    f"{side}-padded prompt: cached step at positions {start}..{stop - 1} vs the full forward "
+                    f"(real positions, schedule {chunks})"
+                )
+                yield f"{start}..{stop - 1}", what, y, full[:, start:stop], chunk_keep
+
+        trace = StepErrors(f"{side}-padded prompt: cached steps vs the full forward (real positions)")
+        run_steps(trace, steps(), partial(same_rows, ctx))
+
+    # each side: the prompt as one chunk, then token by token; then sides (mixed too), lengths and
+    # schedules (the padded prompt split into chunks on a warm cache) drawn by hypothesis
+    fixed = [
+        {
+            "b": 3,
+            "s": 5,
+            "n": 5,
+            "generated": 3,
+            "side": side,
+            "src_lengths": [1, 5, 4],
+            "tgt_lengths": [1, 5, 3],
+            "chunks": [5, 1, 1, 1],
+        }
+        for side in SIDES
+    ]
+    drawn = seq2seq_example(max_tgt=5, sides=SEQ2SEQ_SIDES, extras={"generated": st.integers(0, 3)}).flatmap(
+        lambda e: cache_schedule(e["n"] + e["generated"]).map(lambda chunks: {**e, "chunks": chunks})
+    )
+    search(ctx, prop, fixed=fixed, strategy=drawn, examples=ctx.model_examples)
+
+
+def _ed_teacher_forcing(ctx: CheckContext) -> None:
+    """One parallel pass vs the last position of a fresh, uncached pass on every prefix (no cache)."""
+    p = _Pipeline(ctx, ED)
+
+    def prop(example: Example) -> None:
+        _ed_source(ctx, p, example)
+        n = int(example["n"])
+        ids = _ids(ctx, p.cfg, p.b, n)
+        full = p.full(ids)
+        for t in range(n):
+            prefix = p.full(ids[:, : t + 1])[:, t : t + 1]
+            same_rows(
+                ctx,
+                f"teacher-forced logits at position {t} vs the prefix ids[:, :{t + 1}] alone",
+                full[:, t : t + 1],
+                prefix,
+                None,
+            )
+
+    fixed = [{"b": 2, "s": 5, "n": SEQ, "src_lengths": [5, 3]}]
+    search(ctx, prop, fixed=fixed, strategy=seq2seq_example(), examples=ctx.model_examples)
+
+
+def _ed_reference(ctx: CheckContext) -> None:
+    require_weights(ctx)
+    p = _Pipeline(ctx, ED)
+    oracle, same = oracle_copies(ctx, p.module)
+
+    def prop(example: Example) -> None:
+        side = str(example["side"])
+        _ed_source(ctx, p, example, side)
+        n = int(example["n"])
+        keep = _side_keep(ctx, _lengths(example, "tgt_lengths"), n, side)
+        ids = _with_pads(ctx, p.cfg, _ids(ctx, p.cfg, p.b, n), keep, random=False)
+        args = (p.src, ids, p.src_keep, keep)
+        y = p.full(ids, keep)
+        want = run_oracle(oracle, *args)
+        base = run_oracle(same, *args)
+        ctx.compare(f"{side}-padded batch: logits vs reference", y[keep], want[keep], base[keep])
+
+    # each side (lengths 1..n in one batch), then sides (mixed too), sizes and lengths drawn by hypothesis
+    fixed = [
+        {"b": 3, "s": 5, "n": 6, "side": side, "src_lengths": [1, 5, 3], "tgt_lengths": [1, 6, 4]}
+        for side in SIDES
+    ]
+    drawn = seq2seq_example(sides=SEQ2SEQ_SIDES)
+    search(ctx, prop, fixed=fixed, strategy=drawn, examples=ctx.model_examples)
+
+
 # One literal @check per (handle kind, property), so spec/links.py can read the claim IDs statically.
 
 
@@ -608,7 +874,7 @@ def lm_reference(ctx: CheckContext) -> None:
 
 
 def _lm_padded(ctx: CheckContext, p: _Pipeline, example: Example) -> tuple[Tensor, Tensor]:
-    """(ids with pad_id at the pads, keep) of a ``padded_batch_example``."""
+    """(ids with pad_id at the pads, keep) of an ``lm_batch_example``."""
     b, n = int(example["b"]), int(example["n"])
     keep = keep_from_lengths(ctx, [int(v) for v in example["lengths"]], n, example["side"])
     return _with_pads(ctx, p.cfg, _ids(ctx, p.cfg, b, n), keep, random=False), keep
@@ -632,7 +898,7 @@ def _lm_shape(ctx: CheckContext) -> None:
     # length 1 and a padded batch, steps of 2 and 1 tokens; then batch, lengths, padding and steps drawn
     fixed = [{"b": 2, "n": n, "side": "right", "lengths": [n, 1], "steps": [2, 1]} for n in (1, 4)]
     steps = st.integers(1, 4).flatmap(cache_schedule)
-    drawn = padded_batch_example(extras={"steps": steps})
+    drawn = lm_batch_example(extras={"steps": steps})
     search(ctx, prop, fixed=fixed, strategy=drawn, examples=ctx.model_examples)
 
 
@@ -656,7 +922,7 @@ def _lm_batch(ctx: CheckContext) -> None:
         same_rows(ctx, "sample 0 after changing the other samples", changed[0], together[0], keep[0])
 
     fixed = [{"b": 3, "n": 5, "side": "right", "lengths": [3, 5, 1], "others_lengths": [3, 1, 5]}]
-    drawn = padded_batch_example(batch=(2, 3), others=True)
+    drawn = lm_batch_example(batch=(2, 3), others=True)
     search(ctx, prop, fixed=fixed, strategy=drawn, examples=ctx.model_examples)
 
 
@@ -676,7 +942,7 @@ def _lm_determinism(ctx: CheckContext) -> None:
             )
 
     fixed = [{"b": 2, "n": 5, "side": "right", "lengths": [5, 2]}]
-    search(ctx, prop, fixed=fixed, strategy=padded_batch_example(), examples=ctx.model_examples)
+    search(ctx, prop, fixed=fixed, strategy=lm_batch_example(), examples=ctx.model_examples)
 
 
 def _lm_cache_vs_recompute(ctx: CheckContext) -> None:
@@ -804,7 +1070,7 @@ def _lm_reference(ctx: CheckContext) -> None:
         ctx.compare(f"{side}-padded batch: logits vs reference", y[keep], want[keep], base[keep])
 
     fixed = [{"b": 3, "n": 6, "side": side, "lengths": [1, 6, 4]} for side in SIDES]
-    search(ctx, prop, fixed=fixed, strategy=padded_batch_example(), examples=ctx.model_examples)
+    search(ctx, prop, fixed=fixed, strategy=lm_batch_example(), examples=ctx.model_examples)
 
 
 @check(
@@ -815,10 +1081,11 @@ def _lm_reference(ctx: CheckContext) -> None:
     kind="structural",
 )
 def encdec_shape(ctx: CheckContext) -> None:
-    """encoder-decoder: logits [b, t, vocab] in the working dtype, finite at real positions, for length 1,
-    a padded batch and steps of 2 and 1 tokens.
+    """encoder-decoder: logits [b, t, vocab] in the working dtype, finite at real positions, for every
+    source length s: target lengths 1 and 4, unpadded and padded, then steps of 2 and 1 tokens; then
+    batches, source and target lengths, padding and step schedules drawn by hypothesis.
     """
-    _shape(ctx, ED)
+    _ed_shape(ctx)
 
 
 @check(
@@ -843,10 +1110,10 @@ def encdec_padding_invariance(ctx: CheckContext) -> None:
     kind="metamorphic",
 )
 def encdec_batch_independence(ctx: CheckContext) -> None:
-    """encoder-decoder: each sample's logits equal its logits alone and ignore the other samples' tokens
-    and lengths.
+    """encoder-decoder: each sample's logits equal its logits alone and ignore the other samples' tokens,
+    sources and lengths (a batch of three, then batches of 2..4 drawn by hypothesis).
     """
-    _batch(ctx, ED)
+    _ed_batch(ctx)
 
 
 @check(
@@ -870,9 +1137,9 @@ def encdec_causality(ctx: CheckContext) -> None:
 )
 def encdec_determinism(ctx: CheckContext) -> None:
     """encoder-decoder: built with dropout 0.1 and used for inference, repeated calls give the same logits
-    (dropout off).
+    (dropout off), on a fixed padded batch and on batches drawn by hypothesis.
     """
-    _determinism(ctx, ED)
+    _ed_determinism(ctx)
 
 
 @check(
@@ -883,8 +1150,10 @@ def encdec_determinism(ctx: CheckContext) -> None:
     kind="metamorphic",
 )
 def encdec_cache_equals_recompute(ctx: CheckContext) -> None:
-    """encoder-decoder: each token-by-token cached step gives the logits of recomputing the whole prefix."""
-    _cache_vs_recompute(ctx, ED)
+    """encoder-decoder: each cached step gives the logits of recomputing the whole prefix: token by token
+    against a padded source, then cache schedules drawn by hypothesis (prefill chunks, single steps,
+    chunks on a warm cache)."""
+    _ed_cache_vs_recompute(ctx)
 
 
 @check(
@@ -898,10 +1167,11 @@ def encdec_cache_with_padding(ctx: CheckContext) -> None:
     """encoder-decoder: left- and right-padded decoder prompts (lengths 1..n, random pad ids) against a
     padded source, prefilled with step(tgt_chunk, memory, cache, src_pad, tgt_pad_chunk), then decoded
     token by token: the logits at real positions equal the teacher-forced decode of the same padded
-    ids. Not applicable when the handle's step() takes no tgt_pad_chunk or raises NotImplementedError
-    for one.
+    ids. Then sides (each sample its own side too), lengths and cache schedules drawn by hypothesis (the
+    padded prompt split into chunks on a warm cache). Not applicable when the handle's step() takes no
+    tgt_pad_chunk or raises NotImplementedError for one.
     """
-    _cache_with_padding(ctx, ED)
+    _ed_cache_with_padding(ctx)
 
 
 @check(
@@ -913,8 +1183,8 @@ def encdec_cache_with_padding(ctx: CheckContext) -> None:
 )
 def encdec_teacher_forcing(ctx: CheckContext) -> None:
     """encoder-decoder: one teacher-forced pass equals, at every position t, the last logits of decoding
-    the prefix tgt[:, :t+1] alone (no cache)."""
-    _teacher_forcing(ctx, ED)
+    the prefix tgt[:, :t+1] alone (no cache); 8 positions, then batches and lengths drawn by hypothesis."""
+    _ed_teacher_forcing(ctx)
 
 
 @check(
@@ -940,9 +1210,9 @@ def encdec_chunked_prefill(ctx: CheckContext) -> None:
 )
 def encdec_reference(ctx: CheckContext) -> None:
     """encoder-decoder: same canonical weights, padded batches: logits at real positions match the float64
-    reference.
+    reference (left and right padding, then sides, sizes and lengths drawn by hypothesis).
     """
-    _reference(ctx, ED)
+    _ed_reference(ctx)
 
 
 @check(
@@ -954,17 +1224,23 @@ def encdec_reference(ctx: CheckContext) -> None:
 )
 def encdec_memory_permutation(ctx: CheckContext) -> None:
     """encoder-decoder: decoding against the memory with its positions permuted (and the source padding
-    permuted alike) gives the same logits."""
+    permuted alike) gives the same logits; batches, lengths and permutations drawn by hypothesis (a
+    failure shrinks towards a rotation by one)."""
     p = _Pipeline(ctx, ED)
-    tgt = _ids(ctx, p.cfg, p.b, 4)
-    memory, base = ed_decode(ctx, p.handle, p.cfg, p.src, tgt, p.src_keep, None)
-    perm = torch.randperm(p.s, generator=ctx.generator).to(ctx.device)
-    if bool((perm == torch.arange(p.s, device=ctx.device)).all()):
-        perm = perm.roll(1)
-    keep = p.src_keep[:, perm]
-    y = ctx.call(p.handle.decode, tgt, memory[:, perm], ctx.to_target_mask(keep), None)
-    y = expect_tensor(ctx, "decoder logits", y, (*tgt.shape, p.cfg.vocab_size))
-    same_rows(ctx, f"logits with memory permuted by {perm.tolist()}", y, base, None)
+
+    def prop(example: Example) -> None:
+        _ed_source(ctx, p, example)
+        tgt = _ids(ctx, p.cfg, p.b, int(example["n"]))
+        memory, base = ed_decode(ctx, p.handle, p.cfg, p.src, tgt, p.src_keep, None)
+        perm = torch.tensor([int(i) for i in example["perm"]], dtype=torch.int64, device=ctx.device)
+        keep = p.src_keep[:, perm]
+        y = ctx.call(p.handle.decode, tgt, memory[:, perm], ctx.to_target_mask(keep), None)
+        y = expect_tensor(ctx, "decoder logits", y, (*tgt.shape, p.cfg.vocab_size))
+        same_rows(ctx, f"logits with memory permuted by {perm.tolist()}", y, base, None)
+
+    fixed = [{"b": 2, "s": 5, "n": 4, "src_lengths": [5, 3], "perm": [3, 0, 4, 1, 2]}]
+    drawn = seq2seq_example(min_src=2, permutation=True)
+    search(ctx, prop, fixed=fixed, strategy=drawn, examples=ctx.model_examples)
 
 
 class ModuleCalls:
@@ -1017,31 +1293,40 @@ class ModuleCalls:
 def encdec_encodes_once(ctx: CheckContext) -> None:
     """encoder-decoder: a generation loop (encode once, then token-by-token steps on the cache) runs the
     encoder only in encode(): no torch module that encode() runs and decode() does not may run in step().
+    Token by token (8 steps), then batches, sources and step schedules (chunks on a warm cache) drawn by
+    hypothesis.
     """
     p = _Pipeline(ctx, ED)
-    tgt = _ids(ctx, p.cfg, p.b, SEQ)
-    src_mask = ctx.to_target_mask(p.src_keep)
-    ctx.record(src=p.src, src_pad=p.src_keep, tgt=tgt)
-    with ModuleCalls(ctx) as encoding:
-        memory = ctx.call(p.handle.encode, p.src, src_mask)
-    memory = expect_tensor(ctx, "memory", memory, (*p.src.shape, p.cfg.d_model))
-    with ModuleCalls(ctx) as decoding:
-        ctx.call(p.handle.decode, tgt[:, :1], memory, src_mask, None)
-    encoder_only = encoding.ids() - decoding.ids()
-    if not encoder_only:
-        raise NotApplicable(
-            f"target {ctx.adapter.name!r}: no torch module runs in encode() but not in decode(), so the "
-            "encoder cannot be told apart by its module calls"
-        )
-    cache = ctx.call(p.handle.new_cache, p.b)
-    for t in range(SEQ):
-        with ModuleCalls(ctx) as stepping:
-            ed_step(ctx, p.handle, p.cfg, tgt[:, t : t + 1], memory, cache, p.src_keep)
-        rerun = sorted({encoding.modules[i] for i in encoder_only & stepping.ids()})
-        if rerun:
-            ctx.fail(
-                FailureKind.PROPERTY,
-                f"step {t} ran {len(encoder_only & stepping.ids())} module(s) that only encode() runs "
-                f"({', '.join(rerun)}): generation re-encodes the source at every step instead of reusing "
-                "the memory",
+
+    def prop(example: Example) -> None:
+        _ed_source(ctx, p, example)
+        chunks = [int(c) for c in example["chunks"]]
+        tgt = _ids(ctx, p.cfg, p.b, sum(chunks))
+        src_mask = ctx.to_target_mask(p.src_keep)
+        ctx.record(src=p.src, src_pad=p.src_keep, tgt=tgt)
+        with ModuleCalls(ctx) as encoding:
+            memory = ctx.call(p.handle.encode, p.src, src_mask)
+        memory = expect_tensor(ctx, "memory", memory, (*p.src.shape, p.cfg.d_model))
+        with ModuleCalls(ctx) as decoding:
+            ctx.call(p.handle.decode, tgt[:, :1], memory, src_mask, None)
+        encoder_only = encoding.ids() - decoding.ids()
+        if not encoder_only:
+            raise NotApplicable(
+                f"target {ctx.adapter.name!r}: no torch module runs in encode() but not in decode(), so "
+                "the encoder cannot be told apart by its module calls"
             )
+        cache = ctx.call(p.handle.new_cache, p.b)
+        for start, stop in _schedule(chunks):
+            with ModuleCalls(ctx) as stepping:
+                ed_step(ctx, p.handle, p.cfg, tgt[:, start:stop], memory, cache, p.src_keep)
+            rerun = sorted({encoding.modules[i] for i in encoder_only & stepping.ids()})
+            if rerun:
+                ctx.fail(
+                    FailureKind.PROPERTY,
+                    f"step at positions {start}..{stop - 1} ran {len(encoder_only & stepping.ids())} "
+                    f"module(s) that only encode() runs ({', '.join(rerun)}): generation re-encodes the "
+                    "source at every step instead of reusing the memory",
+                )
+
+    fixed = [{"b": 2, "s": 5, "n": SEQ, "src_lengths": [5, 3], "chunks": [1] * SEQ}]
+    search(ctx, prop, fixed=fixed, strategy=seq2seq_example(schedule=True), examples=ctx.model_examples)

@@ -7,35 +7,17 @@ to show shrinking at work.
 Rejected by: mask.causal.future-blind (check ``mask.causal.is-causal``).
 """
 
-import torch
-from torch import Tensor
-
-from transformer_conformance.adapter import Capability
-from transformer_conformance.reference.attention import scaled_dot_product_attention
-from transformer_conformance.reference.masks import combine_masks
-from transformer_conformance.targets.reference import ReferenceAdapter
+from transformer_conformance.mutants._causal_shift import ShiftedCausalMutant
 
 # The checks that must fail on this mutant (tests/conformance/test_teeth.py).
 REJECTED_BY = ("mask.causal.is-causal",)
 
 
-class AttentionCausalOffByOneMutant(ReferenceAdapter):
+class AttentionCausalOffByOneMutant(ShiftedCausalMutant):
     """Reference attention whose causal mask is shifted by one key (bottom-right aligned)."""
 
     name = "mutant.attention-causal-off-by-one"
-    capabilities = frozenset({Capability.ATTENTION})
-
-    def attention(
-        self, q: Tensor, k: Tensor, v: Tensor, *, mask: Tensor | None, is_causal: bool
-    ) -> tuple[Tensor, Tensor | None]:
-        """The bug: ``key_pos <= query_pos + 1``."""
-        if is_causal:
-            nq, nk = q.shape[-2], k.shape[-2]
-            query_pos = torch.arange(nq, device=q.device).unsqueeze(-1) + (nk - nq)
-            leaky = torch.arange(nk, device=q.device).unsqueeze(0) <= query_pos + 1
-            mask = combine_masks(mask, leaky)
-        out, weights = scaled_dot_product_attention(q, k, v, mask)
-        return out, weights
+    SHIFT = 1
 
 
 def make() -> AttentionCausalOffByOneMutant:

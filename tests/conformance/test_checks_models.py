@@ -8,7 +8,9 @@ import torch
 from torch import nn
 
 from transformer_conformance.api import run_audit
+from transformer_conformance.checks import sampler
 from transformer_conformance.checks.sampler import ALPHA, chi_square_p_value
+from transformer_conformance.context import PROFILES
 from transformer_conformance.reference.config import TransformerConfig
 from transformer_conformance.reference.encoder import EncoderLayer
 from transformer_conformance.registry import all_checks
@@ -189,3 +191,59 @@ def test_torch_transformer_step_that_drops_tgt_pad_chunk_fails(monkeypatch: pyte
         in_process=True,
     )
     assert {r.check: r.status for r in report.results}["encdec.cache-with-padding"] == "fail"
+
+
+@pytest.mark.claim("sampling.temperature-frequencies", "sampling.temperature-limits")
+@pytest.mark.parametrize("profile", ["quick", "ci"])
+def test_statistical_sampler_checks_keep_their_false_alarm_rate_over_all_examples(
+    profile: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The frequency and limit checks draw several examples; the levels of all their chi-square tests add
+    up to at most ALPHA (Bonferroni over every example the profile runs)."""
+    levels: dict[str, list[float]] = {}
+    original = sampler.expect_distribution
+
+    def spy(ctx, what, ids, probs, alpha):  # type: ignore[no-untyped-def]
+        levels.setdefault(ctx.check_id, []).append(alpha)
+        original(ctx, what, ids, probs, alpha)
+
+    monkeypatch.setattr(sampler, "expect_distribution", spy)
+    checks = ["sampler.shape", "sampler.frequencies", "sampler.temperature-limits"]
+    report = run_audit(["reference"], check=checks, profile=profile, seed=3, progress=False, in_process=True)
+    assert all(r.status == "pass" for r in report.results), [(r.check, r.message) for r in report.results]
+    examples = PROFILES[profile].examples
+    assert len(levels["sampler.frequencies"]) == 3 + examples
+    assert len(levels["sampler.temperature-limits"]) == 1 + examples
+    for alphas in levels.values():
+        assert sum(alphas) <= ALPHA * (1 + 1e-12)
+    assert sampler.alpha_per_test(3, 25) * 28 == pytest.approx(ALPHA)  # thorough: 3 fixed + 25 drawn
+
+
+@pytest.mark.claim("sampling.invalid-temperature")
+def test_sampler_accepting_minus_infinity_is_rejected() -> None:
+    """invalid-temperature draws temperatures beyond its fixed -1, -1e-6 and NaN: a sampler that rejects
+    those but lets -inf through (``temperature < 0`` written as ``-inf < temperature < 0``) fails, the
+    counterexample shrinks to -inf."""
+    from transformer_conformance.targets.reference import ReferenceAdapter
+
+    class MinusInfinityPasses(ReferenceAdapter):
+        name = "minus-infinity-passes"
+
+        def sample(
+            self, logits: torch.Tensor, temperature: float, generator: torch.Generator | None
+        ) -> torch.Tensor:
+            if temperature == float("-inf"):
+                return logits.argmax(-1)
+            return super().sample(logits, temperature, generator)
+
+    report = run_audit(
+        [MinusInfinityPasses()],
+        check=["sampler.invalid-temperature"],
+        profile="thorough",
+        seed=5,
+        progress=False,
+        in_process=True,
+    )
+    (result,) = report.results
+    assert result.status == "fail", result.message
+    assert result.counterexample["source"] == "drawn" and result.counterexample["example"]["t"] == "-inf"

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 
 from tests.conformance import fakes
 from transformer_conformance.adapter import Capability
-from transformer_conformance.api import ReportPaths, run_audit
+from transformer_conformance.api import SEED_ENV, ReportPaths, UsageError, default_seed, run_audit
 from transformer_conformance.checks.inputs import AttnCase, search_cases
 from transformer_conformance.checks.layers import same_rows
 from transformer_conformance.checks.models import (
@@ -21,7 +21,7 @@ from transformer_conformance.checks.models import (
     _Pipeline,
     lm_cache_with_padding,
 )
-from transformer_conformance.context import PROFILES, CheckContext, CheckFailure, FailureKind
+from transformer_conformance.context import CI_SEED, PROFILES, CheckContext, CheckFailure, FailureKind
 from transformer_conformance.mutants import lm_step_pads_prefill_only
 from transformer_conformance.registry import Registry
 from transformer_conformance.search import search
@@ -29,9 +29,12 @@ from transformer_conformance.strategies import (
     KERNEL_LENGTHS,
     KERNEL_PAIRS,
     KERNEL_WIDTHS,
+    SEQ2SEQ_SIDES,
     attention_example,
     cache_schedule,
+    invalid_temperatures,
     padding_lengths,
+    seq2seq_example,
 )
 
 OFF_BY_ONE = "mutant.attention-causal-off-by-one"
@@ -93,6 +96,21 @@ def test_ci_profile_is_derandomized():
     checks = [CAUSAL, "mask.causal.differential", "attention.shapes"]
     runs = [run_audit([OFF_BY_ONE], profile="ci", check=checks, in_process=True) for _ in range(2)]
     assert [_stable(r) for r in runs[0].results] == [_stable(r) for r in runs[1].results]
+
+
+def test_the_seed_variable_pins_every_profile_and_a_bad_value_is_refused(monkeypatch):
+    monkeypatch.setenv(SEED_ENV, "12345")
+    runs = [run_audit([OFF_BY_ONE], profile="quick", check=[CAUSAL], in_process=True) for _ in range(2)]
+    assert [r.results[0].seed for r in runs] == [12345, 12345]
+    assert _stable(runs[0].results[0]) == _stable(runs[1].results[0])
+    explicit = run_audit([OFF_BY_ONE], profile="quick", check=[CAUSAL], in_process=True, seed=3)
+    assert explicit.results[0].seed == 3  # --seed wins over the variable
+    monkeypatch.setenv(SEED_ENV, "soon")
+    with pytest.raises(UsageError, match=r"TRANSFORMER_CONFORMANCE_SEED.*'soon'"):
+        run_audit([OFF_BY_ONE], profile="quick", check=[CAUSAL], in_process=True)
+    monkeypatch.delenv(SEED_ENV)
+    seeds = {default_seed(derandomized=False) for _ in range(4)}
+    assert len(seeds) > 1 and default_seed(derandomized=True) == CI_SEED
 
 
 def test_no_shrink_reports_the_first_failing_example():
@@ -200,6 +218,38 @@ def test_a_check_that_does_not_search_still_reports_shapes_token_ids_and_the_off
     assert {"index", "target", "oracle", "difference"} <= set(counter["offending"])
 
 
+def test_decoder_layer_causality_failure_shrinks_to_the_smallest_layer_case():
+    # decoder_layer.causality draws batch, lengths, the cut and the padding: the planted bug (no causal
+    # mask without a target padding mask) fails the fixed 2 x 6 cuts and every drawn unpadded case;
+    # hypothesis shrinks it to one sample of two positions over a memory of one, cut at 1, unpadded
+    report = run_audit(
+        ["mutant.decoder-layer-causal-only-with-padding"],
+        profile="ci",
+        seed=11,
+        check="decoder_layer.causality",
+        in_process=True,
+    )
+    (result,) = report.results
+    assert result.status == "fail", result.message
+    counter = result.counterexample
+    assert counter["source"] == "drawn" and counter["shrink"]["replays"] <= PROFILES["ci"].shrink_calls
+    assert counter["sizes"] == {"b": 1, "t": 2, "s": 1, "cut": 1}
+    assert counter["example"]["side"] == "none"
+    assert counter["shapes"]["x"] == [1, 2, counter["shapes"]["x"][2]] and counter["shapes"]["memory"][1] == 1
+    assert "before position 1" in result.message
+    # the reported example replays exactly
+    again = run_audit(
+        ["mutant.decoder-layer-causal-only-with-padding"],
+        profile="ci",
+        seed=11,
+        check="decoder_layer.causality",
+        in_process=True,
+        example=counter["replay"],
+    )
+    (replayed,) = again.results
+    assert replayed.status == "fail" and replayed.message == result.message
+
+
 def test_lm_cache_with_padding_shrinks_a_warm_cache_padding_bug_to_the_smallest_schedule():
     # the planted bug drops the pad mask of chunks on a warm cache: a padded prompt prefilled in one
     # chunk then decoded token by token (the first fixed case) does not show it; drawn schedules do,
@@ -225,3 +275,51 @@ def test_lm_cache_with_padding_shrinks_a_warm_cache_padding_bug_to_the_smallest_
     assert "schedule [1, 2]: cached step at positions 1..2 (warm cache of 1)" in info.value.message
     # the recorded token ids and pad mask are those of the minimal case
     assert len(counter["token_ids"]["ids"]) == 3 and counter["shapes"]["pad_mask"] == [1, 3]
+
+
+def test_encdec_memory_permutation_failure_shrinks_to_two_source_positions_swapped():
+    # encdec.memory-permutation draws batches, lengths and permutations: the positional bias on the memory
+    # shrinks to one sample, two source positions swapped and one target token
+    report = run_audit(
+        ["mutant.encdec-memory-positions"], profile="ci", seed=11, check="encdec.memory-permutation"
+    )
+    (result,) = report.results
+    assert result.status == "fail", result.message
+    counter = result.counterexample
+    assert counter["source"] == "drawn"
+    assert counter["sizes"] == {"b": 1, "s": 2, "n": 1}
+    assert counter["example"]["perm"] == [1, 0] and counter["example"]["src_lengths"] == [2]
+    assert "permuted by [1, 0]" in result.message
+    assert counter["shapes"]["src"] == [1, 2] and counter["shapes"]["tgt"] == [1, 1]
+    assert all(isinstance(i, int) for i in counter["token_ids"]["src"])
+    # the reported example replays exactly
+    replayed = run_audit(
+        ["mutant.encdec-memory-positions"],
+        profile="ci",
+        seed=11,
+        check="encdec.memory-permutation",
+        example=counter["replay"],
+        in_process=True,
+    ).results[0]
+    assert replayed.status == "fail" and replayed.counterexample["source"] == "replay"
+    assert replayed.message == result.message
+
+
+@settings(max_examples=40, database=None, derandomize=True)
+@given(seq2seq_example(sides=SEQ2SEQ_SIDES, schedule=True, permutation=True))
+def test_seq2seq_examples_are_consistent(example):
+    b, s, n = example["b"], example["s"], example["n"]
+    assert len(example["src_lengths"]) == len(example["tgt_lengths"]) == b
+    assert all(1 <= x <= s for x in example["src_lengths"])
+    assert all(1 <= x <= n for x in example["tgt_lengths"])
+    assert sum(example["chunks"]) == n and example["side"] in SEQ2SEQ_SIDES
+    assert sorted(example["perm"]) == list(range(s)) and (s == 1 or example["perm"] != list(range(s)))
+    json.dumps(example)
+
+
+@settings(max_examples=60, database=None, derandomize=True)
+@given(invalid_temperatures())
+def test_invalid_temperatures_are_negative_nan_or_zero(text):
+    t = float(text)
+    assert t != t or t <= 0.0  # NaN, negative (to -inf) or a zero (greedy or an error per convention)
+    assert json.loads(json.dumps(text)) == text

@@ -5,7 +5,9 @@ Each module of ``transformer_conformance.mutants`` is one adapter with one real-
 it names (ci profile, so the run is derandomized and reproducible) and asserts (1) each mutant fails every
 check it names, and (2) every registered check is named by at least one mutant, except the few
 listed in ``WITHOUT_MUTANT`` with a reason; an entry there that has gained a mutant is stale and
-fails too.
+fails too. (3) every check draws its inputs through the search driver (``conformance/search.py``):
+on the mutants that fail it, it ran at least one search, so its failure is shrunk and replayable,
+except the checks listed in ``NOT_SEARCHED`` with a reason.
 """
 
 import importlib
@@ -21,6 +23,9 @@ from transformer_conformance.registry import all_checks
 
 # check id -> why no planted bug exists for it yet (keep this empty where possible)
 WITHOUT_MUTANT: dict[str, str] = {}
+
+# check id -> why it runs no search of the driver (keep this empty where possible)
+NOT_SEARCHED: dict[str, str] = {}
 
 
 def mutant_modules() -> dict[str, ModuleType]:
@@ -74,3 +79,16 @@ def test_every_check_is_failed_by_some_mutant() -> None:
     assert not stale, f"WITHOUT_MUTANT entries that now have a mutant (remove them): {stale}"
     unknown = sorted(set(WITHOUT_MUTANT) - set(ids))
     assert not unknown, f"WITHOUT_MUTANT names unknown checks: {unknown}"
+
+
+def test_every_check_draws_through_the_search_driver(audit) -> None:
+    searched: dict[str, int] = {}
+    for (_, check_id), result in audit.items():
+        if result.status == "fail":
+            searched[check_id] = max(searched.get(check_id, 0), result.searches)
+    unsearched = sorted(c for c, n in searched.items() if n == 0 and c not in NOT_SEARCHED)
+    assert not unsearched, "checks that failed a mutant without running a search:\n" + "\n".join(unsearched)
+    stale = sorted(c for c in NOT_SEARCHED if searched.get(c, 0) > 0)
+    assert not stale, f"NOT_SEARCHED entries that now search (remove them): {stale}"
+    unknown = sorted(set(NOT_SEARCHED) - {c.id for c in all_checks()})
+    assert not unknown, f"NOT_SEARCHED names unknown checks: {unknown}"
