@@ -999,13 +999,11 @@ def _lm_teacher_forcing(ctx: CheckContext) -> None:
 
 
 #: The fixed cases of lm.cache-with-padding: each side's padded prompt (lengths 1, 5 and 3) prefilled
-#: in one chunk then decoded token by token; then the same prompts prefilled in chunks on a warm cache
-#: (left: a first chunk of pads only for the short samples; right: a chunk that holds the prompt's
-#: last pads and the first generated tokens).
+#: in one chunk then decoded token by token; then the left-padded prompt prefilled in chunks on a warm
+#: cache (a first chunk of pads only for the short samples, pads in the second chunk too).
 CACHE_WITH_PADDING: tuple[Example, ...] = (
     *({"side": side, "chunks": [5, 1, 1, 1]} for side in SIDES),
     {"side": "left", "chunks": [2, 3, 1, 2]},
-    {"side": "right", "chunks": [3, 3, 2]},
 )
 
 
