@@ -18,7 +18,7 @@ import threading
 from collections.abc import Iterator
 from functools import partial
 from types import TracebackType
-from typing import Any, cast
+from typing import Any
 
 import torch
 from hypothesis import strategies as st
@@ -27,7 +27,6 @@ from torch import Tensor, nn
 from transformer_conformance.adapter import Capability
 from transformer_conformance.checks.layers import (
     SIDES,
-    Side,
     canonical_module,
     expect_tensor,
     keep_from_lengths,
@@ -471,7 +470,7 @@ def _side_keep(ctx: CheckContext, lengths: list[int], length: int, side: str) ->
     """Canonical padding mask [b, length] of the real ``lengths``, every sample padded on ``side``
     ("right", "left"), or ("mixed") sample i on the left when i is odd, on the right otherwise."""
     if side in SIDES:
-        return keep_from_lengths(ctx, lengths, length, cast(Side, side))
+        return keep_from_lengths(ctx, lengths, length, side)
     rows = [keep_from_lengths(ctx, [n], length, "left" if i % 2 else "right") for i, n in enumerate(lengths)]
     return torch.cat(rows)
 
