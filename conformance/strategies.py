@@ -230,16 +230,16 @@ def lm_batch_example(
     first_at_least: int = 1,
     extras: dict[str, st.SearchStrategy[Any]] | None = None,
 ) -> st.SearchStrategy[Example]:
-    """A padded LM batch: ``b``, ``n``, ``side`` (right, left), ``lengths`` (per sample, 1..n; sample 0
-    at least ``first_at_least``), with ``others`` a second set of lengths ``others_lengths`` (the
-    batch-independence check's changed batch), the ``extras`` and a ``data`` seed. Shrinks to one short
-    sample."""
+    """A padded LM batch: ``b``, ``n``, ``side`` (``BATCH_SIDES``: right, left, mixed), ``lengths``
+    (per sample, 1..n; sample 0 at least ``first_at_least``), with ``others`` a second set of lengths
+    ``others_lengths`` (the batch-independence check's changed batch), the ``extras`` and a ``data``
+    seed. Shrinks to one short sample."""
 
     @st.composite
     def draw(d: st.DrawFn) -> Example:
         b = d(st.integers(*batch))
         n = d(st.integers(*length))
-        example: Example = {"b": b, "n": n, "side": d(st.sampled_from(("right", "left")))}
+        example: Example = {"b": b, "n": n, "side": d(st.sampled_from(BATCH_SIDES))}
         example["lengths"] = _lengths(d, b, n, first_at_least)
         if others:
             example["others_lengths"] = _lengths(d, b, n)
@@ -323,7 +323,7 @@ def padded_cache_example(
     prompt: tuple[int, int] = (1, 5),
     generated: tuple[int, int] = (0, 3),
 ) -> st.SearchStrategy[Example]:
-    """A padded prompt decoded on the cache: ``b``, ``prompt`` length, ``side`` (right, left), per-sample
+    """A padded prompt decoded on the cache: ``b``, ``prompt`` length, ``side`` (``BATCH_SIDES``), per-sample
     real ``lengths`` of the prompt (1..prompt), ``generated`` real tokens after it, and the cache
     schedule ``chunks`` of all ``prompt + generated`` positions (prefill chunks, single steps, chunks on
     a warm cache that hold padding or straddle the prompt's end), and a ``data`` seed. Shrinks to one
@@ -334,7 +334,7 @@ def padded_cache_example(
         b = d(st.integers(*batch))
         p = d(st.integers(*prompt))
         g = d(st.integers(*generated))
-        side = d(st.sampled_from(("right", "left")))
+        side = d(st.sampled_from(BATCH_SIDES))
         lengths = _lengths(d, b, p)
         chunks = d(cache_schedule(p + g))
         return {

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from transformer_conformance.adapter import Capability
-from transformer_conformance.checks.layers import SIDES, keep_from_lengths
+from transformer_conformance.checks.layers import SIDES, batch_keep
 from transformer_conformance.context import CheckContext
 from transformer_conformance.reference.loss import next_token_loss
 from transformer_conformance.registry import check
@@ -90,7 +90,7 @@ def loss_ignores_padding(ctx: CheckContext) -> None:
 
     def prop(example: Example) -> None:
         b, n, side = int(example["b"]), int(example["n"]), example["side"]
-        keep = keep_from_lengths(ctx, [int(v) for v in example["lengths"]], n, side)
+        keep = batch_keep(ctx, [int(v) for v in example["lengths"]], n, side)
         ids = torch.where(keep, _real_ids(ctx, b, n), torch.full_like(keep, PAD, dtype=torch.int64))
         logits = ctx.randn(b, n, VOCAB, scale=2.0)
         what = f"{side}-padded {b}x{n} batch (lengths {example['lengths']})"

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from transformer_conformance.adapter import Capability
 from transformer_conformance.checks.layers import (
     SIDES,
+    batch_keep,
     canonical_module,
     expect_tensor,
     keep_from_lengths,
@@ -466,15 +467,6 @@ def _reference(ctx: CheckContext, kind: Capability) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def _side_keep(ctx: CheckContext, lengths: list[int], length: int, side: str) -> Tensor:
-    """Canonical padding mask [b, length] of the real ``lengths``, every sample padded on ``side``
-    ("right", "left"), or ("mixed") sample i on the left when i is odd, on the right otherwise."""
-    if side in SIDES:
-        return keep_from_lengths(ctx, lengths, length, side)
-    rows = [keep_from_lengths(ctx, [n], length, "left" if i % 2 else "right") for i, n in enumerate(lengths)]
-    return torch.cat(rows)
-
-
 def _lengths(example: Example, key: str) -> list[int]:
     return [int(n) for n in example[key]]
 
@@ -484,7 +476,7 @@ def _ed_source(ctx: CheckContext, p: _Pipeline, example: Example, side: str = "r
     on ``side`` to their ``src_lengths``; the memory of the previous example is forgotten."""
     p.b, p.s = int(example["b"]), int(example["s"])
     p.src = _ids(ctx, p.cfg, p.b, p.s)
-    p.src_keep = _side_keep(ctx, _lengths(example, "src_lengths"), p.s, side)
+    p.src_keep = batch_keep(ctx, _lengths(example, "src_lengths"), p.s, side)
     p.memory = None
 
 
@@ -629,7 +621,7 @@ def _ed_cache_with_padding(ctx: CheckContext) -> None:
         _ed_source(ctx, p, example)
         b, prompt, generated = p.b, int(example["n"]), int(example["generated"])
         n = prompt + generated
-        prompt_keep = _side_keep(ctx, _lengths(example, "tgt_lengths"), prompt, side)
+        prompt_keep = batch_keep(ctx, _lengths(example, "tgt_lengths"), prompt, side)
         keep = torch.cat([prompt_keep, torch.ones(b, generated, dtype=torch.bool, device=ctx.device)], 1)
         ids = _with_pads(ctx, p.cfg, _ids(ctx, p.cfg, b, n), keep, random=True)
         full = p.full(ids, keep)
@@ -706,7 +698,7 @@ def _ed_reference(ctx: CheckContext) -> None:
         side = str(example["side"])
         _ed_source(ctx, p, example, side)
         n = int(example["n"])
-        keep = _side_keep(ctx, _lengths(example, "tgt_lengths"), n, side)
+        keep = batch_keep(ctx, _lengths(example, "tgt_lengths"), n, side)
         ids = _with_pads(ctx, p.cfg, _ids(ctx, p.cfg, p.b, n), keep, random=False)
         args = (p.src, ids, p.src_keep, keep)
         y = p.full(ids, keep)
@@ -875,7 +867,7 @@ def lm_reference(ctx: CheckContext) -> None:
 def _lm_padded(ctx: CheckContext, p: _Pipeline, example: Example) -> tuple[Tensor, Tensor]:
     """(ids with pad_id at the pads, keep) of an ``lm_batch_example``."""
     b, n = int(example["b"]), int(example["n"])
-    keep = keep_from_lengths(ctx, [int(v) for v in example["lengths"]], n, example["side"])
+    keep = batch_keep(ctx, [int(v) for v in example["lengths"]], n, example["side"])
     return _with_pads(ctx, p.cfg, _ids(ctx, p.cfg, b, n), keep, random=False), keep
 
 
@@ -886,7 +878,7 @@ def _lm_shape(ctx: CheckContext) -> None:
         b, n, side, lengths = int(example["b"]), int(example["n"]), example["side"], example["lengths"]
         ids = _ids(ctx, p.cfg, b, n)
         ctx.expect_finite(f"logits (no padding, {b}x{n})", p.full(ids))
-        keep = keep_from_lengths(ctx, [int(v) for v in lengths], n, side)
+        keep = batch_keep(ctx, [int(v) for v in lengths], n, side)
         y = p.full(_with_pads(ctx, p.cfg, ids, keep, random=False), keep)
         ctx.expect_finite(f"logits at real positions ({side}-padded, lengths {lengths})", y[keep])
         cache = ctx.call(p.handle.new_cache, b)
@@ -914,7 +906,7 @@ def _lm_batch(ctx: CheckContext) -> None:
         if b == 1:
             return
         # sample 0 as it was, the other samples' tokens and lengths changed
-        others = keep_from_lengths(ctx, [int(example["lengths"][0]), *example["others_lengths"][1:]], n, side)
+        others = batch_keep(ctx, [int(example["lengths"][0]), *example["others_lengths"][1:]], n, side)
         ids2 = _with_pads(ctx, p.cfg, _ids(ctx, p.cfg, b, n), others, random=False)
         ids2[0] = ids[0]
         changed = p.full(ids2, others)
@@ -1022,7 +1014,7 @@ def _lm_cache_with_padding(ctx: CheckContext) -> None:
         side, lengths = example["side"], [int(v) for v in example["lengths"]]
         chunks = [int(c) for c in example["chunks"]]
         n = prompt + generated
-        prompt_keep = keep_from_lengths(ctx, lengths, prompt, side)
+        prompt_keep = batch_keep(ctx, lengths, prompt, side)
         keep = torch.cat([prompt_keep, torch.ones(b, generated, dtype=torch.bool, device=ctx.device)], 1)
         ids = _with_pads(ctx, p.cfg, _ids(ctx, p.cfg, b, n), keep, random=True)
         full = p.full(ids, keep)

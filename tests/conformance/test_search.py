@@ -7,14 +7,14 @@ from dataclasses import replace
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import find, given, settings
 from hypothesis import strategies as st
 
 from tests.conformance import fakes
 from transformer_conformance.adapter import Capability
 from transformer_conformance.api import SEED_ENV, ReportPaths, UsageError, default_seed, run_audit
 from transformer_conformance.checks.inputs import AttnCase, search_cases
-from transformer_conformance.checks.layers import same_rows
+from transformer_conformance.checks.layers import batch_keep, same_rows
 from transformer_conformance.checks.models import (
     CACHE_WITH_PADDING,
     SEQ,
@@ -35,7 +35,9 @@ from transformer_conformance.strategies import (
     attention_example,
     cache_schedule,
     invalid_temperatures,
+    lm_batch_example,
     padded_batch_example,
+    padded_cache_example,
     padding_lengths,
     seq2seq_example,
 )
@@ -166,6 +168,21 @@ def test_strategies_cover_padding_and_cache_schedules():
     assert lengths[0] == 5 and sides == ["right", "left", "right", "left"]
     lengths, _ = padding_lengths(gen, {"b": 2, "padding": "whole-sample"}, 5)
     assert lengths == [5, 0]
+
+
+@pytest.mark.parametrize("strategy", [lm_batch_example(batch=(2, 3)), padded_cache_example(batch=(2, 3))])
+@pytest.mark.parametrize("side", BATCH_SIDES)
+def test_lm_strategies_reach_every_padding_side(strategy, side):
+    """The decoder-only checks draw right-, left- and mixed-padded batches (and cached prompts)."""
+    example = find(strategy, lambda e: e["side"] == side, settings=settings(database=None))
+    lengths = [int(n) for n in example["lengths"]]
+    n = int(example["n"] if "n" in example else example["prompt"])
+    keep = batch_keep(_context("ci"), lengths, n, side)
+    assert keep.sum(-1).tolist() == lengths
+    for i, row in enumerate(keep.tolist()):  # mixed: even samples right-padded, odd ones left-padded
+        left = side == "left" or (side == "mixed" and i % 2 == 1)
+        real, pads = [True] * lengths[i], [False] * (n - lengths[i])
+        assert row == (pads + real if left else real + pads)
 
 
 @settings(max_examples=20, database=None)

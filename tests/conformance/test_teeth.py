@@ -21,6 +21,9 @@ import transformer_conformance.mutants
 from transformer_conformance.api import run_audit
 from transformer_conformance.registry import all_checks
 
+# the mutants' audit is a module fixture (about 80 s): every test here on one xdist worker computes it once
+pytestmark = pytest.mark.xdist_group("teeth-audit")
+
 # check id -> why no planted bug exists for it yet (keep this empty where possible)
 WITHOUT_MUTANT: dict[str, str] = {}
 
