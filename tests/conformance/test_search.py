@@ -124,13 +124,13 @@ def test_no_shrink_reports_the_first_failing_example():
     assert "--no-shrink" in result.repro
 
 
-def _context(profile: str) -> CheckContext:
+def _context(profile: str, seed: int = 7) -> CheckContext:
     return CheckContext(
         fakes.GoodAdapter(),
         device=torch.device("cpu"),
         dtype=torch.float32,
         profile=PROFILES[profile],
-        seed=7,
+        seed=seed,
         check_id="x",
     )
 
@@ -145,6 +145,32 @@ def test_kernel_profile_draws_from_its_size_sets():
         assert (case.nq, case.nk) in pairs or {case.nq, case.nk} <= set(KERNEL_LENGTHS)
         assert case.d in KERNEL_WIDTHS or case.b == case.h == 1  # narrowed only to fit the budget
     assert any(case.nk >= 1023 or case.nq >= 1023 for case in seen)
+
+
+SIMPLEST_LM = {"b": 1, "n": 1, "side": "right", "lengths": [1], "data": 0}
+
+
+def test_drawn_examples_of_a_check_with_fixed_cases_vary_with_the_seed():
+    # hypothesis tries the simplest example first whatever its seed: a check with fixed cases (which
+    # hold its smallest sizes) skips it, so its one drawn model example at ci is a random one
+    fixed = {"b": 2, "n": 3, "side": "left", "lengths": [3, 1]}
+    drawn = []
+    for seed in (1, 2, 3, 4):
+        seen: list[dict] = []
+        search(_context("ci", seed), seen.append, fixed=[fixed], strategy=lm_batch_example(), examples=1)
+        assert len(seen) == 2 and seen[0]["lengths"] == [3, 1] and seen[1] != SIMPLEST_LM
+        drawn.append(seen[1])
+    assert len({json.dumps(e, sort_keys=True) for e in drawn}) > 1
+    # ... but when a fixed case fails, the simplest example is tried too (often the minimal failure)
+    seen = []
+
+    def prop(example):
+        seen.append(example)
+        raise CheckFailure(FailureKind.PROPERTY, "always")
+
+    with pytest.raises(CheckFailure) as info:
+        search(_context("ci"), prop, fixed=[fixed], strategy=lm_batch_example(), examples=1)
+    assert SIMPLEST_LM in seen and info.value.counterexample["example"] == SIMPLEST_LM
 
 
 def test_shrinking_stays_within_the_budget_and_keeps_the_failure_kind():
