@@ -330,14 +330,13 @@ def _cache_vs_recompute(ctx: CheckContext, kind: Capability) -> None:
     run_steps(StepErrors("cached step vs recomputing the prefix"), steps(), partial(same_rows, ctx))
 
 
-def _teacher_forcing(ctx: CheckContext, kind: Capability) -> None:
-    """One parallel pass vs the last position of a fresh, uncached pass on every prefix: no cache is
-    involved, so a KV-cache bug cannot fail this check (the ``*.cache-*`` checks catch those)."""
-    p = _Pipeline(ctx, kind)
-    ids = _ids(ctx, p.cfg, p.b, SEQ)
+def _expect_teacher_forced(ctx: CheckContext, p: _Pipeline, ids: Tensor) -> None:
+    """One parallel pass of ``ids`` vs the last position of a fresh, uncached pass on every prefix: no
+    cache is involved, so a KV-cache bug cannot fail it (the ``*.cache-*`` checks catch those)."""
     full = p.full(ids)
-    for t in range(SEQ):
+    for t in range(ids.shape[1]):
         prefix = p.full(ids[:, : t + 1])[:, t : t + 1]
+        ctx.record(ids=ids, prefix_length=t + 1)
         same_rows(
             ctx,
             f"teacher-forced logits at position {t} vs the prefix ids[:, :{t + 1}] alone",
@@ -667,23 +666,12 @@ def _ed_cache_with_padding(ctx: CheckContext) -> None:
 
 
 def _ed_teacher_forcing(ctx: CheckContext) -> None:
-    """One parallel pass vs the last position of a fresh, uncached pass on every prefix (no cache)."""
+    """Teacher forcing on drawn sources and target lengths (``_expect_teacher_forced``)."""
     p = _Pipeline(ctx, ED)
 
     def prop(example: Example) -> None:
         _ed_source(ctx, p, example)
-        n = int(example["n"])
-        ids = _ids(ctx, p.cfg, p.b, n)
-        full = p.full(ids)
-        for t in range(n):
-            prefix = p.full(ids[:, : t + 1])[:, t : t + 1]
-            same_rows(
-                ctx,
-                f"teacher-forced logits at position {t} vs the prefix ids[:, :{t + 1}] alone",
-                full[:, t : t + 1],
-                prefix,
-                None,
-            )
+        _expect_teacher_forced(ctx, p, _ids(ctx, p.cfg, p.b, int(example["n"])))
 
     fixed = [{"b": 2, "s": 5, "n": SEQ, "src_lengths": [5, 3]}]
     search(ctx, prop, fixed=fixed, strategy=seq2seq_example(), examples=ctx.model_examples)
@@ -966,24 +954,11 @@ def _lm_cache_vs_recompute(ctx: CheckContext) -> None:
 
 
 def _lm_teacher_forcing(ctx: CheckContext) -> None:
-    """One parallel pass vs the last position of a fresh, uncached pass on every prefix: no cache is
-    involved, so a KV-cache bug cannot fail this check (the ``lm.cache-*`` checks catch those)."""
+    """Teacher forcing on drawn batch sizes and lengths (``_expect_teacher_forced``)."""
     p = _Pipeline(ctx, LM)
 
     def prop(example: Example) -> None:
-        b, n = int(example["b"]), int(example["n"])
-        ids = _ids(ctx, p.cfg, b, n)
-        full = p.full(ids)
-        for t in range(n):
-            prefix = p.full(ids[:, : t + 1])[:, t : t + 1]
-            ctx.record(ids=ids, prefix_length=t + 1)
-            same_rows(
-                ctx,
-                f"teacher-forced logits at position {t} vs the prefix ids[:, :{t + 1}] alone",
-                full[:, t : t + 1],
-                prefix,
-                None,
-            )
+        _expect_teacher_forced(ctx, p, _ids(ctx, p.cfg, int(example["b"]), int(example["n"])))
 
     fixed = [{"b": 2, "n": SEQ}]
     search(ctx, prop, fixed=fixed, strategy=sizes_example(b=(1, 3), n=(1, SEQ)), examples=ctx.model_examples)
