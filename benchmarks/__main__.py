@@ -36,6 +36,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--skip-thorough", action="store_true", help="audit-cost: skip the thorough profile")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--seeds", type=int, default=None, help="calibration: seeds per target and profile")
+    parser.add_argument("--mutant-seeds", type=int, default=None,
+                        help="calibration: seeds per mutant and profile (default seeds/10)")
+    parser.add_argument("--part", choices=("all", "false-alarms", "kills"), default="all",
+                        help="calibration: only the correct targets' false alarms or only the mutants' kills")
     parser.add_argument("--json", dest="json_path", default=None, help="write the rows and methods here")
     return parser.parse_args(argv)
 
@@ -83,10 +87,12 @@ def render_table(rows: Sequence[Row]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     mode: Mode = "tiny" if args.tiny else "quick" if args.quick else "full"
-    if args.seeds is not None and args.seeds < 1:
-        raise SystemExit(f"argument '--seeds': expected a positive number, got {args.seeds}")
+    for flag, value in (("--seeds", args.seeds), ("--mutant-seeds", args.mutant_seeds)):
+        if value is not None and value < 1:
+            raise SystemExit(f"argument '{flag}': expected a positive number, got {value}")
     settings = Settings(
-        resolve_device(args.device), mode, args.repeats, args.skip_thorough, args.seed, args.seeds
+        resolve_device(args.device), mode, args.repeats, args.skip_thorough, args.seed, args.seeds,
+        args.mutant_seeds, args.part,
     )
     named = [n.strip() for n in args.only.split(",") if n.strip()] + list(args.names)
     selected = named or list(BENCHMARKS)

@@ -37,6 +37,8 @@ class Settings:
     skip_thorough: bool = False
     seed: int = 0
     seeds: int | None = None  # calibration: seeds per target and profile (None: the mode's default)
+    mutant_seeds: int | None = None  # calibration: seeds per mutant and profile (None: seeds // 10)
+    part: str = "all"  # calibration: "all", "false-alarms" or "kills" (the halves can run side by side)
 
     def rounds(self, full: int, quick: int, tiny: int = 1) -> int:
         """Number of measured rounds: ``--repeats`` when given, else the mode's default."""

@@ -19,10 +19,11 @@ figures per profile (quick, ci, thorough):
 
 Seeds: ``--seeds N`` for the correct targets (default 30 full, 10 quick, 1 tiny; the figures in
 docs/PERFORMANCE.md are from ``python -m benchmarks calibration --seeds 200``) and ``max(1, N // 10)``
-for the mutants. Runs with one torch thread (small tensors); the correct targets run with the
-run-time shape checks off (they change no value, and halve the cost), the mutants with them as the
-audit has them. No time is asserted or reported as a figure; ``--tiny`` (two correct targets, three
-mutants, one seed) checks only that everything runs.
+for the mutants (``--mutant-seeds N``); ``--part false-alarms`` or ``--part kills`` runs one half
+(two processes side by side use both cores). Runs with one torch thread (small tensors); the correct
+targets run with the run-time shape checks off (they change no value, and halve the cost), the
+mutants with them as the audit has them. No time is asserted or reported as a figure; ``--tiny``
+(two correct targets, three mutants, one seed) checks only that everything runs.
 """
 
 import importlib
@@ -154,7 +155,7 @@ def run(settings: Settings) -> list[Row]:
 
 def _run(settings: Settings) -> list[Row]:
     count = settings.seeds if settings.seeds is not None else settings.pick(30, 10, 1)
-    mutant_count = max(1, count // 10)
+    mutant_count = settings.mutant_seeds if settings.mutant_seeds is not None else max(1, count // 10)
     first = settings.seed
     rows: list[Row] = []
     scales = ", ".join(f"{s:g}" for s in SCALES)
@@ -162,6 +163,8 @@ def _run(settings: Settings) -> list[Row]:
     if settings.mode == "tiny":
         entries = [e for e in entries if e.target in ("reference", EXAMPLE_ATTENTION)][:2]
     checks_were_off = jaxtyping.config.jaxtyping_disable
+    if settings.part == "kills":
+        entries = []
     for entry in entries:
         for profile in PROFILES:
             seeds = seeds_for(profile, count, first)
@@ -178,10 +181,10 @@ def _run(settings: Settings) -> list[Row]:
                 note += f"; first: seed {alarms[0][0]}: {alarms[0][1][:160]}"
             rows.append(Row(NAME, f"{entry.label()} profile={profile}", "false-alarm rate", rate * 100, "%",
                             "0%", rate == 0, note, {"seeds": len(seeds), "alarms": len(alarms)}))
-    modules = mutant_modules()
+    modules = mutant_modules() if settings.part != "false-alarms" else {}
     if settings.mode == "tiny":
         modules = dict(list(modules.items())[:3])
-    for profile in PROFILES:
+    for profile in PROFILES if modules else ():
         seeds = seeds_for(profile, mutant_count, first)
         outcomes = {(name, s): killed(name, module, profile, s, settings.device)
                     for name, module in modules.items() for s in seeds}
