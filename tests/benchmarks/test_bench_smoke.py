@@ -119,6 +119,17 @@ def test_calibration_runs_alone_and_reports_both_rates(tmp_path: Path) -> None:
         assert {r["metric"] for r in cases} == {"false-alarm rate", "kill rate"}, profile
 
 
+@pytest.mark.parametrize(("part", "metric"), [("false-alarms", "false-alarm rate"), ("kills", "kill rate")])
+def test_calibration_runs_one_half(tmp_path: Path, part: str, metric: str) -> None:
+    out = tmp_path / "calibration.json"
+    args = ["calibration", "--tiny", "--seeds", "1", "--mutant-seeds", "1", "--part", part, "--device", "cpu"]
+    assert cli.main([*args, "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert rows and {r["metric"] for r in rows} == {metric}
+
+
 def test_cli_rejects_a_non_positive_seed_count() -> None:
     with pytest.raises(SystemExit, match="--seeds"):
         cli.main(["calibration", "--tiny", "--seeds", "0"])
+    with pytest.raises(SystemExit, match="--mutant-seeds"):
+        cli.main(["calibration", "--tiny", "--mutant-seeds", "0"])
