@@ -213,6 +213,7 @@ def build_context(report: AuditReport) -> dict[str, Any]:
         "failures": failures,
         "deviations": deviations,
         "stale": data["stale_deviations"],
+        "empty": [{"name": n, "verdict": report.empty_verdict(n)} for n in data["empty_targets"]],
         "figures_available": draw,
         "figures_note": FIGURES_NOTE,
         "timing_png": timing,

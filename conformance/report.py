@@ -168,6 +168,14 @@ class AuditReport:
         gated = {t.name for t in self.targets if t.gated}
         return [r for r in self.failures if r.target in gated]
 
+    def empty_verdict(self, name: str) -> str:
+        """What an empty target means for the exit code: the console and Markdown reports say the same."""
+        if name not in {t.name for t in self.targets if t.gated}:
+            return "not gated"
+        if self.allow_empty:
+            return "allowed by --allow-empty"
+        return "fails the gate; --allow-empty accepts it"
+
     def gated_empty(self) -> list[str]:
         """Gated targets on which no check applied (they fail the gate unless ``allow_empty``)."""
         gated = {t.name for t in self.targets if t.gated}
@@ -281,15 +289,10 @@ class AuditReport:
             parts.append(
                 f"STALE deviation for {s['target']}: {s['entry']} [{s['source']} #{s['index']}]: {s['why']}"
             )
-        gated = {t.name for t in self.targets if t.gated}
         for name in self.empty:
-            if name not in gated:
-                verdict = "not gated"
-            elif self.allow_empty:
-                verdict = "allowed by --allow-empty"
-            else:
-                verdict = "fails the gate; --allow-empty accepts it"
-            parts.append(f"EMPTY target {name}: no check applied, nothing was verified ({verdict})")
+            parts.append(
+                f"EMPTY target {name}: no check applied, nothing was verified ({self.empty_verdict(name)})"
+            )
         parts.append(self.matrix_text())
         for t in self.targets:
             counts = ", ".join(f"{n} {s}" for s, n in t.counts.items() if n)
@@ -417,7 +420,7 @@ class AuditReport:
                 f"| {t.harness_time_s:.2f} |"
             )
         for name in self.empty:
-            verdict = "allowed by --allow-empty" if self.allow_empty else "fails the gate"
+            verdict = self.empty_verdict(name)
             out += ["", f"**EMPTY target {name}: no check applied, nothing was verified ({verdict}).**"]
         claims, targets, cells = self.matrix()
         out += [

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from transformer_conformance.api import run_audit
+from transformer_conformance.html import render_html
 from transformer_conformance.registry import all_checks
 
 MODULES = ("attention", "masks", "mha", "layernorm", "ffn", "positional")
@@ -199,3 +200,13 @@ def test_cuda_only_backends_are_all_not_applicable_without_cuda(target: str) -> 
     assert report.empty == [target] and report.exit_code == 1
     assert f"EMPTY target {target}" in report.summary_text()
     assert run_audit([target], device="cpu", profile="ci", progress=False, allow_empty=True).exit_code == 0
+    # the Markdown report gives the same verdict as the console: failing when gated, harmless when not
+    assert "nothing was verified (fails the gate; --allow-empty accepts it)" in report.markdown()
+    ungated = run_audit(["reference", target], device="cpu", profile="ci", progress=False, gate="reference",
+                        check=["attention.shapes"])
+    assert ungated.exit_code == 0 and ungated.empty == [target]
+    console = ungated.summary_text()
+    assert f"EMPTY target {target}: no check applied, nothing was verified (not gated)" in console
+    assert "nothing was verified (not gated)" in ungated.markdown()
+    page = render_html(ungated)
+    assert f"EMPTY target <code>{target}</code></strong>: no check applied" in page and "(not gated)" in page
