@@ -163,14 +163,18 @@ class AuditReport:
         """Results with status fail or error (all targets)."""
         return [r for r in self.results if r.status in (FAIL, ERROR)]
 
+    def gated_names(self) -> set[str]:
+        """The targets whose results decide the exit code (``--gate``)."""
+        return {t.name for t in self.targets if t.gated}
+
     def gated_failures(self) -> list[CheckResult]:
         """Failures of the targets that decide the exit code."""
-        gated = {t.name for t in self.targets if t.gated}
+        gated = self.gated_names()
         return [r for r in self.failures if r.target in gated]
 
     def empty_verdict(self, name: str) -> str:
-        """What an empty target means for the exit code: the console and Markdown reports say the same."""
-        if name not in {t.name for t in self.targets if t.gated}:
+        """What an empty target means for the exit code, in the words every report uses."""
+        if name not in self.gated_names():
             return "not gated"
         if self.allow_empty:
             return "allowed by --allow-empty"
@@ -178,7 +182,7 @@ class AuditReport:
 
     def gated_empty(self) -> list[str]:
         """Gated targets on which no check applied (they fail the gate unless ``allow_empty``)."""
-        gated = {t.name for t in self.targets if t.gated}
+        gated = self.gated_names()
         return [] if self.allow_empty else [name for name in self.empty if name in gated]
 
     @property
